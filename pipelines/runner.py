@@ -1,0 +1,168 @@
+"""The driver: plan shards and segments, run them as Ray tasks, skip what is done, check the books.
+
+Per segment, one Ray task per shard (``num_cpus=1``), at most ``max_in_flight`` submitted at once so the
+driver's memory and the object store stay bounded whatever the corpus size. A shard whose completion marker
+exists with the segment's fingerprint is skipped: a killed run, started again, redoes only unfinished shards.
+A task whose worker dies is retried by Ray (``task_retries``); a shard that still fails is reported and the run
+exits non-zero after finishing every other shard, so one bad machine never costs the whole run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from refinery import pipelines
+from refinery.pipelines import storage
+from refinery.pipelines.accounting import AccountingError, check_run
+from refinery.pipelines.plan import Segment, plan_segments
+from refinery.pipelines.progress import Progress
+from refinery.pipelines.ray_session import ray_session
+from refinery.pipelines.recipe import InputSpec, Recipe
+from refinery.pipelines.shard_task import ShardJob, process_shard
+from refinery.pipelines.shards import Shard, discover_shards
+from refinery.pipelines.summary import summarise
+
+
+class RunDirectoryConflict(RuntimeError):
+    """The output directory holds a run of a different recipe; resuming into it would mix two corpora."""
+
+
+@dataclass
+class RunResult:
+    run_dir: str
+    summary: dict[str, Any]
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.summary.get("accounting", {}).get("ok", False)
+
+
+def _claim_run_directory(fs: Any, root: str, recipe: Recipe) -> None:
+    path = storage.join(root, "recipe.json")
+    fingerprint = recipe.fingerprint()
+    if fs.exists(path):
+        existing = storage.read_json(fs, path)
+        if existing.get("fingerprint") != fingerprint:
+            raise RunDirectoryConflict(
+                f"{recipe.output_dir} holds a run of another recipe (fingerprint {existing.get('fingerprint')}, "
+                f"this recipe {fingerprint}); choose another output_dir or remove it"
+            )
+    fs.makedirs(root, exist_ok=True)
+    storage.write_json_atomic(
+        fs, path, {"fingerprint": fingerprint, "refinery_version": pipelines.__version__, "recipe": recipe.to_data()}
+    )
+
+
+def _remove_temporaries(fs: Any, root: str, segment: Segment) -> None:
+    """Delete half-written files a killed run left behind (their final names were never created)."""
+    for leftover in fs.glob(storage.join(root, segment.directory, "*", ".tmp-*")):
+        fs.rm(leftover)
+
+
+def _is_done(fs: Any, root: str, segment: Segment, shard: Shard) -> bool:
+    marker = storage.join(root, segment.path("done", shard.name))
+    if not fs.exists(marker):
+        return False
+    try:
+        return storage.read_json(fs, marker).get("fingerprint") == segment.fingerprint
+    except ValueError:
+        return False
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    max_in_flight: int | None = None,
+    show_progress: bool = True,
+) -> RunResult:
+    """Run a validated recipe to completion (or resume it) and return its summary."""
+    started = time.time()
+    fs, root = storage.filesystem(recipe.output_dir)
+    _claim_run_directory(fs, root, recipe)
+    shards: list[tuple[Shard, InputSpec]] = [(s, spec) for spec in recipe.inputs for s in discover_shards(spec)]
+    segments = plan_segments(recipe.stages, recipe.fingerprint())
+    address = address or recipe.ray.address
+    num_cpus = num_cpus or recipe.ray.num_cpus
+    stats_by_segment: list[dict[str, dict[str, Any]]] = []
+    markers: dict[str, dict[str, Any]] = {}
+    failures: list[dict[str, str]] = []
+    counts = {"shards": len(shards), "processed": 0, "resumed": 0}
+    with ray_session(address, num_cpus) as resources:
+        cpus = int(resources.get("CPU", 1))
+        in_flight = max_in_flight or recipe.ray.max_in_flight or 2 * cpus
+        for segment in segments:
+            if segment.kind == "global":
+                raise NotImplementedError(f"global stage {segment.stages[0].stage_name!r} needs a global runner")
+            live = [(s, spec) for s, spec in shards if not any(f["shard"] == s.name for f in failures)]
+            results = _run_map_segment(recipe, segment, live, fs, root, in_flight, show_progress, failures, counts)
+            stats_by_segment.append({name: r["stats"] for name, r in results.items()})
+            markers.update({f"{segment.index}/{name}": r["marker"] for name, r in results.items()})
+    accounting = {"ok": True, "error": None}
+    try:
+        check_run(stats_by_segment)
+    except AccountingError as error:
+        accounting = {"ok": False, "error": str(error)}
+    summary = summarise(recipe, segments, stats_by_segment, markers, failures, counts, accounting, started)
+    storage.write_json_atomic(fs, storage.join(root, "run.json"), summary)
+    from refinery.pipelines.report import write_report
+
+    write_report(recipe.output_dir)
+    result = RunResult(run_dir=recipe.output_dir, summary=summary, failures=failures)
+    if not accounting["ok"]:
+        raise AccountingError(accounting["error"])
+    return result
+
+
+def _run_map_segment(
+    recipe: Recipe,
+    segment: Segment,
+    shards: list[tuple[Shard, InputSpec]],
+    fs: Any,
+    root: str,
+    in_flight: int,
+    show_progress: bool,
+    failures: list[dict[str, str]],
+    counts: dict[str, int],
+) -> dict[str, dict[str, Any]]:
+    import ray
+
+    _remove_temporaries(fs, root, segment)
+    results: dict[str, dict[str, Any]] = {}
+    todo: list[ShardJob] = []
+    for shard, spec in shards:
+        if _is_done(fs, root, segment, shard):
+            results[shard.name] = {
+                "stats": storage.read_json(fs, storage.join(root, segment.path("stats", shard.name))),
+                "marker": storage.read_json(fs, storage.join(root, segment.path("done", shard.name))),
+            }
+        else:
+            todo.append(ShardJob(shard, spec, segment, recipe.output_dir, recipe.batch_size))
+    counts["resumed"] += len(results)
+    counts["processed"] += len(todo)
+    progress = Progress(f"segment {segment.index} ({'+'.join(segment.stage_names)})", len(shards), show_progress)
+    progress.skip(len(results))
+    task = ray.remote(num_cpus=1, max_retries=recipe.ray.task_retries)(process_shard)
+    pending: dict[Any, ShardJob] = {}
+    queue = list(reversed(todo))
+    while queue or pending:
+        while queue and len(pending) < in_flight:
+            job = queue.pop()
+            pending[task.remote(job)] = job
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            job = pending.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except Exception as error:  # a shard that failed after its retries: report, finish the rest
+                failures.append({"shard": job.shard.name, "file": job.shard.path, "error": f"{error}"[-2000:]})
+                progress.advance(0)
+                continue
+            results[job.shard.name] = outcome
+            progress.advance(outcome["stats"]["stages"][0]["in"] if outcome["stats"]["stages"] else 0)
+    progress.close()
+    return {name: results[name] for name in sorted(results)}

@@ -1,0 +1,150 @@
+"""The stage contract and the registry that turns recipe names into stage objects.
+
+A stage is a pydantic model: its parameters are typed fields, validated before the run starts, so a wrong key
+or value fails with the stage's name and the field. Two kinds exist (see ``../shared/DESIGN.md`` §3):
+
+* :class:`MapStage` decides each document from the document alone. Consecutive map stages are fused into one
+  segment and run once per input shard.
+* :class:`GlobalStage` needs the whole corpus (dedup, percentile thresholds, the mix). It ends a segment and
+  runs as phases over shard files.
+
+Stages are found by name only: a recipe can never name a module, a class or any other code. Stage modules
+register themselves with :func:`register_stage`; :func:`stage_registry` imports the stage packages
+(``refinery.filters``, ``refinery.dedup``, ``refinery.classifiers``, ``refinery.mixes``) once, so a new
+stage needs no edit to a central list. Stage modules must import heavy libraries inside ``setup()``, not at
+module level, so that validating a recipe stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from refinery.pipelines.documents import ERROR, REASON
+
+STAGE_PACKAGES = ("refinery.filters", "refinery.dedup", "refinery.classifiers", "refinery.mixes")
+
+
+class Stage(BaseModel):
+    """Base of every stage: parameters are fields, unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The name a recipe uses for this stage; also the first half of every ``stage:rule`` reason it gives.
+    stage_name: ClassVar[str] = ""
+    kind: ClassVar[Literal["map", "global"]] = "map"
+
+    def added_columns(self) -> list[pa.Field]:
+        """The flat columns this stage adds to kept documents (declared so output schemas are fixed)."""
+        return []
+
+    def reason(self, rule: str) -> str:
+        """The ``stage:rule`` string recorded on a rejected row."""
+        return f"{self.stage_name}:{rule}"
+
+
+@dataclass
+class StageResult:
+    """What a map stage returns for one batch: every input row is in exactly one of the three tables.
+
+    ``rejected`` carries a ``reason`` column, ``errored`` an ``error`` column. ``counters`` holds additive
+    numbers a stage wants reported (for line-level edits: ``lines_removed``, ``chars_removed``).
+    """
+
+    kept: pa.Table
+    rejected: pa.Table
+    errored: pa.Table | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_errored(self) -> int:
+        return 0 if self.errored is None else self.errored.num_rows
+
+
+class MapStage(Stage):
+    """A stage whose decision needs only the document itself (filters, scorers, annotators)."""
+
+    kind: ClassVar[Literal["map", "global"]] = "map"
+
+    def setup(self) -> None:
+        """Load models and other heavy state. Called once per worker process before the first batch."""
+
+    def process(self, batch: pa.Table) -> StageResult:
+        """Decide a whole batch at once; return kept rows (with added columns) and rejected rows."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process()")
+
+
+class GlobalStage(Stage):
+    """A stage that needs the whole corpus; it ends a segment and runs as phases over shard files.
+
+    The runner gives it the kept shards of the previous segment and a segment directory; it must write, per
+    input shard and under the same shard name, kept and rejected Parquet files and stats, exactly like a map
+    segment, so that accounting and resume work the same way. Phases write files with completion markers and
+    never hold the whole corpus in one process.
+    """
+
+    kind: ClassVar[Literal["map", "global"]] = "global"
+
+
+def split_by_mask(
+    batch: pa.Table,
+    keep: np.ndarray | pa.Array | pa.ChunkedArray,
+    reasons: list[str | None] | pa.Array | pa.ChunkedArray,
+) -> StageResult:
+    """Split ``batch`` into kept rows (``keep`` true) and rejected rows labelled with ``reasons``.
+
+    ``reasons`` is aligned with ``batch``; entries for kept rows are ignored.
+    """
+    if isinstance(keep, pa.ChunkedArray | pa.Array):
+        keep = keep.to_numpy(zero_copy_only=False)
+    keep_array = pa.array(np.asarray(keep, dtype=bool))
+    kept = batch.filter(keep_array)
+    reject_mask = pa.compute.invert(keep_array)
+    rejected = batch.filter(reject_mask)
+    reason_array = reasons if isinstance(reasons, pa.Array | pa.ChunkedArray) else pa.array(list(reasons), pa.string())
+    rejected = rejected.append_column(REASON, reason_array.filter(reject_mask).cast(pa.string()))
+    return StageResult(kept=kept, rejected=rejected)
+
+
+def with_error(rows: pa.Table, message: str) -> pa.Table:
+    """``rows`` with an ``error`` column holding ``message`` on every row."""
+    return rows.append_column(ERROR, pa.array([message] * rows.num_rows, pa.large_string()))
+
+
+_REGISTRY: dict[str, type[Stage]] = {}
+_LOADED = False
+
+
+def register_stage(name: str):
+    """Class decorator: make a stage available to recipes under ``name``."""
+
+    def decorate(cls: type[Stage]) -> type[Stage]:
+        if not issubclass(cls, MapStage | GlobalStage):
+            raise TypeError(f"{cls.__name__} must subclass MapStage or GlobalStage")
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"stage name {name!r} is taken by {existing.__module__}.{existing.__name__}")
+        cls.stage_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def stage_registry() -> dict[str, type[Stage]]:
+    """All registered stages by recipe name (imports the stage packages on first use)."""
+    global _LOADED
+    if not _LOADED:
+        for package_name in STAGE_PACKAGES:
+            package = importlib.import_module(package_name)
+            for module in pkgutil.iter_modules(package.__path__):
+                if not module.name.startswith("_"):
+                    importlib.import_module(f"{package_name}.{module.name}")
+        _LOADED = True
+    return dict(_REGISTRY)
