@@ -10,11 +10,12 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from refinery.pipelines.documents import TEXT
-from refinery.pipelines.stages import MapStage, StageResult, register_stage, split_by_mask
+from refinery.pipelines.per_language import LanguageAwareMapStage
+from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
 
 
 @register_stage("length")
-class DocumentLengthFilter(MapStage):
+class DocumentLengthFilter(LanguageAwareMapStage):
     """Keep documents with ``min_chars <= len(text) <= max_chars`` (``max_chars`` null: no upper bound)."""
 
     min_chars: int = Field(default=50, ge=0)
@@ -26,7 +27,7 @@ class DocumentLengthFilter(MapStage):
             raise ValueError(f"max_chars ({self.max_chars}) must be >= min_chars ({self.min_chars})")
         return self
 
-    def process(self, batch: pa.Table) -> StageResult:
+    def process_batch(self, batch: pa.Table) -> StageResult:
         lengths = pc.fill_null(pc.utf8_length(batch.column(TEXT)), 0)
         too_short = pc.less(lengths, self.min_chars)
         too_long = pc.greater(lengths, self.max_chars) if self.max_chars is not None else pc.equal(lengths, -1)

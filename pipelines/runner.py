@@ -16,6 +16,7 @@ from typing import Any
 from refinery import pipelines
 from refinery.pipelines import storage
 from refinery.pipelines.accounting import AccountingError, check_run
+from refinery.pipelines.global_runner import RayGlobalContext, decision_segment
 from refinery.pipelines.plan import Segment, plan_segments
 from refinery.pipelines.progress import Progress
 from refinery.pipelines.ray_session import ray_session
@@ -92,14 +93,26 @@ def run_recipe(
     markers: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, str]] = []
     counts = {"shards": len(shards), "processed": 0, "resumed": 0}
+    planned = list(segments)
     with ray_session(address, num_cpus) as resources:
         cpus = int(resources.get("CPU", 1))
         in_flight = max_in_flight or recipe.ray.max_in_flight or 2 * cpus
         for segment in segments:
+            failed = {f["shard"] for f in failures}
+            live = [(s, spec) for s, spec in shards if s.name not in failed]
             if segment.kind == "global":
-                raise NotImplementedError(f"global stage {segment.stages[0].stage_name!r} needs a global runner")
-            live = [(s, spec) for s, spec in shards if not any(f["shard"] == s.name for f in failures)]
+                context = RayGlobalContext(
+                    segment,
+                    [s.name for s, _ in live],
+                    recipe.output_dir,
+                    recipe.seed,
+                    recipe.batch_size,
+                    in_flight,
+                    recipe.ray.task_retries,
+                )
+                segment = decision_segment(segment, context)
             results = _run_map_segment(recipe, segment, live, fs, root, in_flight, show_progress, failures, counts)
+            planned[segment.index] = segment
             stats_by_segment.append({name: r["stats"] for name, r in results.items()})
             markers.update({f"{segment.index}/{name}": r["marker"] for name, r in results.items()})
     accounting = {"ok": True, "error": None}
@@ -107,7 +120,7 @@ def run_recipe(
         check_run(stats_by_segment)
     except AccountingError as error:
         accounting = {"ok": False, "error": str(error)}
-    summary = summarise(recipe, segments, stats_by_segment, markers, failures, counts, accounting, started)
+    summary = summarise(recipe, planned, stats_by_segment, markers, failures, counts, accounting, started)
     storage.write_json_atomic(fs, storage.join(root, "run.json"), summary)
     from refinery.pipelines.report import write_report
 

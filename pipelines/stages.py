@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -83,13 +84,40 @@ class MapStage(Stage):
 class GlobalStage(Stage):
     """A stage that needs the whole corpus; it ends a segment and runs as phases over shard files.
 
-    The runner gives it the kept shards of the previous segment and a segment directory; it must write, per
-    input shard and under the same shard name, kept and rejected Parquet files and stats, exactly like a map
-    segment, so that accounting and resume work the same way. Phases write files with completion markers and
-    never hold the whole corpus in one process.
+    ``prepare(context)`` runs the corpus-wide phases (each a map over shards through ``context.map``, writing
+    its results under ``context.work_dir`` and marking completion with ``context.phase_done`` /
+    ``context.mark_phase_done`` so a resumed run skips them) and returns a :class:`MapStage` that applies the
+    decision to one shard at a time (a drop list, a reference distribution, a threshold). The runner then runs
+    that map stage over every shard exactly like a map segment, so outputs, accounting and per-shard resume
+    are the same for every stage. No phase may hold the whole corpus in one process.
     """
 
     kind: ClassVar[Literal["map", "global"]] = "global"
+
+    def prepare(self, context: GlobalContext) -> MapStage:
+        raise NotImplementedError(f"{type(self).__name__} must implement prepare()")
+
+
+class GlobalContext(Protocol):
+    """What the runner gives a global stage (implemented in ``refinery.pipelines.global_runner``)."""
+
+    segment_index: int
+    shard_names: list[str]
+    seed: int
+    batch_size: int
+    work_dir: str
+
+    def input_path(self, shard_name: str) -> str:
+        """The Parquet file (fsspec path) holding the shard's documents as this segment receives them."""
+        ...
+
+    def map(self, function: Callable[..., Any], items: list[Any]) -> list[Any]:
+        """Run ``function(item)`` for every item as Ray tasks; results come back in item order."""
+        ...
+
+    def phase_done(self, phase: str) -> bool: ...
+
+    def mark_phase_done(self, phase: str) -> None: ...
 
 
 def split_by_mask(
