@@ -45,6 +45,7 @@ class InputSpec(_Strict):
     extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
     extraction_timeout_s: float = Field(default=10.0, gt=0)
     max_document_bytes: int = Field(default=20_000_000, gt=0)
+    max_html_depth: int = Field(default=5_000, gt=0, description="deeper pages are rejected before extraction")
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 

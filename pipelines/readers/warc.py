@@ -2,7 +2,8 @@
 
 Counted, never silently skipped: records that are not responses (``warcinfo``, ``request``, ``metadata``) are
 not documents and are tallied in the shard's counters; every response is a document that ends kept, rejected
-(``ingest:non_html``, ``ingest:http_error``, ``ingest:too_large``, ``ingest:empty_text``) or errored (extraction
+(``ingest:non_html``, ``ingest:http_error``, ``ingest:too_large``, ``ingest:html_too_deep``,
+``ingest:empty_text``) or errored (extraction
 failure or timeout). A truncated or corrupt file stops the shard with a :class:`FileReadError` after the
 records before the damage have been processed.
 """
@@ -16,6 +17,7 @@ import fsspec
 
 from refinery.pipelines.readers.base import FileReadError, IngestBatch, RowCollector
 from refinery.pipelines.readers.extract import ExtractionTimeout, decode_html, get_extractor, time_limit
+from refinery.pipelines.readers.html_depth import max_tag_depth
 from refinery.pipelines.recipe import InputSpec
 from refinery.pipelines.shards import Shard
 
@@ -76,6 +78,9 @@ def _ingest_record(rows: RowCollector, index: int, record, spec: InputSpec, extr
     payload = record.content_stream().read(spec.max_document_bytes + 1)
     if len(payload) > spec.max_document_bytes:
         rows.add(index, None, url, date, reason="too_large")
+        return
+    if max_tag_depth(payload) > spec.max_html_depth:
+        rows.add(index, None, url, date, reason="html_too_deep")
         return
     try:
         with time_limit(spec.extraction_timeout_s):
