@@ -69,7 +69,9 @@ def _resiliparse(html: str) -> str | None:
 def _trafilatura(html: str) -> str | None:
     import trafilatura
 
-    return trafilatura.extract(html, include_comments=False, include_tables=True, favor_precision=False)
+    # favor_precision as FineWeb ran it; deduplicate stays off: its cache is per process, so output would
+    # depend on which documents a worker saw before (not deterministic across worker counts).
+    return trafilatura.extract(html, include_comments=False, favor_precision=True, deduplicate=False)
 
 
 EXTRACTORS: dict[str, Extractor] = {"resiliparse": _resiliparse, "trafilatura": _trafilatura}
