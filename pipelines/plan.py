@@ -65,7 +65,8 @@ class Segment:
 
     @property
     def errors_schema(self) -> pa.Schema:
-        schema = self.kept_schema
+        """Every column nullable: a whole-file error has no document id or text."""
+        schema = pa.schema([field.with_nullable(True) for field in self.kept_schema])
         for field in ERROR_FIELDS:
             schema = schema.append(field)
         return schema

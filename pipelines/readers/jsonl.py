@@ -7,6 +7,7 @@ extension by fsspec, so local files and object-store URLs behave the same.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 
@@ -26,12 +27,29 @@ def compression_of(path: str) -> str | None:
     return None
 
 
+def _lines(compressed: io.IOBase, path: str) -> io.IOBase:
+    """A line-iterable binary stream over the decompressed content.
+
+    zstd gets its own reader: fsspec's has no ``readline``, and web dumps are often several zstd frames, which
+    must be read across as the zstd command-line tool does.
+    """
+    compression = compression_of(path)
+    if compression == "zstd":
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True, closefd=False)
+        return io.BufferedReader(reader, buffer_size=1 << 20)
+    if compression is None:
+        return compressed
+    return fsspec.core.compr[compression](compressed, mode="rb")
+
+
 def read_jsonl(shard: Shard, spec: InputSpec, batch_size: int) -> Iterator[IngestBatch]:
     """Yield ingest batches for one JSONL file."""
     rows = RowCollector(shard, spec, batch_size)
     line_number = 0
     try:
-        with fsspec.open(shard.path, "rb", compression=compression_of(shard.path), **spec.storage_options) as stream:
+        with fsspec.open(shard.path, "rb", **spec.storage_options) as raw_file, _lines(raw_file, shard.path) as stream:
             for line_number, raw in enumerate(stream, start=1):
                 if not raw.strip():
                     rows.count("blank_lines")
