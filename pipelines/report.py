@@ -24,7 +24,8 @@ def _document_errors(fs: Any, root: str, summary: dict[str, Any]) -> list[dict[s
     sample: list[dict[str, Any]] = []
     for segment in summary["segments"]:
         found = 0
-        for path in sorted(fs.glob(storage.join(root, segment["directory"], "errors", "*.parquet"))):
+        paths = fs.glob(storage.join(root, segment["directory"], "errors", "*.parquet"))
+        for path in sorted(p for p in paths if not storage.is_temporary(p)):
             with fs.open(path, "rb") as handle:
                 table = pq.read_table(handle, columns=[ID, STAGE, FILE, ERROR])
             for row in table.to_pylist():

@@ -59,7 +59,7 @@ def _claim_run_directory(fs: Any, root: str, recipe: Recipe) -> None:
 
 def _remove_temporaries(fs: Any, root: str, segment: Segment) -> None:
     """Delete half-written files a killed run left behind (their final names were never created)."""
-    for leftover in fs.glob(storage.join(root, segment.directory, "*", ".tmp-*")):
+    for leftover in fs.glob(storage.join(root, segment.directory, "*", f"{storage.TEMPORARY_PREFIX}*")):
         fs.rm(leftover)
 
 
@@ -178,4 +178,5 @@ def _run_map_segment(
             results[job.shard.name] = outcome
             progress.advance(outcome["stats"]["stages"][0]["in"] if outcome["stats"]["stages"] else 0)
     progress.close()
+    _remove_temporaries(fs, root, segment)  # left by attempts whose worker died and was retried
     return {name: results[name] for name in sorted(results)}

@@ -30,9 +30,17 @@ def join(*parts: str) -> str:
     return posixpath.join(*parts)
 
 
+TEMPORARY_PREFIX = ".tmp-"
+
+
 def _temporary(path: str) -> str:
     head, tail = posixpath.split(path)
-    return posixpath.join(head, f".tmp-{uuid.uuid4().hex[:12]}-{tail}")
+    return posixpath.join(head, f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:12]}-{tail}")
+
+
+def is_temporary(path: str) -> bool:
+    """A file a writer has not finished (or a killed writer left behind)."""
+    return posixpath.basename(path).startswith(TEMPORARY_PREFIX)
 
 
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

@@ -26,6 +26,25 @@ HTML_TYPE = re.compile(r"html", re.IGNORECASE)
 CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w\-:.]+)", re.IGNORECASE)
 
 
+def _truncation_checked(base: type) -> type:
+    """warcio's iterator, but remembering whether the last gzip member ended before its end-of-stream marker.
+
+    warcio stops quietly at a truncated ``.warc.gz`` (a crawl shard cut off by a failed upload, say); a run must
+    say so instead, so the decompressor's ``eof`` flag is read just before warcio closes it.
+    """
+
+    class TruncationCheckedIterator(base):
+        truncated = False
+
+        def close(self) -> None:
+            reader = self.reader
+            if reader is not None and reader.decompressor is not None:
+                self.truncated = not getattr(reader.decompressor, "eof", True)
+            super().close()
+
+    return TruncationCheckedIterator
+
+
 def _content_type(record) -> str:
     identified = record.rec_headers.get_header("WARC-Identified-Payload-Type")
     if identified:
@@ -50,13 +69,16 @@ def read_warc(shard: Shard, spec: InputSpec, batch_size: int) -> Iterator[Ingest
     index = -1
     try:
         with fsspec.open(shard.path, "rb", **spec.storage_options) as stream:
-            for index, record in enumerate(ArchiveIterator(stream, arc2warc=True)):
+            records = _truncation_checked(ArchiveIterator)(stream, arc2warc=True)
+            for index, record in enumerate(records):
                 if record.rec_type not in DOCUMENT_RECORD_TYPES:
                     rows.count(f"warc_{record.rec_type}_records")
                     continue
                 _ingest_record(rows, index, record, spec, extract)
                 if len(rows) >= batch_size:
                     yield rows.flush()
+            if records.truncated:
+                raise EOFError("the gzip stream ends inside a record (truncated file)")
     except Exception as error:
         if len(rows):
             yield rows.flush()
