@@ -101,7 +101,8 @@ def _ingest_record(rows: RowCollector, index: int, record, spec: InputSpec, extr
     if len(payload) > spec.max_document_bytes:
         rows.add(index, None, url, date, reason="too_large")
         return
-    if max_tag_depth(payload) > spec.max_html_depth:
+    # a page with fewer tags than the limit cannot nest deeper than it: skip the scan for most pages
+    if payload.count(b"<") > spec.max_html_depth and max_tag_depth(payload) > spec.max_html_depth:
         rows.add(index, None, url, date, reason="html_too_deep")
         return
     try:
