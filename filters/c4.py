@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.filters.text_stats import count_sentences, words
+from refinery.filters.text_stats import count_sentences, tokenize
 from refinery.pipelines.documents import TEXT
 from refinery.pipelines.per_language import LanguageAwareMapStage
 from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
@@ -65,7 +65,7 @@ class C4QualityFilter(LanguageAwareMapStage):
             if self.filter_policy and any(phrase in lowered for phrase in POLICY_SUBSTRINGS):
                 continue
             if self.min_num_sentences != -1:
-                sentences += count_sentences(words(line))
+                sentences += count_sentences(tokenize(line))
             kept.append(line)
         if sentences < self.min_num_sentences:
             return None, "too_few_sentences"

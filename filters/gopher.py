@@ -141,7 +141,7 @@ class GopherRepetitionFilter(_DocumentRuleFilter):
                 return f"top_{n}_gram"
         for n, fraction in self.dup_n_grams:
             grams = ngram_ids(ids, n)
-            if grams.size and duplicated_ngram_chars(grams, lengths, n) / len(text) > fraction:
+            if grams.size and duplicated_ngram_chars(grams, lengths, n, fraction * len(text)) / len(text) > fraction:
                 return f"duplicated_{n}_n_grams"
         return None
 
@@ -156,22 +156,36 @@ def top_ngram_chars(grams: np.ndarray, lengths: np.ndarray, n: int) -> int:
     return int((lengths[start : start + n].sum() + n - 1) * best)
 
 
-def duplicated_ngram_chars(grams: np.ndarray, lengths: np.ndarray, n: int) -> int:
-    """Characters (words joined without spaces) in repeated n-grams, skipping past each repeat as datatrove does."""
-    if np.unique(grams).size == grams.size:
+def duplicated_ngram_chars(grams: np.ndarray, lengths: np.ndarray, n: int, stop_above: float = np.inf) -> int:
+    """Characters (words joined without spaces) in repeated n-grams, skipping past each repeat as datatrove does.
+
+    datatrove walks every position; we jump between the positions whose n-gram occurred earlier (the only ones
+    that can be repeats), adding the n-grams in between in bulk, which gives the same sum. ``stop_above`` ends
+    the walk once the answer is known to exceed a threshold.
+    """
+    _, first, inverse = np.unique(grams, return_index=True, return_inverse=True)
+    candidates = np.flatnonzero(first[inverse] < np.arange(grams.size))
+    if candidates.size == 0:
         return 0
     chars = window_sums(lengths, n)
+    values = grams.tolist()
     seen: set[int] = set()
     repeated = 0
     index = 0
-    last = grams.size
-    values = grams.tolist()
-    while index < last:
-        gram = values[index]
-        if gram in seen:
-            repeated += int(chars[index])
-            index += n
+    cursor = 0
+    while cursor < candidates.size:
+        candidate = int(candidates[cursor])
+        if candidate < index:
+            cursor = int(np.searchsorted(candidates, index))
+            continue
+        seen.update(values[index:candidate])
+        if values[candidate] in seen:
+            repeated += int(chars[candidate])
+            if repeated > stop_above:
+                return repeated
+            index = candidate + n
         else:
-            seen.add(gram)
-            index += 1
+            seen.add(values[candidate])
+            index = candidate + 1
+        cursor += 1
     return repeated
