@@ -184,9 +184,9 @@ def non_html_files(root: Path, count: int) -> list[Path]:
     """``count`` stylesheets, scripts and images, one media type after another so the first shard holds a mix."""
     by_suffix: dict[str, list[Path]] = {}
     for path in sorted(root.rglob("*")):
-        if path.suffix in NON_HTML_TYPES and path.is_file() and not path.is_symlink():
-            if path.stat().st_size <= MAX_NON_HTML_BYTES:
-                by_suffix.setdefault(path.suffix, []).append(path)
+        wanted = path.suffix in NON_HTML_TYPES and path.is_file() and not path.is_symlink()
+        if wanted and path.stat().st_size <= MAX_NON_HTML_BYTES:
+            by_suffix.setdefault(path.suffix, []).append(path)
     interleaved = chain.from_iterable(zip_longest(*(by_suffix[suffix] for suffix in sorted(by_suffix))))
     return [path for path in interleaved if path is not None][:count]
 
@@ -220,9 +220,10 @@ def translated_handbook_files(handbook: Path, language: str) -> list[Path]:
     translated = []
     for path in files:
         original = handbook / "en-US" / path.name
-        if original.is_file():
-            if english_share(main_text_lines(path), set(main_text_lines(original))) <= MAX_ENGLISH_SHARE:
-                translated.append(path)
+        if not original.is_file():
+            continue
+        if english_share(main_text_lines(path), set(main_text_lines(original))) <= MAX_ENGLISH_SHARE:
+            translated.append(path)
     return translated
 
 
@@ -331,9 +332,7 @@ def write_warc_source(
     """All shards of one WARC source; the non-HTML responses go first in the first shard."""
     shards = split_shards(pages, WARC_DOCUMENTS_PER_SHARD)
     shards[0] = [*non_html, *shards[0]]
-    payloads = [
-        warc_bytes(f"{name}-{index:05d}.warc.gz", shard, description) for index, shard in enumerate(shards)
-    ]
+    payloads = [warc_bytes(f"{name}-{index:05d}.warc.gz", shard, description) for index, shard in enumerate(shards)]
     size = write_shards(output / "warc", name, ".warc.gz", payloads)
     return SourceReport(name, len(pages), len(non_html), len(shards), size)
 
