@@ -127,9 +127,8 @@ def main() -> None:
             [sys.executable, __file__, "--worker", contender], check=True, capture_output=True, text=True
         )
         results[contender] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(
-        f"{'contender':<24}{'docs':>6}{'kept':>6}{'docs/s':>9}{'MB/s':>7}{'peak RSS MB':>12}{'x docs/s':>10}{'x RSS':>7}"
-    )
+    header = f"{'contender':<24}{'docs':>6}{'kept':>6}{'docs/s':>9}{'MB/s':>7}"
+    print(header + f"{'peak RSS MB':>12}{'x docs/s':>10}{'x RSS':>7}")
     for contender, r in results.items():
         peer = results["datatrove/" + contender.split("/")[1]]
         rate, peer_rate = r["docs"] / r["seconds"], peer["docs"] / peer["seconds"]

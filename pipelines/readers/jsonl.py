@@ -89,25 +89,13 @@ def _ingest_line(rows: RowCollector, line_number: int, raw: bytes, spec: InputSp
     url = record.get(spec.url_field) if spec.url_field else None
     date = record.get(spec.date_field) if spec.date_field else None
     url = url if isinstance(url, str) else None
+    text = record.get(spec.text_field)
+    problem = None
     if spec.text_field not in record:
-        rows.add(
-            line_number,
-            None,
-            url,
-            date,
-            doc_id=doc_id,
-            error=f"line {line_number}: no {spec.text_field!r} field",
-        )
-        return
-    text = record[spec.text_field]
-    if text is not None and not isinstance(text, str):
-        rows.add(
-            line_number,
-            None,
-            url,
-            date,
-            doc_id=doc_id,
-            error=f"line {line_number}: {spec.text_field!r} is {type(text).__name__}, expected a string",
-        )
+        problem = f"no {spec.text_field!r} field"
+    elif text is not None and not isinstance(text, str):
+        problem = f"{spec.text_field!r} is {type(text).__name__}, expected a string"
+    if problem is not None:
+        rows.add(line_number, None, url, date, doc_id=doc_id, error=f"line {line_number}: {problem}")
         return
     rows.add(line_number, text, url, date, doc_id=doc_id)
