@@ -40,6 +40,11 @@ def _document_errors(fs: Any, root: str, summary: dict[str, Any]) -> list[dict[s
     return sample
 
 
+def top_rules(reasons: dict[str, int]) -> list[tuple[str, int]]:
+    """Rules by count, most frequent first (JSON files keep keys sorted by name)."""
+    return sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+
+
 def build_report(run_dir: str) -> dict[str, Any]:
     fs, root = storage.filesystem(run_dir)
     summary = storage.read_json(fs, storage.join(root, "run.json"))
@@ -51,7 +56,7 @@ def build_report(run_dir: str) -> dict[str, Any]:
                     "segment": segment["index"],
                     "stage": stage["stage"],
                     **{k: stage[k] for k in ("in", "kept", "rejected", "errored", "chars_in", "chars_kept", "seconds")},
-                    "top_rules": list(stage["reasons"].items())[:TOP_RULES],
+                    "top_rules": top_rules(stage["reasons"])[:TOP_RULES],
                 }
             )
     return {
@@ -149,7 +154,7 @@ def terminal_table(summary: dict[str, Any]) -> str:
     lines = [f"{'stage':<28}{'in':>10}{'kept':>10}{'rejected':>10}{'errored':>9}{'seconds':>9}  top rule"]
     for segment in summary["segments"]:
         for stage in segment["stages"]:
-            top = next(iter(stage["reasons"].items()), ("", 0))
+            top = next(iter(top_rules(stage["reasons"])), ("", 0))
             rule = f"{top[0]} ({top[1]:,})" if top[0] else ""
             lines.append(
                 f"{str(segment['index']) + '·' + stage['stage']:<28}{stage['in']:>10,}{stage['kept']:>10,}"
