@@ -118,3 +118,6 @@ def test_report_shows_funnel_rules_and_time(clean_run):
     report = json.loads((base / "out" / "report.json").read_text())
     assert [step["stage"] for step in report["funnel"]] == ["ingest", "length", "language_id"]
     assert all(step["seconds"] >= 0 for step in report["funnel"])
+    for step in report["funnel"]:
+        counts = [count for _, count in step["top_rules"]]
+        assert counts == sorted(counts, reverse=True), "top rules come most frequent first"
