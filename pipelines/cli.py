@@ -95,7 +95,9 @@ def _stages() -> int:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{name} ({cls.kind}): {doc}")
         for field_name, info in cls.model_fields.items():
-            print(f"    {field_name}: {info.annotation!s} = {info.default!r}".replace("typing.", ""))
+            kind = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
+            default = info.get_default(call_default_factory=True)
+            print(f"    {field_name}: {kind} = {default!r}")
     return 0
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from runs import copy_inputs, output_digests, recipe_file, recipe_for
+from run_helpers import copy_inputs, output_digests, recipe_file, recipe_for
 
 from refinery.pipelines.runner import run_recipe
 

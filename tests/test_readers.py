@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from runs import SAMPLE
+from run_helpers import SAMPLE
 from warcio.archiveiterator import ArchiveIterator
 
 from refinery.pipelines.readers import READERS, IngestBatch

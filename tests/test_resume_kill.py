@@ -11,7 +11,7 @@ import time
 
 import psutil
 import pytest
-from runs import copy_inputs, output_digests, recipe_file, recipe_for
+from run_helpers import copy_inputs, output_digests, recipe_file, recipe_for
 
 from refinery.pipelines.runner import run_recipe
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from runs import copy_inputs, output_digests, recipe_for
+from run_helpers import copy_inputs, output_digests, recipe_for
 from warcio.archiveiterator import ArchiveIterator
 
 from refinery.pipelines.cli import main as cli
