@@ -2,7 +2,7 @@
 
 Line-level dedup removes lines repeated across documents; it cannot catch a single very long, unique line that
 repeats itself inside (a log dump, a stack trace, a keyword-stuffed footer). For every line with at least
-``min_words`` words, the share of its word characters (punctuation aside) covered by word n-grams that occur more than once *within the
+``min_words`` words, the share of its word characters covered by word n-grams that occur more than once *within the
 line* is computed (Rae et al.'s duplicated n-gram coverage, applied to a line); lines above
 ``max_coverage`` are removed. Documents left empty are rejected (``line_ngram_repetition:all_lines_removed``).
 Counters ``lines_removed`` and ``chars_removed`` record the edit.
@@ -23,12 +23,16 @@ from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
 
 
 def duplicated_ngram_coverage(tokens: tuple[str, ...], n: int) -> float:
-    """Share of the characters of ``tokens`` inside some n-gram that occurs at least twice."""
+    """Share of the characters of ``tokens`` inside a repeat of an n-gram seen earlier in the same sequence.
+
+    First occurrences do not count (as in Gopher's duplicated n-gram fraction), so prose with a parallel
+    sentence or two is not taken for a log line.
+    """
     if len(tokens) < n + 1:
         return 0.0
     grams = ngram_ids(token_ids(tokens), n)
-    _, inverse, counts = np.unique(grams, return_inverse=True, return_counts=True)
-    repeated_starts = counts[inverse] > 1
+    _, first, inverse = np.unique(grams, return_index=True, return_inverse=True)
+    repeated_starts = first[inverse] < np.arange(grams.size)
     if not repeated_starts.any():
         return 0.0
     # positions covered by a repeated n-gram: a start at i covers i..i+n-1 (difference array, one cumsum)
@@ -48,9 +52,9 @@ WORDS = re.compile(r"\w+")
 class LineNgramRepetitionFilter(LanguageAwareMapStage):
     """Remove lines whose duplicated word n-gram coverage is above a threshold."""
 
-    n: int = Field(default=3, ge=1, le=10)
+    n: int = Field(default=4, ge=1, le=10)
     min_words: int = Field(default=20, ge=2, description="shorter lines are never removed by this rule")
-    max_coverage: float = Field(default=0.5, gt=0.0, le=1.0)
+    max_coverage: float = Field(default=0.4, gt=0.0, le=1.0)
 
     def clean(self, text: str) -> tuple[str, int]:
         """The text without repetitive lines, and how many lines went."""
