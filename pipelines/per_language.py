@@ -3,14 +3,15 @@
 A stage that subclasses :class:`LanguageAwareMapStage` gets a ``per_language`` field in the recipe::
 
     - stage: gopher_quality
-      min_words: 50
+      min_doc_words: 50
       per_language:
-        ja: {min_words: 10}      # overrides for documents whose ``lang`` is ja
-        zh: {min_words: 10}
+        de: {min_doc_words: 40}  # overrides for documents whose ``lang`` is de
 
 Each override is validated as the stage itself would validate it (a wrong key names the language and the
-field). Documents are grouped by their ``lang`` column (set by ``language_id``), each group runs through its
-language's variant, and the outputs come back in input order, so results stay deterministic.
+field). ``only_languages: [en]`` applies a stage to those languages alone (Gopher's stop words and C4's
+punctuation rules are English rules); documents of other languages pass through unchanged. Documents are
+grouped by their ``lang`` column (set by ``language_id``), each group runs through its language's variant, and
+the outputs come back in input order, so results stay deterministic.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ class LanguageAwareMapStage(MapStage):
     """A map stage whose parameters can be overridden per language; subclasses implement ``process_batch``."""
 
     per_language: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    only_languages: list[str] | None = Field(
+        default=None, description="apply to documents of these languages only; others pass untouched"
+    )
 
     _variants: dict[str, MapStage] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _validate_overrides(self) -> LanguageAwareMapStage:
-        base = self.model_dump(exclude={"per_language"})
+        base = self.model_dump(exclude={"per_language", "only_languages"})
         for language, override in self.per_language.items():
             if "per_language" in override:
                 raise ValueError(f"per_language.{language}: overrides cannot nest per_language")
@@ -60,21 +64,26 @@ class LanguageAwareMapStage(MapStage):
         raise NotImplementedError(f"{type(self).__name__} must implement process_batch()")
 
     def process(self, batch: pa.Table) -> StageResult:
-        if not self._variants or LANG_COLUMN not in batch.column_names or batch.num_rows == 0:
+        has_languages = LANG_COLUMN in batch.column_names
+        if (not self._variants and self.only_languages is None) or not has_languages or batch.num_rows == 0:
             return self.process_batch(batch)
         languages = pc.fill_null(batch.column(LANG_COLUMN), "").to_numpy(zero_copy_only=False).astype(object)
         indexed = batch.append_column(_ORDER, pa.array(np.arange(batch.num_rows, dtype=np.int64)))
-        overridden = np.isin(languages, list(self._variants))
+        untouched = np.zeros(len(languages), dtype=bool)
+        if self.only_languages is not None:
+            untouched = ~np.isin(languages, self.only_languages)
+        overridden = np.isin(languages, list(self._variants)) & ~untouched
         parts: list[tuple[MapStage, pa.Table]] = []
-        if (~overridden).any():
-            parts.append((self, indexed.filter(pa.array(~overridden))))
+        passed = indexed.filter(pa.array(untouched))
+        if (~overridden & ~untouched).any():
+            parts.append((self, indexed.filter(pa.array(~overridden & ~untouched))))
         for language, variant in sorted(self._variants.items()):
             mask = languages == language
             if mask.any():
                 parts.append((variant, indexed.filter(pa.array(mask))))
         results = [stage.process_batch(part) for stage, part in parts]
         return StageResult(
-            kept=_restore_order([r.kept for r in results]),
+            kept=_restore_order([passed, *(r.kept for r in results)]),
             rejected=_restore_order([r.rejected for r in results]),
             errored=_restore_order([r.errored for r in results if r.errored is not None]),
             counters=_sum_counters([r.counters for r in results]),

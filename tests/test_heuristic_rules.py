@@ -134,3 +134,16 @@ def test_thresholds_can_differ_per_language(clean):
     result = stage.process(table)
     assert result.kept.column("id").to_pylist() == ["ja"]
     assert result.rejected.column("reason").to_pylist() == ["gopher_quality:too_few_words"]
+
+
+def test_only_languages_leaves_other_languages_untouched(clean, real_documents):
+    japanese = next(
+        t
+        for t, lang in zip(real_documents["text"].to_pylist(), real_documents["lang"].to_pylist(), strict=True)
+        if lang == "ja"
+    )
+    table = pa.table({"id": ["en", "ja"], "text": [" ".join(clean.split()[:20]), japanese], "lang": ["en", "ja"]})
+    assert C4QualityFilter().process(table).kept.num_rows == 0, "C4's rules reject Japanese punctuation"
+    result = C4QualityFilter(only_languages=["en"]).process(table)
+    assert result.kept.to_pylist() == [{"id": "ja", "text": japanese, "lang": "ja"}]
+    assert result.rejected["reason"].to_pylist() == ["c4_quality:too_few_sentences"]
