@@ -94,7 +94,7 @@ def _restore_order(tables: list[pa.Table]) -> pa.Table | None:
     tables = [t for t in tables if t is not None]
     if not tables:
         return None
-    merged = pa.concat_tables(tables, promote_options="default")
+    merged = pa.concat_tables(tables, promote_options="permissive")
     return merged.sort_by(_ORDER).drop_columns([_ORDER])
 
 
