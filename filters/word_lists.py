@@ -77,31 +77,45 @@ class WordDensityFilter(LanguageAwareMapStage):
     def words_for(self, language: str) -> tuple[str, ...]:
         raise NotImplementedError
 
+    def spaced(self, language: str) -> bool:
+        """Whether the list's words must stand alone in documents of ``language``."""
+        return language not in UNSPACED_LANGUAGES
+
+    def languages(self, batch: pa.Table) -> np.ndarray:
+        if LANG_COLUMN in batch.column_names:
+            return pc.fill_null(batch.column(LANG_COLUMN), self.default_language).to_numpy(zero_copy_only=False)
+        return np.full(batch.num_rows, self.default_language, dtype=object)
+
+    def word_counts(self, batch: pa.Table) -> np.ndarray:
+        """Words per document; in scripts without spaces, letters / 2 (about one word per two characters)."""
+        text = pc.fill_null(batch.column(TEXT), "")
+        spaced_words = pc.count_substring_regex(text, WORD).to_numpy(zero_copy_only=False)
+        letters = pc.count_substring_regex(text, r"\p{L}").to_numpy(zero_copy_only=False)
+        unspaced = np.isin(self.languages(batch), list(UNSPACED_LANGUAGES))
+        return np.maximum(np.where(unspaced, letters // 2, spaced_words), 1)
+
     def counts(self, batch: pa.Table) -> np.ndarray:
         """Listed-word matches per document."""
         text = pc.fill_null(batch.column(TEXT), "")
-        if LANG_COLUMN in batch.column_names:
-            languages = pc.fill_null(batch.column(LANG_COLUMN), self.default_language).to_numpy(zero_copy_only=False)
-        else:
-            languages = np.full(batch.num_rows, self.default_language, dtype=object)
+        languages = self.languages(batch)
         counts = np.zeros(batch.num_rows, dtype=np.int64)
         for language in sorted(set(languages.tolist())):
-            words = self.words_for(language)
+            spaced = self.spaced(language)
+            # a single character of a script without spaces is usually an ordinary word part (性 in 性能)
+            words = tuple(w for w in self.words_for(language) if spaced or len(w) > 1)
             if not words:
                 continue
             rows = np.flatnonzero(languages == language)
             subset = text.take(pa.array(rows))
-            pattern = alternation(words, language not in UNSPACED_LANGUAGES)
+            pattern = alternation(words, spaced)
             # matches share no boundary character: count words by spacing each text's word breaks apart
-            spaced = pc.replace_substring_regex(subset, r"([^\p{L}\p{N}_]+)", r"\1\1")
-            counts[rows] = pc.count_substring_regex(spaced, pattern).to_numpy(zero_copy_only=False)
+            doubled = pc.replace_substring_regex(subset, r"([^\p{L}\p{N}_]+)", r"\1\1")
+            counts[rows] = pc.count_substring_regex(doubled, pattern).to_numpy(zero_copy_only=False)
         return counts
 
     def process_batch(self, batch: pa.Table) -> StageResult:
         counts = self.counts(batch)
-        text = pc.fill_null(batch.column(TEXT), "")
-        words = np.maximum(pc.count_substring_regex(text, WORD).to_numpy(zero_copy_only=False), 1)
-        density = counts / words
+        density = counts / self.word_counts(batch)
         reasons = np.where(
             counts > self.max_count,
             self.reason("too_many"),
@@ -127,3 +141,6 @@ class AdultWordsFilter(WordDensityFilter):
 
     def words_for(self, language: str) -> tuple[str, ...]:
         return adult_word_list()
+
+    def spaced(self, language: str) -> bool:
+        return True  # English words: whole words even inside Chinese or Japanese text

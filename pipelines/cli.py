@@ -5,7 +5,7 @@
     refinery validate RECIPE
     refinery stages
 
-With no recipe, ``run`` uses ``recipes/sample.yaml`` from the current folder: the bundled sample corpus.
+With no recipe, ``run`` uses ``recipes/llama3.yaml`` from the current folder: the bundled sample corpus.
 Exit codes: 0 done, 1 some shards failed (rerun to retry only those), 2 invalid recipe or arguments,
 3 accounting mismatch (documents lost or invented: a bug, reported loudly).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from refinery.pipelines.recipe import RecipeError, load_recipe
 
-DEFAULT_RECIPE = Path("recipes/sample.yaml")
+DEFAULT_RECIPE = Path("recipes/llama3.yaml")
 
 
 def _parser() -> argparse.ArgumentParser:
