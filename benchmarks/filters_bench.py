@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus_documents import load_documents
+from harness import load_documents, peak_rss_mb, pin_one_core, print_ratios, run_contenders
 
 CONTENDERS = ("refinery/heuristics", "datatrove/heuristics", "refinery/language_id", "datatrove/language_id")
 BATCH = 1000
@@ -93,8 +90,7 @@ RUNNERS = {
 
 
 def worker(contender: str) -> None:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pin_one_core()
     table = load_documents()
     started = time.perf_counter()
     kept = RUNNERS[contender](table)
@@ -103,11 +99,11 @@ def worker(contender: str) -> None:
     print(
         json.dumps(
             {
-                "docs": table.num_rows,
+                "items": table.num_rows,
                 "kept": kept,
                 "seconds": seconds,
-                "mb": text_bytes / 1e6,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "MB": text_bytes / 1e6,
+                "peak_rss_mb": peak_rss_mb(),
             }
         )
     )
@@ -121,22 +117,7 @@ def main() -> None:
         worker(args.worker)
         return
     load_documents()  # extract once, outside every timing
-    results = {}
-    for contender in CONTENDERS:
-        out = subprocess.run(
-            [sys.executable, __file__, "--worker", contender], check=True, capture_output=True, text=True
-        )
-        results[contender] = json.loads(out.stdout.strip().splitlines()[-1])
-    header = f"{'contender':<24}{'docs':>6}{'kept':>6}{'docs/s':>9}{'MB/s':>7}"
-    print(header + f"{'peak RSS MB':>12}{'x docs/s':>10}{'x RSS':>7}")
-    for contender, r in results.items():
-        peer = results["datatrove/" + contender.split("/")[1]]
-        rate, peer_rate = r["docs"] / r["seconds"], peer["docs"] / peer["seconds"]
-        print(
-            f"{contender:<24}{r['docs']:>6}{r['kept']:>6}{rate:>9.1f}{r['mb'] / r['seconds']:>7.2f}"
-            f"{r['peak_rss_mb']:>12.0f}{rate / peer_rate:>10.2f}{r['peak_rss_mb'] / peer['peak_rss_mb']:>7.2f}"
-        )
-    print("x = ratio to datatrove's equivalent on the same documents, one core each")
+    print_ratios(run_contenders(__file__, CONTENDERS), "docs", extra=("MB",))
 
 
 if __name__ == "__main__":

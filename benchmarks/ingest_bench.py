@@ -26,12 +26,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from harness import pin_one_core  # noqa: E402
+
 CONTENDERS = ("refinery/resiliparse", "refinery/trafilatura", "datatrove/trafilatura")
-
-
-def _pin_one_core() -> None:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
 
 def _html_bytes(paths: list[str], max_pages: int | None) -> tuple[int, int]:
@@ -113,7 +111,7 @@ def _live_children_peak_mb() -> float:
 
 
 def worker(contender: str, paths: list[str], max_pages: int | None) -> None:
-    _pin_one_core()
+    pin_one_core()
     if contender == "datatrove/trafilatura":
         result = _run_datatrove(paths, max_pages)
     else:

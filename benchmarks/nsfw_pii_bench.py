@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import tarfile
@@ -24,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus_documents import load_documents
+from harness import load_documents, peak_rss_mb, pin_one_core, print_ratios, run_contenders
 
 CONTENDERS = ("refinery/url", "datatrove/url", "refinery/pii", "datatrove/pii")
 CACHE = Path(tempfile.gettempdir()) / "refinery-bench-url-cache"
@@ -97,21 +95,11 @@ RUNNERS = {
 
 
 def worker(contender: str) -> None:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pin_one_core()
     items = bench_urls() if contender.endswith("url") else []
     count = len(items) if items else load_documents().num_rows
     kept, seconds = RUNNERS[contender](items)
-    print(
-        json.dumps(
-            {
-                "items": count,
-                "kept": kept,
-                "seconds": seconds,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }
-        )
-    )
+    print(json.dumps({"items": count, "kept": kept, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 
 
 def build_cache() -> dict:
@@ -138,20 +126,7 @@ def main() -> None:
         return
     load_documents()
     cold = build_cache()
-    results = {}
-    for contender in CONTENDERS:
-        out = subprocess.run(
-            [sys.executable, __file__, "--worker", contender], check=True, capture_output=True, text=True
-        )
-        results[contender] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"{'contender':<16}{'items':>8}{'kept':>8}{'items/s':>11}{'peak RSS MB':>13}{'x items/s':>11}{'x RSS':>7}")
-    for contender, r in results.items():
-        peer = results["datatrove/" + contender.split("/")[1]]
-        rate, peer_rate = r["items"] / r["seconds"], peer["items"] / peer["seconds"]
-        print(
-            f"{contender:<16}{r['items']:>8}{r['kept']:>8}{rate:>11.0f}{r['peak_rss_mb']:>13.0f}"
-            f"{rate / peer_rate:>11.2f}{r['peak_rss_mb'] / peer['peak_rss_mb']:>7.2f}"
-        )
+    print_ratios(run_contenders(__file__, CONTENDERS), "items")
     print(
         f"refinery/url one-time digest build: {cold['seconds']:.1f}s, peak RSS {cold['peak_rss_mb']:.0f} MB "
         "(then cached on disk and memory-mapped by every worker)"
