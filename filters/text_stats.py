@@ -24,6 +24,7 @@ EXCEPTIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "vs", "inc", "ltd", "jr", "
               "e.g", "i.e", "approx", "dept", "est", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept",
               "oct", "nov", "dec", "mt", "co", "corp"}  # fmt: skip
 WHOLE = {"and/or"}
+DOUBLE_QUOTES = {"''", "``"}
 SPLIT_WORDS = {"cannot": ["can", "not"], "Cannot": ["Can", "not"], "gonna": ["gon", "na"], "gotta": ["got", "ta"]}
 PRONOUNS = {"i", "you", "he", "she", "it", "we", "they", "that", "there", "who", "what", "where", "how", "this"}
 INFIX = re.compile(
@@ -31,6 +32,7 @@ INFIX = re.compile(
     r"|(?<=[^\W_])([:<>=/])(?=[^\W\d_])"  # a:b, x=y, he/she
     r"|(?<=[^\W\d_]),(?=[^\W\d_])"  # a,b
     r"|(?<=\d)([+\-*^])(?=[\d-])"  # 1-8, 2+2
+    r"|(?<=[a-z])(\.)(?=[A-Z])"  # asyncio.Runner
 )
 ABBREVIATION = re.compile(r"^(?:[^\W\d_]\.)+[^\W\d_]$|^[^\W\d_]$")
 CONTRACTION = re.compile(r"(?i)^(.+?)(n't|n’t|'s|'re|'ll|'ve|'d|'m|’s)$")
@@ -55,9 +57,9 @@ def tokenize(text: str) -> tuple[str, ...]:
     tokens: list[str] = []
     append, extend = tokens.append, tokens.extend
     for chunk in text.split():
-        if chunk.isalnum():
+        if chunk.isalnum() and chunk not in SPLIT_WORDS:
             append(chunk)
-        elif chunk[-1] in ",;:!?)" and chunk[:-1].isalnum():
+        elif chunk[-1] in ",;:!?)" and chunk[:-1].isalnum() and chunk[:-1] not in SPLIT_WORDS:
             append(chunk[:-1])
             append(chunk[-1])
         else:
@@ -72,18 +74,22 @@ def words(text: str) -> tuple[str, ...]:
 
 
 def _split_chunk(chunk: str) -> list[str]:
-    if chunk[0] == "." and chunk.strip(".") == "":
+    if (chunk[0] == "." and chunk.strip(".") == "") or chunk in DOUBLE_QUOTES:
         return [chunk]
     prefix: list[str] = []
     while len(chunk) > 1 and chunk[0] in PREFIXES:
-        prefix.append(chunk[0])
-        chunk = chunk[1:]
+        width = 2 if chunk[:2] in DOUBLE_QUOTES and len(chunk) > 2 else 1
+        prefix.append(chunk[:width])
+        chunk = chunk[width:]
     suffix: list[str] = []
     while len(chunk) > 1:
         dots = DOTS.search(chunk) if chunk.endswith("..") else None
         if dots and dots.start() > 0:
             suffix.append(dots.group())
             chunk = chunk[: dots.start()]
+        elif chunk[-2:] in DOUBLE_QUOTES and len(chunk) > 2:
+            suffix.append(chunk[-2:])
+            chunk = chunk[:-2]
         elif chunk[-1] in SUFFIXES:
             suffix.append(chunk[-1])
             chunk = chunk[:-1]

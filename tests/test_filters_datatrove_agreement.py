@@ -1,13 +1,16 @@
 """Our Gopher, C4 and FineWeb filters decide like datatrove's on the same real documents (>= 99%).
 
-datatrove is the reference implementation FineWeb was built with; it tokenises with spaCy, we with one regex
-(``refinery.filters.text_stats``). Classes of disagreement seen on the sample corpus, all from tokenisation at a
-threshold's edge:
+datatrove is the reference implementation FineWeb was built with; it tokenises with spaCy, we with one pass of
+plain Python (``refinery.filters.text_stats``) that reproduces spaCy's prefix/suffix/infix rules. Measured on the
+600 English documents below: gopher_quality 599/600, gopher_repetition, c4_quality and fineweb_quality 600/600.
+The classes of disagreement found while building it, all at a threshold's edge:
 
-* word counts: spaCy keeps some abbreviations and splits some contractions differently (``O'Neil``, ``Ph.D.``),
-  which moves a document sitting exactly at a word-count or mean-word-length bound;
-* sentences: spaCy's sentencizer and ours differ on rare abbreviations (``approx.``), which moves a page at
-  exactly C4's five-sentence minimum.
+* file names with a hyphen (``Contents-arch.gz``): spaCy keeps them whole through its URL-like token match, we
+  split the hyphen; on a page of file names this moves the alphabetic-word ratio across Gopher's 0.8 (the one
+  remaining disagreement);
+* emoticon-like punctuation (``):``), ``cannot`` before punctuation, ``''`` quotes, ``asyncio.Runner``:
+  spaCy exceptions we now reproduce;
+* sentence counting for C4: spaCy's sentencizer and ours agree on every page here.
 """
 
 from __future__ import annotations
