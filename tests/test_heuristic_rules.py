@@ -88,6 +88,32 @@ def test_gopher_repetition_rules(clean, rule, make):
     assert reason_of(GopherRepetitionFilter(), make(clean)) == f"gopher_repetition:{rule}"
 
 
+def paragraphs_twice(text: str) -> str:
+    return "\n\n".join(re.split(r"\n{2,}", text) * 2)
+
+
+def lines_twice(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() for _ in range(2))
+
+
+ISOLATED_REPETITION = [  # each rule alone (the rules before it switched off), on real text that breaks it
+    ("dup_para_char_frac", {"dup_para_frac": None}, paragraphs_twice),
+    ("dup_line_char_frac", {"dup_line_frac": None}, lines_twice),
+    ("top_3_gram", {"top_n_grams": [(3, 0.18)]}, lambda t: " ".join(["the query planner"] * 300) + " " + t),
+    ("top_4_gram", {"top_n_grams": [(4, 0.16)]}, lambda t: " ".join(["the query planner runs"] * 300) + " " + t),
+    *[
+        (f"duplicated_{n}_n_grams", {"dup_n_grams": [(n, 0.1)]}, lambda t: " ".join([" ".join(sentences(t)[:6])] * 3))
+        for n in range(6, 11)
+    ],
+]
+
+
+@pytest.mark.parametrize(("rule", "params", "make"), ISOLATED_REPETITION, ids=[r[0] for r in ISOLATED_REPETITION])
+def test_each_gopher_repetition_rule_alone(clean, rule, params, make):
+    assert reason_of(GopherRepetitionFilter(**params), clean) is None
+    assert reason_of(GopherRepetitionFilter(**params), make(clean)) == f"gopher_repetition:{rule}"
+
+
 def test_c4_removes_lines_and_rejects_pages(clean):
     stage = C4QualityFilter()
     noisy = "\n".join(
@@ -96,14 +122,17 @@ def test_c4_removes_lines_and_rejects_pages(clean):
             "Please enable JavaScript to view the comments.",
             "This site uses cookies to improve your experience.",
             "PostgreSQL supports indexes [1] on expressions.",
+            "Too short.",
+            "A line with a " + "very" * 300 + " long word.",
             *clean.splitlines(),
         ]
     )
     result = stage.process(pa.table({"id": ["x"], "text": [noisy]}))
     kept = result.kept.column("text")[0].as_py()
     assert "JavaScript" not in kept and "cookies" not in kept and "Skip to main" not in kept
+    assert "Too short." not in kept and "veryvery" not in kept
     assert "PostgreSQL supports indexes" in kept and "[1]" not in kept
-    assert result.counters["lines_removed"] >= 3 + sum(1 for line in clean.splitlines() if line.strip() not in kept)
+    assert result.counters["lines_removed"] >= 5 + sum(1 for line in clean.splitlines() if line.strip() not in kept)
     assert result.counters["chars_removed"] == len(noisy) - len(kept)
     assert (
         reason_of(stage, clean + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.")
