@@ -74,14 +74,14 @@ def build_report(run_dir: str) -> dict[str, Any]:
 
 def _bars(funnel: list[dict[str, Any]], key_in: str, key_kept: str, title: str) -> str:
     """A horizontal funnel: one bar per stage, its input in grey and what it kept in blue."""
-    width, row, left = 720, 26, 170
+    width, row, left = 900, 26, 170
     top = max((step[key_in] for step in funnel), default=0) or 1
     height = row * len(funnel) + 30
     parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">']
     parts.append(f'<text x="0" y="14" font-weight="bold">{html.escape(title)}</text>')
     for i, step in enumerate(funnel):
         y = 24 + i * row
-        span = width - left - 110
+        span = width - left - 200  # room for the "kept / in" label
         w_in = span * step[key_in] / top
         w_kept = span * step[key_kept] / top
         label = html.escape(f"{step['segment']}·{step['stage']}")
