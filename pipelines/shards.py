@@ -47,15 +47,27 @@ class InputNotFoundError(FileNotFoundError):
     """A recipe input matched no file; a run never silently proceeds without one of its inputs."""
 
 
+def _files(fs: fsspec.AbstractFileSystem, pattern: str) -> list[str]:
+    """Files matching a path or glob, from one listing (no request per file on object stores)."""
+    if GLOB_CHARS.search(pattern):
+        listing = fs.glob(pattern, detail=True)
+        return sorted(path for path, info in listing.items() if info.get("type") != "directory")
+    if not fs.exists(pattern):
+        return []
+    if fs.isdir(pattern):
+        return sorted(path for path, info in fs.find(pattern, detail=True).items() if info.get("type") == "file")
+    return [pattern]
+
+
 def discover_shards(spec: InputSpec) -> list[Shard]:
     """Expand an input's paths and globs into its shards, sorted by key, each file once."""
     shards: dict[str, Shard] = {}
     for pattern in spec.paths:
-        fs, _, paths = fsspec.get_fs_token_paths(pattern, storage_options=spec.storage_options)
+        fs, stripped = fsspec.core.url_to_fs(pattern, **spec.storage_options)
         protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
         is_local = "file" in protocols
-        root = _root_of(fs._strip_protocol(pattern))
-        matched = sorted(p for p in paths if not fs.isdir(p))
+        root = _root_of(stripped)
+        matched = _files(fs, stripped)
         if not matched:
             raise InputNotFoundError(f"input {spec.name!r}: {pattern!r} matched no file")
         for path in matched:
