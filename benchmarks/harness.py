@@ -68,7 +68,7 @@ def run_contenders(script: str, contenders: tuple[str, ...]) -> dict[str, dict]:
 def print_ratios(results: dict[str, dict], unit: str, extra: tuple[str, ...] = ()) -> None:
     """One row per contender: count, kept, rate, peak RSS, and both as ratios to ``datatrove/<same task>``."""
     header = f"{'contender':<24}{unit:>8}{'kept':>8}{unit + '/s':>12}"
-    header += "".join(f"{name:>8}" for name in extra) + f"{'peak RSS MB':>13}{'x rate':>8}{'x RSS':>7}"
+    header += "".join(f"{name + '/s':>8}" for name in extra) + f"{'peak RSS MB':>13}{'x rate':>8}{'x RSS':>7}"
     print(header)
     for contender, r in results.items():
         peer = results["datatrove/" + contender.split("/", 1)[1]]
