@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="validate a recipe and print its plan")
     validate.add_argument("recipe")
     commands.add_parser("stages", help="list the stages a recipe can use, with their parameters")
+    from refinery.pipelines.commands import command_registry
+
+    for command in command_registry().values():
+        command.configure(commands.add_parser(command.name, help=command.help))
     return parser
 
 
@@ -110,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args)
         if args.command == "stages":
             return _stages()
+        if args.command != "report":
+            from refinery.pipelines.commands import command_registry
+
+            return command_registry()[args.command].handler(args)
         from refinery.pipelines.report import write_report
 
         write_report(args.run_dir)

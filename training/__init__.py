@@ -1,0 +1,1 @@
+"""Downstream training: tokenizer, packing with document masks, GQA decoder, trainer (reads a manifest)."""
