@@ -3,16 +3,30 @@
 See :class:`refinery.pipelines.stages.GlobalStage`. The context below is what ``prepare()`` receives; the
 map stage it returns is run over every shard by the ordinary shard machinery, so a global stage writes the
 same kept / rejected / errors / stats / done files as a map segment and is accounted and resumed the same way.
+
+A global stage only ever sees complete input: the runner starts it only when every shard of every earlier
+segment is done (see ``runner.run_recipe``). Each phase marker records what the phase was computed from: the
+segment's fingerprint, the input shards with the sha256 of their kept files (from the previous segment's
+completion markers), and the size and sha256 of every output file the phase declared. A phase is reused only
+when all of these still match, so a phase computed from other input, or whose files were altered, is
+recomputed. A corrupted intermediate found while a later phase reads it (:class:`IntermediateError`)
+invalidates the phase that wrote it, and ``prepare()`` is run again, recomputing just that phase.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
 from refinery.pipelines import storage
+from refinery.pipelines.partitions import IntermediateError, phase_of
 from refinery.pipelines.plan import Segment
 from refinery.pipelines.stages import GlobalStage, MapStage
+
+#: How many times ``prepare()`` is restarted after a corrupted intermediate invalidated a phase.
+MAX_PREPARE_ATTEMPTS = 3
 
 
 class RayGlobalContext:
@@ -27,14 +41,16 @@ class RayGlobalContext:
         batch_size: int,
         in_flight: int,
         retries: int,
+        input_fingerprints: dict[str, str] | None = None,
     ) -> None:
         self.segment = segment
         self.segment_index = segment.index
-        self.shard_names = list(shard_names)
+        self.shard_names = sorted(shard_names)
         self.run_dir = run_dir.rstrip("/")
         self.seed = seed
         self.batch_size = batch_size
         self.work_dir = f"{self.run_dir}/{segment.directory}/work"
+        self.input_fingerprints = dict(sorted((input_fingerprints or {}).items()))
         self._in_flight = in_flight
         self._retries = retries
         self._fs, self._root = storage.filesystem(self.run_dir)
@@ -55,27 +71,100 @@ class RayGlobalContext:
                 position += 1
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
-                results[pending.pop(ref)] = ray.get(ref)
+                index = pending.pop(ref)
+                try:
+                    results[index] = ray.get(ref)
+                except ray.exceptions.RayTaskError as error:
+                    cause = error.as_instanceof_cause()
+                    if isinstance(cause, IntermediateError):
+                        for other in pending:
+                            ray.cancel(other)
+                        raise IntermediateError(cause.path, cause.problem) from None
+                    raise
         return [results[i] for i in range(len(items))]
+
+    # -- phase markers -------------------------------------------------------------------------------------
 
     def _phase_marker(self, phase: str) -> str:
         return storage.join(self._root, self.segment.directory, "work", "_phases", f"{phase}.json")
 
+    def inputs_digest(self) -> str:
+        """One hash of the input shard names and their kept files' sha256: what every phase is computed from."""
+        data = json.dumps({"shards": self.shard_names, "kept_sha256": self.input_fingerprints}, sort_keys=True)
+        return hashlib.sha256(data.encode()).hexdigest()
+
+    def _output_records(self, outputs: list[str]) -> dict[str, dict[str, Any]]:
+        records: dict[str, dict[str, Any]] = {}
+        for relative in outputs:
+            path = storage.join(self._root, self.segment.directory, "work", relative)
+            files = [path] if self._fs.isfile(path) else sorted(self._fs.find(path))
+            for file in files:
+                if storage.is_temporary(file):
+                    continue
+                with self._fs.open(file, "rb") as handle:
+                    data = handle.read()
+                key = file[len(storage.join(self._root, self.segment.directory, "work")) + 1 :]
+                records[key] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        return records
+
     def phase_done(self, phase: str) -> bool:
+        """True when the phase's marker matches this segment, these inputs, and its output files are intact.
+
+        Output files are checked by size here (a listing); their checksums are checked by whoever reads them.
+        """
         marker = self._phase_marker(phase)
         if not self._fs.exists(marker):
             return False
-        return storage.read_json(self._fs, marker).get("fingerprint") == self.segment.fingerprint
+        try:
+            recorded = storage.read_json(self._fs, marker)
+        except ValueError:
+            return False
+        if recorded.get("fingerprint") != self.segment.fingerprint or recorded.get("inputs") != self.inputs_digest():
+            return False
+        base = storage.join(self._root, self.segment.directory, "work")
+        for relative, record in recorded.get("outputs", {}).items():
+            path = storage.join(base, relative)
+            if not self._fs.exists(path) or self._fs.size(path) != record["bytes"]:
+                return False
+        return True
 
-    def mark_phase_done(self, phase: str) -> None:
-        storage.write_json_atomic(self._fs, self._phase_marker(phase), {"fingerprint": self.segment.fingerprint})
+    def mark_phase_done(self, phase: str, outputs: list[str] | None = None) -> None:
+        """Record the phase as computed from the current inputs; ``outputs`` are files or folders under work/."""
+        storage.write_json_atomic(
+            self._fs,
+            self._phase_marker(phase),
+            {
+                "fingerprint": self.segment.fingerprint,
+                "inputs": self.inputs_digest(),
+                "input_shards": len(self.shard_names),
+                "outputs": self._output_records(outputs or []),
+            },
+        )
+
+    def invalidate(self, path: str) -> str | None:
+        """Remove the marker of the phase whose folder holds ``path``; returns that phase's name."""
+        phase = phase_of(self.work_dir, path)
+        if phase is None:
+            return None
+        marker = self._phase_marker(phase)
+        if self._fs.exists(marker):
+            self._fs.rm(marker)
+        return phase
 
 
 def decision_segment(segment: Segment, context: RayGlobalContext) -> Segment:
     """Run the global stage's phases and return the map segment that applies its decision per shard."""
     stage = segment.stages[0]
     assert isinstance(stage, GlobalStage)
-    decider = stage.prepare(context)
+    for attempt in range(MAX_PREPARE_ATTEMPTS):
+        try:
+            decider = stage.prepare(context)
+            break
+        except IntermediateError as error:
+            phase = context.invalidate(error.path)
+            if phase is None or attempt == MAX_PREPARE_ATTEMPTS - 1:
+                raise
+            print(f"refinery: {error}; recomputing phase {phase!r} of {stage.stage_name}", flush=True)
     if not isinstance(decider, MapStage):
         raise TypeError(f"{type(stage).__name__}.prepare() must return a MapStage, got {type(decider).__name__}")
     if decider.stage_name != stage.stage_name:

@@ -35,10 +35,12 @@ class RunResult:
     run_dir: str
     summary: dict[str, Any]
     failures: list[dict[str, str]] = field(default_factory=list)
+    #: Set when a global stage was not started because shards of an earlier segment failed.
+    blocked: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.failures and self.summary.get("accounting", {}).get("ok", False)
+        return not self.failures and not self.blocked and self.summary.get("accounting", {}).get("ok", False)
 
 
 def _claim_run_directory(fs: Any, root: str, recipe: Recipe) -> None:
@@ -94,6 +96,7 @@ def run_recipe(
     failures: list[dict[str, str]] = []
     counts = {"shards": len(shards), "processed": 0, "resumed": 0}
     planned = list(segments)
+    blocked: dict[str, Any] | None = None
     with ray_session(address, num_cpus) as resources:
         cpus = int(resources.get("CPU", 1))
         in_flight = max_in_flight or recipe.ray.max_in_flight or 2 * cpus
@@ -101,6 +104,15 @@ def run_recipe(
             failed = {f["shard"] for f in failures}
             live = [(s, spec) for s, spec in shards if s.name not in failed]
             if segment.kind == "global":
+                if failures:
+                    # A global stage decides from the whole corpus: never from part of it.
+                    blocked = {
+                        "segment": segment.index,
+                        "stage": segment.stages[0].stage_name,
+                        "unfinished_shards": sorted(failed),
+                    }
+                    break
+                previous = segment.index - 1
                 context = RayGlobalContext(
                     segment,
                     [s.name for s, _ in live],
@@ -109,6 +121,7 @@ def run_recipe(
                     recipe.batch_size,
                     in_flight,
                     recipe.ray.task_retries,
+                    {s.name: markers[f"{previous}/{s.name}"].get("kept_sha256") or "" for s, _ in live},
                 )
                 segment = decision_segment(segment, context)
             results = _run_map_segment(recipe, segment, live, fs, root, in_flight, show_progress, failures, counts)
@@ -121,11 +134,12 @@ def run_recipe(
     except AccountingError as error:
         accounting = {"ok": False, "error": str(error)}
     summary = summarise(recipe, planned, stats_by_segment, markers, failures, counts, accounting, started)
+    summary["blocked"] = blocked
     storage.write_json_atomic(fs, storage.join(root, "run.json"), summary)
     from refinery.pipelines.report import write_report
 
     write_report(recipe.output_dir)
-    result = RunResult(run_dir=recipe.output_dir, summary=summary, failures=failures)
+    result = RunResult(run_dir=recipe.output_dir, summary=summary, failures=failures, blocked=blocked)
     if not accounting["ok"]:
         raise AccountingError(accounting["error"])
     return result

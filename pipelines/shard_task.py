@@ -212,6 +212,8 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
         "fingerprint": segment.fingerprint,
         "seconds": [{"stage": t.stage, "seconds": round(s, 6)} for t, s in zip(tallies, seconds, strict=True)],
         "wall_seconds": round(time.perf_counter() - started, 6),
+        "kept_sha256": outputs.kept.sha256,
+        "kept_rows": outputs.kept.rows,
         "worker": storage.worker_identity(),
     }
     storage.write_json_atomic(fs, storage.join(root, segment.path("done", job.shard.name)), marker)

@@ -1,7 +1,7 @@
 """The stage contract and the registry that turns recipe names into stage objects.
 
 A stage is a pydantic model: its parameters are typed fields, validated before the run starts, so a wrong key
-or value fails with the stage's name and the field. Two kinds exist (see ``../shared/DESIGN.md`` §3):
+or value fails with the stage's name and the field. Two kinds exist (see ``docs/architecture.md``):
 
 * :class:`MapStage` decides each document from the document alone. Consecutive map stages are fused into one
   segment and run once per input shard.
@@ -115,9 +115,13 @@ class GlobalContext(Protocol):
         """Run ``function(item)`` for every item as Ray tasks; results come back in item order."""
         ...
 
-    def phase_done(self, phase: str) -> bool: ...
+    def phase_done(self, phase: str) -> bool:
+        """The phase's marker matches this segment and these exact inputs, and its recorded outputs are intact."""
+        ...
 
-    def mark_phase_done(self, phase: str) -> None: ...
+    def mark_phase_done(self, phase: str, outputs: list[str] | None = None) -> None:
+        """Mark a phase done; ``outputs`` (files or folders relative to ``work_dir``) are recorded and checked."""
+        ...
 
 
 def split_by_mask(

@@ -7,6 +7,7 @@ HF ``datasets`` all read; statistics are kept so readers can prune row groups.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -62,6 +63,43 @@ def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:
         return json.loads(handle.read())
 
 
+class _HashingHandle:
+    """A write-only file wrapper that hashes what passes through, so a writer knows its file's sha256 for free."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._digest.update(view)
+        self.size += view.nbytes
+        return self._handle.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 class ParquetSink:
     """Streams tables of one schema into a Parquet file under a temporary name; ``commit`` renames it.
 
@@ -77,7 +115,9 @@ class ParquetSink:
         self.rows = 0
         self._temporary = _temporary(path)
         self._handle = fs.open(self._temporary, "wb")
-        self._writer = pq.ParquetWriter(self._handle, schema, **PARQUET_OPTIONS)
+        self._hashing = _HashingHandle(self._handle)
+        self._writer = pq.ParquetWriter(self._hashing, schema, **PARQUET_OPTIONS)
+        self.sha256: str | None = None
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
@@ -85,8 +125,10 @@ class ParquetSink:
             self.rows += table.num_rows
 
     def commit(self) -> None:
+        """Close and rename into place; ``sha256`` then holds the digest of the file's bytes."""
         self._writer.close()
         self._handle.close()
+        self.sha256 = self._hashing.hexdigest()
         self.fs.mv(self._temporary, self.path)
 
     def abort(self) -> None:

@@ -71,8 +71,9 @@ def summarise(
                 "shards_per_node": dict(sorted(nodes.items())),
             }
         )
-    last = segments[-1]
+    last = segments[len(stats_by_segment) - 1] if stats_by_segment else segments[0]
     kept_files = [last.path("kept", name) for name in sorted(stats_by_segment[-1])] if stats_by_segment else []
+    complete = not failures and len(stats_by_segment) == len(segments)
     return {
         "recipe": recipe.name,
         "fingerprint": recipe.fingerprint(),
@@ -84,5 +85,5 @@ def summarise(
         "accounting": accounting,
         "failures": failures,
         "file_errors": file_errors,
-        "outputs": {"kept": kept_files},
+        "outputs": {"kept": kept_files, "complete": complete},
     }

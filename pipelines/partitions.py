@@ -1,0 +1,167 @@
+"""The one shuffle mechanism of every global stage: key rows, hash-partition them into files, process each partition.
+
+URL, exact, line, MinHash and semantic dedup (and any later global stage) all need the same thing: rows keyed
+by something (a URL, a text hash, a band key, a cluster id) brought together with every other row of the same
+key, without any process holding the corpus. The map side of a phase calls :func:`write_partitioned` once per
+input shard (a Ray task): the rows are split by partition and each non-empty partition is written as
+``DIR/part-NNNNN/WRITER.parquet``; last, an index ``DIR/_index/WRITER.json`` records every file's row count,
+size and sha256. The reduce side (one Ray task per partition) calls :func:`read_partition`, which reads the
+files of one partition from every writer in sorted writer order (so the result does not depend on which
+task finished first) and checks each against its writer's index. A file that is missing, truncated or
+altered raises :class:`IntermediateError` naming it; the global runner then invalidates the phase that wrote
+it and recomputes it, so a corrupted intermediate is never silently used.
+
+Memory per task is bounded by one input shard (map side) or one partition (reduce side), never the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from refinery.pipelines import storage
+
+INDEX_FOLDER = "_index"
+
+
+class IntermediateError(RuntimeError):
+    """An intermediate file failed validation (missing, wrong size, wrong checksum or row count)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"intermediate file {path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+    def __reduce__(self):  # survives Ray's pickling with its fields intact
+        return (IntermediateError, (self.path, self.problem))
+
+
+def partition_of(keys: np.ndarray, num_partitions: int) -> np.ndarray:
+    """The partition of each 64-bit key: a splitmix64 finaliser, then modulo (uniform even for structured keys)."""
+    with np.errstate(over="ignore"):
+        z = keys.astype(np.uint64, copy=True)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return (z % np.uint64(num_partitions)).astype(np.int64)
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """A table as zstd Parquet bytes; the same table always gives the same bytes."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **storage.PARQUET_OPTIONS)
+    return sink.getvalue()
+
+
+def _record(data: bytes, rows: int) -> dict[str, Any]:
+    return {"rows": rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def write_checked(path: str, table: pa.Table) -> dict[str, Any]:
+    """Write ``table`` atomically to ``path`` (fsspec URL or local) and return its record (rows, bytes, sha256)."""
+    fs, inner = storage.filesystem(path)
+    data = table_bytes(table)
+    storage.write_bytes_atomic(fs, inner, data)
+    return _record(data, table.num_rows)
+
+
+def read_checked(path: str, record: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
+    """Read a file written by :func:`write_checked`, verifying size, sha256 and row count against ``record``."""
+    fs, inner = storage.filesystem(path)
+    try:
+        with fs.open(inner, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise IntermediateError(path, "missing") from None
+    if len(data) != record["bytes"]:
+        raise IntermediateError(path, f"{len(data)} bytes, its writer recorded {record['bytes']}")
+    if hashlib.sha256(data).hexdigest() != record["sha256"]:
+        raise IntermediateError(path, "sha256 differs from what its writer recorded")
+    table = pq.read_table(io.BytesIO(data), columns=columns)
+    if table.num_rows != record["rows"]:
+        raise IntermediateError(path, f"{table.num_rows} rows, its writer recorded {record['rows']}")
+    return table
+
+
+def partition_path(directory: str, partition: int, writer: str) -> str:
+    return f"{directory.rstrip('/')}/part-{partition:05d}/{writer}.parquet"
+
+
+def index_path(directory: str, writer: str) -> str:
+    return f"{directory.rstrip('/')}/{INDEX_FOLDER}/{writer}.json"
+
+
+def write_partitioned(
+    directory: str, writer: str, table: pa.Table, partitions: np.ndarray, num_partitions: int
+) -> dict[str, Any]:
+    """Write ``table``'s rows into their partitions (``partitions[i]`` is row i's) and index them.
+
+    Rows keep their relative order inside a partition. The index is written last, so a writer whose index
+    exists has written every one of its files.
+    """
+    partitions = np.asarray(partitions, dtype=np.int64)
+    if len(partitions) != table.num_rows:
+        raise ValueError(f"{len(partitions)} partition numbers for {table.num_rows} rows")
+    if len(partitions) and (partitions.min() < 0 or partitions.max() >= num_partitions):
+        raise ValueError(f"partition numbers must lie in [0, {num_partitions})")
+    order = np.argsort(partitions, kind="stable")
+    sorted_parts = partitions[order]
+    table = table.take(pa.array(order))
+    bounds = np.flatnonzero(np.diff(sorted_parts)) + 1
+    starts = np.concatenate([[0], bounds]) if len(sorted_parts) else np.array([], dtype=np.int64)
+    ends = np.concatenate([bounds, [len(sorted_parts)]]) if len(sorted_parts) else np.array([], dtype=np.int64)
+    files: dict[str, Any] = {}
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        partition = int(sorted_parts[start])
+        files[str(partition)] = write_checked(
+            partition_path(directory, partition, writer), table.slice(start, end - start)
+        )
+    index = {"writer": writer, "num_partitions": num_partitions, "rows": table.num_rows, "files": files}
+    fs, inner = storage.filesystem(index_path(directory, writer))
+    storage.write_json_atomic(fs, inner, index)
+    return index
+
+
+def read_index(directory: str, writer: str) -> dict[str, Any]:
+    path = index_path(directory, writer)
+    fs, inner = storage.filesystem(path)
+    try:
+        return storage.read_json(fs, inner)
+    except FileNotFoundError:
+        raise IntermediateError(path, "missing (its writer never finished)") from None
+    except ValueError as error:
+        raise IntermediateError(path, f"unreadable index: {error}") from None
+
+
+def read_partition(
+    directory: str, partition: int, writers: list[str], columns: list[str] | None = None
+) -> pa.Table | None:
+    """Every writer's rows of one partition, concatenated in sorted writer order; ``None`` if there are none."""
+    tables = []
+    for writer in sorted(writers):
+        record = read_index(directory, writer)["files"].get(str(partition))
+        if record is not None:
+            tables.append(read_checked(partition_path(directory, partition, writer), record, columns))
+    if not tables:
+        return None
+    return pa.concat_tables(tables)
+
+
+def phase_of(work_dir: str, path: str) -> str | None:
+    """The phase folder an intermediate file lies in (its first path component under ``work_dir``)."""
+    work = work_dir.rstrip("/") + "/"
+    if not path.startswith(work):
+        _, work_inner = storage.filesystem(work_dir)
+        _, path_inner = storage.filesystem(path)
+        work, path = work_inner.rstrip("/") + "/", path_inner
+        if not path.startswith(work):
+            return None
+    return posixpath.normpath(path[len(work) :]).split("/")[0]
