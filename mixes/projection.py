@@ -1,0 +1,240 @@
+"""What a target output token count would cost: core-hours per stage and the input it needs, from a real run.
+
+``refinery project RUN_DIR --tokens 15e12`` reads what the run measured (``run.json``: documents, characters
+and seconds per stage; the completion markers: wall seconds per shard task), measures tokens per character on
+a deterministic sample of the run's kept documents with the run's tokenizer, and scales linearly:
+
+* output characters needed = target tokens / (tokens per character of the kept output);
+* scale = output characters needed / output characters of the run (the measured keep rate is in this factor);
+* each stage's core-hours = its measured seconds x scale / 3600 (each shard task uses one core, so the sum of
+  task seconds is core-seconds); GPU-hours the same from ``gpu_seconds`` where a stage records them;
+* input needed = the run's input documents, extracted characters and raw input bytes x scale.
+
+What does not scale linearly (documented in docs/shards.md): global stages' corpus-wide phases (dedup
+shuffles, reference distributions; their time is not in the per-stage seconds), the driver and Ray start-up,
+and mixing up-sampled buckets. The result is written to ``RUN_DIR/projection.json``;
+:func:`projection_html` renders it as an HTML fragment for the report.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from refinery.pipelines import storage
+from refinery.pipelines.documents import TEXT
+from refinery.pipelines.models import DEFAULT_TOKENIZER
+
+from .token_count import cached_tokenizer, count_tokens
+from .writer import read_run, recipe_tokenizer
+
+ASSUMPTIONS = [
+    "Per-stage cost scales linearly with the characters a stage sees (shard tasks are independent).",
+    "The target corpus has the sample's keep rate per stage and the sample's tokens per character.",
+    "Stage seconds are single-core task seconds (core-hours); Ray start-up and driver time are excluded.",
+    "Global stages: only the per-shard decision pass is measured; corpus-wide phases (dedup shuffles, "
+    "reference distributions) grow faster than linearly with corpus size and are not in these figures.",
+    "Mixing (refinery shards) and up-sampling are not included.",
+]
+
+
+def sample_tokens_per_char(run_dir: str, kept: list[str], tokenizer: str, documents: int) -> dict[str, Any]:
+    """Tokens per character over up to ``documents`` kept documents, taken evenly from the first rows of each shard."""
+    per_shard = max(1, math.ceil(documents / len(kept)))
+    chars = tokens = count = 0
+    loaded = cached_tokenizer(tokenizer)
+    for relative in kept:
+        fs, inner = storage.filesystem(storage.join(run_dir, relative))
+        with fs.open(inner, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            for batch in parquet.iter_batches(batch_size=per_shard, columns=[TEXT]):
+                texts = pc.fill_null(batch.column(TEXT), "")
+                chars += int(pc.sum(pc.utf8_length(texts)).as_py() or 0)
+                tokens += int(count_tokens(loaded, texts).sum())
+                count += len(texts)
+                break
+    if chars == 0:
+        raise ValueError(f"{run_dir}: the kept output has no text to measure tokens per character on")
+    return {"documents": count, "chars": chars, "tokens": tokens, "tokens_per_char": tokens / chars}
+
+
+def _input_bytes(recipe: dict[str, Any]) -> int | None:
+    """Raw bytes of the recipe's input files if they can still be listed, else None."""
+    total = 0
+    try:
+        for spec in recipe.get("recipe", {}).get("inputs", []):
+            for pattern in spec.get("paths", []):
+                fs, inner = storage.filesystem(pattern)
+                for path in fs.glob(inner) if any(c in inner for c in "*?[") else [inner]:
+                    total += fs.size(path)
+    except (OSError, ValueError):
+        return None
+    return total or None
+
+
+def _task_wall_seconds(run_dir: str) -> float:
+    fs, root = storage.filesystem(run_dir)
+    total = 0.0
+    for marker in fs.glob(storage.join(root, "segments", "*", "done", "*.json")):
+        try:
+            total += float(storage.read_json(fs, marker).get("wall_seconds", 0.0))
+        except ValueError:
+            continue
+    return total
+
+
+def project_run(
+    run_dir: str, target_tokens: float, sample_documents: int = 2000, tokenizer: str | None = None
+) -> dict[str, Any]:
+    """The projection dict (what ``projection.json`` holds) for ``target_tokens`` output tokens."""
+    run_dir = str(run_dir).rstrip("/")
+    run, recipe, kept = read_run(run_dir)
+    tokenizer = tokenizer or recipe_tokenizer(recipe) or DEFAULT_TOKENIZER
+    sample = sample_tokens_per_char(run_dir, kept, tokenizer, sample_documents)
+    segments = run["segments"]
+    first = segments[0]["stages"][0]
+    last = segments[-1]["stages"][-1]
+    output_chars = last["chars_kept"]
+    if output_chars <= 0:
+        raise ValueError(f"{run_dir}: the run kept no characters; nothing to project from")
+    needed_chars = target_tokens / sample["tokens_per_char"]
+    scale = needed_chars / output_chars
+    input_bytes = _input_bytes(recipe)
+    stages = []
+    for segment in segments:
+        for stage in segment["stages"]:
+            gpu_seconds = stage.get("gpu_seconds")
+            stages.append(
+                {
+                    "segment": segment["index"],
+                    "kind": segment["kind"],
+                    "stage": stage["stage"],
+                    "documents_in": stage["in"],
+                    "chars_in": stage["chars_in"],
+                    "seconds": stage["seconds"],
+                    "seconds_per_mchar": stage["seconds"] / stage["chars_in"] * 1e6 if stage["chars_in"] else None,
+                    "keep_rate_documents": stage["kept"] / stage["in"] if stage["in"] else None,
+                    "projected_chars_in": stage["chars_in"] * scale,
+                    "core_hours": stage["seconds"] * scale / 3600,
+                    "gpu_hours": gpu_seconds * scale / 3600 if gpu_seconds is not None else None,
+                }
+            )
+    stage_seconds = sum(s["seconds"] for s in stages)
+    overhead = max(0.0, _task_wall_seconds(run_dir) - stage_seconds)
+    gpu = [s["gpu_hours"] for s in stages if s["gpu_hours"] is not None]
+    return {
+        "run_dir": run_dir,
+        "recipe": run.get("recipe"),
+        "recipe_fingerprint": run.get("fingerprint"),
+        "target_tokens": target_tokens,
+        "tokenizer": tokenizer,
+        "sample": sample,
+        "measured": {
+            "input_documents": first["in"],
+            "input_chars": first["chars_in"],
+            "input_bytes": input_bytes,
+            "output_documents": last["kept"],
+            "output_chars": output_chars,
+            "output_tokens_estimate": output_chars * sample["tokens_per_char"],
+            "keep_rate_documents": last["kept"] / first["in"] if first["in"] else None,
+            "keep_rate_chars": output_chars / first["chars_in"] if first["chars_in"] else None,
+            "stage_seconds": stage_seconds,
+            "task_overhead_seconds": overhead,
+        },
+        "scale": scale,
+        "needed": {
+            "input_documents": first["in"] * scale,
+            "input_chars": first["chars_in"] * scale,
+            "input_bytes": input_bytes * scale if input_bytes else None,
+            "output_documents": last["kept"] * scale,
+            "output_chars": needed_chars,
+        },
+        "stages": stages,
+        "total_core_hours": (stage_seconds + overhead) * scale / 3600,
+        "stage_core_hours": stage_seconds * scale / 3600,
+        "io_overhead_core_hours": overhead * scale / 3600,
+        "total_gpu_hours": sum(gpu) if gpu else None,
+        "assumptions": ASSUMPTIONS,
+    }
+
+
+def write_projection(run_dir: str, projection: dict[str, Any]) -> str:
+    fs, root = storage.filesystem(str(run_dir))
+    path = storage.join(root, "projection.json")
+    storage.write_json_atomic(fs, path, projection)
+    return path
+
+
+def _human(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    for factor, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f} {suffix}{unit}"
+    return f"{value:.2f} {unit}".rstrip()
+
+
+def _rows(projection: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows = []
+    for s in projection["stages"]:
+        rows.append(
+            (
+                f"{s['segment']}·{s['stage']}",
+                f"{s['seconds']:.2f}",
+                "-" if s["seconds_per_mchar"] is None else f"{s['seconds_per_mchar']:.3f}",
+                _human(s["projected_chars_in"]),
+                f"{s['core_hours']:,.0f}",
+                "-" if s["gpu_hours"] is None else f"{s['gpu_hours']:,.0f}",
+            )
+        )
+    return rows
+
+
+HEADER = ("stage", "seconds", "s / M chars", "chars in (projected)", "core-hours", "GPU-hours")
+
+
+def projection_table(projection: dict[str, Any]) -> str:
+    """The projection as a terminal table plus the input it needs."""
+    widths = (28, 9, 13, 22, 14, 11)
+    lines = ["".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(HEADER, widths, strict=True)))]
+    for row in _rows(projection):
+        lines.append(
+            "".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
+    m, n, sample = projection["measured"], projection["needed"], projection["sample"]
+    lines += [
+        f"stages {projection['stage_core_hours']:,.0f} core-hours + task I/O and overhead "
+        f"{projection['io_overhead_core_hours']:,.0f} = {projection['total_core_hours']:,.0f} core-hours "
+        f"for {_human(projection['target_tokens'], 'tokens')} out",
+        f"tokens per character {sample['tokens_per_char']:.4f} ({sample['documents']} kept documents); "
+        f"keep rate {m['keep_rate_documents']:.2%} of documents, {m['keep_rate_chars']:.2%} of characters",
+        f"input needed: {_human(n['input_documents'], ' documents')}, {_human(n['input_chars'], ' chars')} extracted, "
+        f"{_human(n['input_bytes'], 'B')} raw (scale x{projection['scale']:,.0f} of this run)",
+    ]
+    return "\n".join(lines)
+
+
+def projection_html(projection: dict[str, Any]) -> str:
+    """An HTML fragment (a heading, the stage table, the input needed and the assumptions) for report.html."""
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in HEADER)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _rows(projection))
+    m, n, sample = projection["measured"], projection["needed"], projection["sample"]
+    summary = (
+        f"<p>{e(_human(projection['target_tokens'], 'tokens'))} of output need "
+        f"<b>{projection['total_core_hours']:,.0f} core-hours</b> ({projection['stage_core_hours']:,.0f} in stages, "
+        f"{projection['io_overhead_core_hours']:,.0f} task I/O and overhead) and "
+        f"{e(_human(n['input_documents'], ' documents'))} of input ({e(_human(n['input_bytes'], 'B'))} raw), "
+        f"at {sample['tokens_per_char']:.4f} tokens per character and a keep rate of "
+        f"{m['keep_rate_documents']:.2%} of documents ({m['keep_rate_chars']:.2%} of characters).</p>"
+    )
+    assumptions = "".join(f"<li>{e(a)}</li>" for a in projection["assumptions"])
+    return (
+        '<section class="projection"><h2>Cost projection</h2>'
+        f"{summary}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        f"<ul>{assumptions}</ul></section>"
+    )
