@@ -1,0 +1,58 @@
+"""What the mix optimizer calls: train one config on one manifest for a token budget, get per-bucket losses back.
+
+:func:`train_on_manifest` is a pure function of its arguments (no module state; the model, optimizer and data
+stream live in its frame) and is safe inside a Ray task: there it sets torch to one intra-op thread, so that Ray's
+one-CPU-per-task scheduling is honoured instead of every task spawning a thread per core.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from refinery.training.vocab import Vocabulary
+
+
+def _inside_ray_task() -> bool:
+    import sys
+
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None
+
+
+def train_on_manifest(
+    manifest_path: str | Path,
+    config: str = "proxy",
+    token_budget: int | None = None,
+    seed: int = 0,
+    output_dir: str | Path | None = None,
+    vocabulary: Vocabulary | None = None,
+    threads: int | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train ``config`` (a preset name) on the manifest; return the run summary.
+
+    The summary holds ``eval_losses`` (held-out loss per bucket, nats/token), ``mean_eval_loss`` (their unweighted
+    mean), ``tokens``, ``steps`` and the packing counters. ``output_dir`` None trains in a temporary folder that is
+    removed afterwards. Pass one ``vocabulary`` (:func:`refinery.training.vocab.build_vocabulary` over every
+    candidate manifest) to every run whose losses are compared. ``overrides`` are :class:`TrainConfig` fields.
+    """
+    import torch
+
+    from refinery.training.trainer import preset, train
+
+    if threads is None and _inside_ray_task():
+        threads = 1
+    if threads is not None:
+        torch.set_num_threads(threads)
+    train_config = preset(config, token_budget=token_budget, seed=seed, **overrides)
+    if output_dir is None:
+        with tempfile.TemporaryDirectory(prefix="refinery-train-") as folder:
+            summary = train(manifest_path, folder, train_config, vocabulary=vocabulary)
+            summary["output_dir"] = None
+            return summary
+    return train(manifest_path, output_dir, train_config, vocabulary=vocabulary)
