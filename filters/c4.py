@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from refinery.filters.text_stats import count_sentences, tokenize
 from refinery.pipelines.documents import TEXT
 from refinery.pipelines.per_language import LanguageAwareMapStage
-from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
+from refinery.pipelines.stages import StageResult, register_stage, split_edited
 
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
@@ -74,14 +74,13 @@ class C4QualityFilter(LanguageAwareMapStage):
     def process_batch(self, batch: pa.Table) -> StageResult:
         texts = batch.column(TEXT).to_pylist()
         outcomes = [self.clean(text or "") for text in texts]
+        outcomes = [(None, "all_lines_removed") if c is not None and not c.strip() else (c, r) for c, r in outcomes]
         keep = np.array([cleaned is not None for cleaned, _ in outcomes], dtype=bool)
         reasons = [None if cleaned is not None else self.reason(rule) for cleaned, rule in outcomes]
-        new_text = pa.array(
-            [cleaned if cleaned is not None else text for (cleaned, _), text in zip(outcomes, texts, strict=True)],
-            pa.large_string(),
-        )
-        edited = batch.set_column(batch.schema.get_field_index(TEXT), TEXT, new_text)
-        result = split_by_mask(edited, keep, reasons)
+        new_text = [
+            cleaned if cleaned is not None else text for (cleaned, _), text in zip(outcomes, texts, strict=True)
+        ]
+        result = split_edited(batch, new_text, keep, reasons)
         before_lines = sum(len((t or "").splitlines()) for t, k in zip(texts, keep, strict=True) if k)
         after_lines = sum(len(c.splitlines()) for c, _ in outcomes if c is not None)
         chars_before = pc.sum(pc.utf8_length(batch.column(TEXT).filter(pa.array(keep)))).as_py() or 0

@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, model_validator
 
 from refinery.pipelines.documents import TEXT
+from refinery.pipelines.languages import check_languages
+from refinery.pipelines.models import check_model_reference
 from refinery.pipelines.stages import MapStage, StageResult, register_stage, split_by_mask
 
 LANG = "lang"
@@ -63,6 +65,14 @@ class FastTextLanguageId(MapStage):
     )
 
     _model: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> FastTextLanguageId:
+        """Unknown language codes and a model file that does not exist are recipe errors, found before a run."""
+        check_languages(self.languages, "languages")
+        check_languages(sorted(self.min_score_by_language), "min_score_by_language")
+        check_model_reference(self.model_path)
+        return self
 
     def added_columns(self) -> list[pa.Field]:
         return [pa.field(LANG, pa.string()), pa.field(LANG_SCORE, pa.float32())]

@@ -19,7 +19,7 @@ from pydantic import Field
 from refinery.filters.text_stats import ngram_ids, token_ids
 from refinery.pipelines.documents import TEXT
 from refinery.pipelines.per_language import LanguageAwareMapStage
-from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
+from refinery.pipelines.stages import StageResult, register_stage, split_edited
 
 
 def duplicated_ngram_coverage(tokens: tuple[str, ...], n: int) -> float:
@@ -74,8 +74,7 @@ class LineNgramRepetitionFilter(LanguageAwareMapStage):
         cleaned = [text for text, _ in outcomes]
         keep = np.array([bool(text.strip()) for text in cleaned], dtype=bool)
         reasons = [None if k else self.reason("all_lines_removed") for k in keep]
-        edited = batch.set_column(batch.schema.get_field_index(TEXT), TEXT, pa.array(cleaned, pa.large_string()))
-        result = split_by_mask(edited, keep, reasons)
+        result = split_edited(batch, cleaned, keep, reasons)
         result.counters = {
             "lines_removed": sum(removed for _, removed in outcomes),
             "chars_removed": sum(len(o or "") - len(c) for o, c in zip(texts, cleaned, strict=True)),

@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-in-flight", type=int, help="tasks submitted at once (default: 2 x CPUs)")
     run.add_argument("--output", help="run directory (overrides the recipe's output_dir)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.add_argument("--fresh", action="store_true", help="delete a previous run in the run directory first")
     report = commands.add_parser("report", help="write report.html and report.json for a run directory")
     report.add_argument("run_dir")
     validate = commands.add_parser("validate", help="validate a recipe and print its plan")
@@ -50,9 +51,9 @@ def _load(path: str, output: str | None = None):
 
 def _run(args: argparse.Namespace) -> int:
     from refinery.pipelines.accounting import AccountingError
-    from refinery.pipelines.report import terminal_table
+    from refinery.pipelines.report import tail_at_line, terminal_table
     from refinery.pipelines.runner import RunDirectoryConflict, run_recipe
-    from refinery.pipelines.shards import InputNotFoundError
+    from refinery.pipelines.shards import InputNotFoundError, ShardNameCollision
 
     recipe = _load(args.recipe, args.output)
     try:
@@ -62,8 +63,9 @@ def _run(args: argparse.Namespace) -> int:
             num_cpus=args.num_cpus,
             max_in_flight=args.max_in_flight,
             show_progress=not args.quiet,
+            fresh=args.fresh,
         )
-    except (RunDirectoryConflict, InputNotFoundError) as error:
+    except (RunDirectoryConflict, InputNotFoundError, ShardNameCollision) as error:
         print(f"refinery: {error}", file=sys.stderr)
         return 2
     except AccountingError as error:
@@ -73,7 +75,14 @@ def _run(args: argparse.Namespace) -> int:
     print(f"run directory: {result.run_dir}  (report: {result.run_dir}/report.html)")
     if result.failures:
         for failure in result.failures:
-            print(f"FAILED shard {failure['shard']} ({failure['file']}): {failure['error'][-300:]}", file=sys.stderr)
+            error = tail_at_line(failure["error"], 400)
+            print(f"FAILED shard {failure['shard']} ({failure['file']}): {error}", file=sys.stderr)
+        if result.blocked:
+            print(
+                f"refinery: stopped before segment {result.blocked['segment']} ({result.blocked['stage']}): a global "
+                f"stage needs every shard, and {len(result.blocked['unfinished_shards'])} failed",
+                file=sys.stderr,
+            )
         print("refinery: some shards failed; run the same command again to retry only those", file=sys.stderr)
         return 1
     return 0
@@ -81,12 +90,23 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from refinery.pipelines.plan import plan_segments
-    from refinery.pipelines.shards import discover_shards
+    from refinery.pipelines.shards import InputNotFoundError, ShardNameCollision, discover_shards
 
     recipe = _load(args.recipe)
-    print(f"recipe {recipe.name!r} is valid (fingerprint {recipe.fingerprint()})")
+    problems = []
+    counts = []
     for spec in recipe.inputs:
-        print(f"  input {spec.name} ({spec.format}): {len(discover_shards(spec))} shards")
+        try:
+            counts.append(f"  input {spec.name} ({spec.format}): {len(discover_shards(spec))} shards")
+        except (InputNotFoundError, ShardNameCollision) as error:
+            problems.append(str(error))
+    if problems:
+        for problem in problems:
+            print(f"refinery: {problem}", file=sys.stderr)
+        return 2
+    print(f"recipe {recipe.name!r} is valid (fingerprint {recipe.fingerprint()})")
+    for line in counts:
+        print(line)
     for segment in plan_segments(recipe.stages, recipe.fingerprint()):
         print(f"  segment {segment.index} ({segment.kind}): {' -> '.join(segment.stage_names)}")
     return 0
@@ -118,14 +138,26 @@ def main(argv: list[str] | None = None) -> int:
             from refinery.pipelines.commands import command_registry
 
             return command_registry()[args.command].handler(args)
-        from refinery.pipelines.report import write_report
-
-        write_report(args.run_dir)
-        print(f"wrote {args.run_dir}/report.html and report.json")
-        return 0
+        return _report(args)
     except RecipeError as error:
         print(f"refinery: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nrefinery: interrupted; run the same command again to resume where it stopped", file=sys.stderr)
+        return 130
+
+
+def _report(args: argparse.Namespace) -> int:
+    from refinery.pipelines import storage
+    from refinery.pipelines.report import write_report
+
+    fs, root = storage.filesystem(args.run_dir)
+    if not fs.exists(storage.join(root, "run.json")):
+        print(f"refinery: {args.run_dir} is not a finished run directory (no run.json)", file=sys.stderr)
+        return 2
+    write_report(args.run_dir)
+    print(f"wrote {args.run_dir}/report.html and report.json")
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from refinery.pipelines.languages import check_languages
 from refinery.pipelines.stages import MapStage, StageResult
 
 LANG_COLUMN = "lang"
@@ -41,6 +42,8 @@ class LanguageAwareMapStage(MapStage):
 
     @model_validator(mode="after")
     def _validate_overrides(self) -> LanguageAwareMapStage:
+        check_languages(self.only_languages, "only_languages")
+        check_languages(sorted(self.per_language), "per_language")
         base = self.model_dump(exclude={"per_language", "only_languages"})
         for language, override in self.per_language.items():
             if "per_language" in override:

@@ -72,9 +72,29 @@ class Recipe(_Strict):
     @field_validator("stages", mode="before")
     @classmethod
     def _build_stages(cls, value: Any) -> list[Stage]:
+        """Every stage is validated, and every problem of every stage reported at once."""
         if not isinstance(value, list):
             raise ValueError("expected a list of stages, each a mapping with a 'stage' key")
-        return [build_stage(index, entry) for index, entry in enumerate(value)]
+        stages, problems = [], []
+        for index, entry in enumerate(value):
+            try:
+                stages.append(build_stage(index, entry))
+            except ValueError as error:
+                problems.append(str(error))
+        if problems:
+            raise ValueError(" | ".join(problems))
+        return stages
+
+    @model_validator(mode="after")
+    def _plannable(self) -> Recipe:
+        """The stages must form a valid plan (e.g. no two stages adding the same column)."""
+        from refinery.pipelines.plan import plan_segments
+
+        try:
+            plan_segments(self.stages, "")
+        except ValueError as error:
+            raise ValueError(f"stages: {error}") from None
+        return self
 
     @model_validator(mode="after")
     def _unique_input_names(self) -> Recipe:
@@ -112,10 +132,33 @@ def build_stage(index: int, entry: Any) -> Stage:
     if name not in registry:
         known = ", ".join(sorted(registry))
         raise ValueError(f"stages[{index}]: unknown stage {name!r}; known stages: {known}")
+    problems = _scalar_type_problems(registry[name], params)
+    if problems:
+        raise ValueError(f"stages[{index}] ({name}): {'; '.join(problems)}")
     try:
         return registry[name](**params)
     except ValidationError as error:
         raise ValueError(f"stages[{index}] ({name}): {describe_errors(error)}") from None
+
+
+def _scalar_type_problems(cls: type[Stage], params: dict[str, Any]) -> list[str]:
+    """Numbers must be numbers: ``min_chars: true`` or ``min_chars: "100"`` is a mistake, not a value to coerce.
+
+    Pydantic's lax mode would accept both; a strict model would also refuse YAML lists for tuple fields, so the
+    check is made here, on the recipe's own values, for fields typed ``int``/``float`` (optionally ``None``).
+    """
+    problems = []
+    for key, value in params.items():
+        field = cls.model_fields.get(key)
+        if field is None:
+            continue
+        allowed = {arg for arg in getattr(field.annotation, "__args__", (field.annotation,)) if arg is not type(None)}
+        if not allowed or not allowed <= {int, float}:
+            continue
+        if isinstance(value, bool | str) or (float not in allowed and isinstance(value, float)):
+            expected = "an integer" if allowed == {int} else "a number"
+            problems.append(f"{key}: expected {expected} (given: {value!r})")
+    return problems
 
 
 def describe_errors(error: ValidationError) -> str:

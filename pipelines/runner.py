@@ -21,6 +21,7 @@ from refinery.pipelines.plan import Segment, plan_segments
 from refinery.pipelines.progress import Progress
 from refinery.pipelines.ray_session import ray_session
 from refinery.pipelines.recipe import InputSpec, Recipe
+from refinery.pipelines.report import tail_at_line, write_report
 from refinery.pipelines.shard_task import ShardJob, process_shard
 from refinery.pipelines.shards import Shard, discover_shards
 from refinery.pipelines.summary import summarise
@@ -43,15 +44,22 @@ class RunResult:
         return not self.failures and not self.blocked and self.summary.get("accounting", {}).get("ok", False)
 
 
-def _claim_run_directory(fs: Any, root: str, recipe: Recipe) -> None:
+def _claim_run_directory(fs: Any, root: str, recipe: Recipe, fresh: bool = False) -> None:
+    """Write recipe.json, or check that the directory's run is of this recipe (resume).
+
+    ``fresh`` removes a previous Refinery run found there first (only a folder holding a ``recipe.json``).
+    """
     path = storage.join(root, "recipe.json")
     fingerprint = recipe.fingerprint()
+    if fresh and fs.exists(path):
+        fs.rm(root, recursive=True)
     if fs.exists(path):
         existing = storage.read_json(fs, path)
         if existing.get("fingerprint") != fingerprint:
             raise RunDirectoryConflict(
                 f"{recipe.output_dir} holds a run of another recipe (fingerprint {existing.get('fingerprint')}, "
-                f"this recipe {fingerprint}); choose another output_dir or remove it"
+                f"this recipe {fingerprint}). To start afresh there, add --fresh (it deletes that run); "
+                "to keep it, give another --output"
             )
     fs.makedirs(root, exist_ok=True)
     storage.write_json_atomic(
@@ -82,12 +90,15 @@ def run_recipe(
     num_cpus: int | None = None,
     max_in_flight: int | None = None,
     show_progress: bool = True,
+    fresh: bool = False,
 ) -> RunResult:
     """Run a validated recipe to completion (or resume it) and return its summary."""
     started = time.time()
     fs, root = storage.filesystem(recipe.output_dir)
-    _claim_run_directory(fs, root, recipe)
+    # Everything that can fail deterministically is checked before the directory is claimed, so a failed
+    # start (a missing input, say) never leaves a recipe.json behind that would refuse the corrected rerun.
     shards: list[tuple[Shard, InputSpec]] = [(s, spec) for spec in recipe.inputs for s in discover_shards(spec)]
+    _claim_run_directory(fs, root, recipe, fresh)
     segments = plan_segments(recipe.stages, recipe.fingerprint())
     address = address or recipe.ray.address
     num_cpus = num_cpus or recipe.ray.num_cpus
@@ -136,8 +147,6 @@ def run_recipe(
     summary = summarise(recipe, planned, stats_by_segment, markers, failures, counts, accounting, started)
     summary["blocked"] = blocked
     storage.write_json_atomic(fs, storage.join(root, "run.json"), summary)
-    from refinery.pipelines.report import write_report
-
     write_report(recipe.output_dir)
     result = RunResult(run_dir=recipe.output_dir, summary=summary, failures=failures, blocked=blocked)
     if not accounting["ok"]:
@@ -186,7 +195,9 @@ def _run_map_segment(
             try:
                 outcome = ray.get(ref)
             except Exception as error:  # a shard that failed after its retries: report, finish the rest
-                failures.append({"shard": job.shard.name, "file": job.shard.path, "error": f"{error}"[-2000:]})
+                failures.append(
+                    {"shard": job.shard.name, "file": job.shard.path, "error": tail_at_line(f"{error}", 4000)}
+                )
                 progress.advance(0)
                 continue
             results[job.shard.name] = outcome

@@ -59,19 +59,55 @@ def _files(fs: fsspec.AbstractFileSystem, pattern: str) -> list[str]:
     return [pattern]
 
 
+class ShardNameCollision(ValueError):
+    """Two different files of one input would get the same shard name; refused rather than one silently dropped."""
+
+
+def _common_root(roots: list[str]) -> str:
+    """The deepest folder that holds every pattern's root (keys stay unique across folders)."""
+    if not roots:
+        return ""
+    split = [root.split("/") if root else [] for root in roots]
+    common: list[str] = []
+    for parts in zip(*split, strict=False):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    if any(len(parts) < len(common) for parts in split):
+        return ""
+    return "/".join(common)
+
+
 def discover_shards(spec: InputSpec) -> list[Shard]:
-    """Expand an input's paths and globs into its shards, sorted by key, each file once."""
-    shards: dict[str, Shard] = {}
+    """Expand an input's paths and globs into its shards, sorted by key, each file once.
+
+    Keys are relative to the folder common to all of the input's patterns, so ``a/part-0.parquet`` and
+    ``b/part-0.parquet`` (one folder per crawl, say) are two shards, never one. A file matched by two patterns
+    is one shard. Two different files that would still share a key (the same path on two filesystems) are an
+    error naming both.
+    """
+    matches: list[tuple[str, str, bool, str, object]] = []
     for pattern in spec.paths:
         fs, stripped = fsspec.core.url_to_fs(pattern, **spec.storage_options)
         protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-        is_local = "file" in protocols
-        root = _root_of(stripped)
         matched = _files(fs, stripped)
         if not matched:
             raise InputNotFoundError(f"input {spec.name!r}: {pattern!r} matched no file")
+        root = _root_of(stripped)
         for path in matched:
-            key = posixpath.relpath(path, root) if root else posixpath.basename(path)
-            full = path if is_local else fs.unstrip_protocol(path)
-            shards.setdefault(key, Shard(source=spec.name, path=full, key=key))
+            matches.append((pattern, path, "file" in protocols, root, fs))
+    roots = [m[3] for m in matches]
+    root = _common_root(roots)
+    flat = not any(roots)  # bare file names: keys are base names, as for a single pattern
+    shards: dict[str, Shard] = {}
+    for pattern, path, is_local, _, fs in matches:
+        key = posixpath.relpath(path, root) if root else posixpath.basename(path) if flat else path.lstrip("/")
+        full = path if is_local else fs.unstrip_protocol(path)  # type: ignore[attr-defined]
+        existing = shards.get(key)
+        if existing is not None and existing.path != full:
+            raise ShardNameCollision(
+                f"input {spec.name!r}: {existing.path!r} and {full!r} (from {pattern!r}) would be the same shard "
+                f"{key!r}; give them separate inputs"
+            )
+        shards.setdefault(key, Shard(source=spec.name, path=full, key=key))
     return [shards[key] for key in sorted(shards)]

@@ -25,9 +25,10 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
 from pydantic import BaseModel, ConfigDict
 
-from refinery.pipelines.documents import ERROR, REASON
+from refinery.pipelines.documents import ERROR, REASON, TEXT
 
 STAGE_PACKAGES = ("refinery.filters", "refinery.dedup", "refinery.classifiers", "refinery.mixes")
 
@@ -142,6 +143,22 @@ def split_by_mask(
     reason_array = reasons if isinstance(reasons, pa.Array | pa.ChunkedArray) else pa.array(list(reasons), pa.string())
     rejected = rejected.append_column(REASON, reason_array.filter(reject_mask).cast(pa.string()))
     return StageResult(kept=kept, rejected=rejected)
+
+
+def split_edited(
+    batch: pa.Table,
+    edited_text: list[str] | pa.Array,
+    keep: np.ndarray,
+    reasons: list[str | None],
+) -> StageResult:
+    """Like :func:`split_by_mask` for stages that edit text (line removals): kept rows carry ``edited_text``,
+    rejected rows carry the document exactly as it entered the stage, so every rejection can be audited or
+    undone (a rejected row never holds the emptied text)."""
+    keep = np.asarray(keep, dtype=bool)
+    original = batch.column(TEXT)
+    edited = edited_text if isinstance(edited_text, pa.Array) else pa.array(edited_text, original.type)
+    chosen = pa.compute.if_else(pa.array(keep), edited.cast(original.type), original)
+    return split_by_mask(batch.set_column(batch.schema.get_field_index(TEXT), TEXT, chosen), keep, reasons)
 
 
 def with_error(rows: pa.Table, message: str) -> pa.Table:
