@@ -1,0 +1,100 @@
+"""The stage skeleton shared by ``url_dedup`` and ``exact_dedup``: phases ``keys`` → ``groups`` → drop lists.
+
+See :mod:`refinery.dedup.keyed` for what each phase computes. The decision stage rejects the dropped documents
+with the stage's rule and writes the id of the kept twin into the stage's ``*_duplicate_of`` column (one column
+per dedup stage: a recipe runs several dedup stages and a column may be added only once).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from pydantic import Field
+
+from refinery.dedup.decisions import ShardDecider, check_decision_list, shard_jobs, write_shard_list
+from refinery.dedup.keyed import DUPLICATE, apply_drops, drop_lookup, group_partition, key_shard, merge_stats
+from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
+from refinery.pipelines import storage
+from refinery.pipelines.stages import GlobalContext, GlobalStage, StageResult, split_by_mask
+
+
+class KeyedDecision(ShardDecider):
+    """Per shard: reject the documents on the shard's drop list, naming their kept twin."""
+
+    rule: ClassVar[str] = "duplicate"
+    column: ClassVar[str] = DUPLICATE
+    drops_dir: str
+    partitions: int
+
+    def added_columns(self) -> list[pa.Field]:
+        return [pa.field(self.column, pa.string())]
+
+    def load(self, shard_index: int) -> Any:
+        return drop_lookup(self.drops_dir, shard_index, writers(self.partitions), [DUPLICATE])
+
+    def counters(self, batch: pa.Table) -> dict[str, int]:
+        return {}
+
+    def decide(self, batch: pa.Table, data: Any) -> StageResult:
+        keep, (duplicate_of,) = apply_drops(batch, data, [DUPLICATE])
+        result = split_by_mask(
+            batch.append_column(self.column, duplicate_of), keep, [self.reason(self.rule)] * len(keep)
+        )
+        result.counters = self.counters(batch)
+        return result
+
+
+class KeyedDedup(GlobalStage):
+    """Base of the exact-key dedup stages; subclasses say how a document is keyed."""
+
+    decision: ClassVar[type[KeyedDecision]]
+    num_partitions: int = Field(default=16, ge=1, le=65_536, description="hash partitions of the key shuffle")
+
+    def added_columns(self) -> list[pa.Field]:
+        return [pa.field(self.decision.column, pa.string())]
+
+    def key_job(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def keep_rule(self) -> str:
+        raise NotImplementedError
+
+    def prepare(self, context: GlobalContext) -> KeyedDecision:
+        shards_file, shards_sha = write_shard_list(context)
+        keys_dir, drops_dir = phase_dir(context, "keys", "rows"), phase_dir(context, "groups", "drops")
+        jobs = shard_jobs(context, out=keys_dir, partitions=self.num_partitions, seed=context.seed, **self.key_job())
+        for job in jobs:
+            job["writer"] = writer_name(job["shard"])
+        run_phase(context, "keys", key_shard, jobs, partitioned=["rows"])
+        group_jobs = [
+            {
+                "partition": k,
+                "in": keys_dir,
+                "writers": writers(len(context.shard_names)),
+                "out": drops_dir,
+                "writer": writer_name(k),
+                "shards": max(len(context.shard_names), 1),
+                "keep": self.keep_rule(),
+            }
+            for k in range(self.num_partitions)
+        ]
+        stats = merge_stats(run_phase(context, "groups", group_partition, group_jobs, partitioned=["drops"]))
+        check = [
+            {"directory": drops_dir, "shard": i, "writers": writers(self.num_partitions)}
+            for i in range(len(context.shard_names))
+        ]
+        context.map(check_decision_list, check)
+        fs, work = storage.filesystem(context.work_dir)
+        storage.write_json_atomic(fs, storage.join(work, "groups", "summary.json"), {"stage": self.stage_name, **stats})
+        return self.decision(
+            shards_file=shards_file,
+            shards_sha256=shards_sha,
+            drops_dir=drops_dir,
+            partitions=self.num_partitions,
+            **self.decision_fields(),
+        )
+
+    def decision_fields(self) -> dict[str, Any]:
+        """Extra parameters the decision stage needs."""
+        return {}
