@@ -1,0 +1,86 @@
+"""CLI verbs of the classifier loop: ``refinery label``, ``refinery train-classifier``, ``refinery eval-classifier``.
+
+Heavy imports (torch, transformers, fastText, scikit-learn) stay inside the handlers so ``refinery --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from refinery.pipelines.commands import register_command
+
+
+def _configure_label(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a finished run directory (its run.json lists the kept shards)")
+    parser.add_argument("--prompt", required=True, help="quality | edu | domain | topic | *_paraphrase | a YAML path")
+    parser.add_argument("--teacher", choices=["local", "http"], default="local")
+    parser.add_argument("--output", required=True, help="the label set folder (created; reused to resume)")
+    parser.add_argument("--size", type=int, default=1000, help="documents to sample (first use of --output only)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--include-rejected", action="store_true", help="sample rejected documents too")
+    parser.add_argument("--limit", type=int, default=None, help="label only the first N sampled documents")
+    parser.add_argument("--max-tokens", type=int, default=256, help="document tokens shown to the teacher")
+    parser.add_argument("--store-chars", type=int, default=6000, help="characters of each document kept in the set")
+    parser.add_argument("--chunk-size", type=int, default=64, help="documents per written part (resume granularity)")
+    parser.add_argument("--retry-errors", action="store_true", help="ask again where the teacher failed")
+    local = parser.add_argument_group("local teacher")
+    local.add_argument("--model", default=None, help="model folder, .gguf or package:DIST/file (default: SmolLM2)")
+    local.add_argument("--batch-size", type=int, default=8)
+    http = parser.add_argument_group("http teacher (OpenAI-compatible chat completions)")
+    http.add_argument("--base-url", default=None, help="e.g. http://127.0.0.1:8000/v1")
+    http.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    http.add_argument("--concurrency", type=int, default=4)
+    http.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    http.add_argument("--max-retries", type=int, default=4)
+    http.add_argument("--rate-limit", type=float, default=None, help="requests per second (default: unlimited)")
+
+
+@register_command("label", "label a sample of a run's output with a teacher LLM", _configure_label)
+def label(args: argparse.Namespace) -> int:
+    from refinery.classifiers.labelling import store
+    from refinery.classifiers.labelling.prompts import load_prompt
+    from refinery.classifiers.labelling.run import ensure_sample, label_documents
+    from refinery.pipelines.models import DEFAULT_TEACHER
+
+    prompt = load_prompt(args.prompt)
+    documents = ensure_sample(
+        args.run_dir, args.output, args.size, args.seed, args.include_rejected, args.store_chars
+    )
+    if args.teacher == "local":
+        from refinery.classifiers.labelling.local import LocalTeacher
+
+        teacher = LocalTeacher(args.model or DEFAULT_TEACHER, batch_size=args.batch_size)
+    else:
+        from refinery.classifiers.labelling.http import HttpTeacher
+
+        if not args.base_url or not args.model:
+            print("refinery label --teacher http needs --base-url and --model", file=sys.stderr)
+            return 2
+        teacher = HttpTeacher(
+            args.base_url,
+            args.model,
+            api_key_env=args.api_key_env,
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
+            max_retries=args.max_retries,
+            requests_per_second=args.rate_limit,
+        )
+    summary = label_documents(
+        documents,
+        args.output,
+        prompt,
+        teacher,
+        max_tokens=args.max_tokens,
+        chunk_size=args.chunk_size,
+        limit=args.limit,
+        retry_errors=args.retry_errors,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    summary["command"] = " ".join(["refinery", *sys.argv[1:]]) if sys.argv[0].endswith("refinery") else None
+    summary["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    store.record_labelling(args.output, summary)
+    print(json.dumps(summary))
+    return 0

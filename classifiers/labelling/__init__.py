@@ -1,0 +1,1 @@
+"""Teacher labelling: prompt templates, a local-model teacher, an OpenAI-compatible HTTP teacher, a label store."""

@@ -1,0 +1,77 @@
+"""``refinery label``: sample a run once, then label the sample with a teacher in chunks, resumably."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from refinery.classifiers.labelling import store
+from refinery.classifiers.labelling.prompts import Prompt
+from refinery.classifiers.labelling.teacher import Teacher
+from refinery.classifiers.sampling import sample_run
+
+
+def ensure_sample(
+    run_dir: str | Path, labels_dir: str | Path, size: int, seed: int, include_rejected: bool, store_chars: int
+) -> pa.Table:
+    """The label set's documents: sampled and written on first use, read back afterwards (so every prompt and
+    teacher labels the same documents, which the self-agreement ceiling needs)."""
+    labels_dir = Path(labels_dir)
+    path = labels_dir / store.DOCUMENTS
+    if path.exists():
+        return store.read_documents(labels_dir)
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    sample = sample_run(run_dir, size, seed, include_rejected)
+    sample = sample.set_column(1, "text", pc.utf8_slice_codeunits(sample["text"], 0, store_chars))
+    store.write_atomic(sample, path)
+    return sample
+
+
+def label_documents(
+    documents: pa.Table,
+    labels_dir: str | Path,
+    prompt: Prompt,
+    teacher: Teacher,
+    max_tokens: int,
+    chunk_size: int = 64,
+    limit: int | None = None,
+    retry_errors: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Label every document (the first ``limit``) the cache has no answer for; one Parquet part per chunk."""
+    started = time.perf_counter()
+    if limit is not None:
+        documents = documents.slice(0, limit)
+    done = store.answered_ids(labels_dir, prompt, teacher.name, retry_errors)
+    ids = documents["id"].to_pylist()
+    texts = documents["text"].to_pylist()
+    todo = [i for i, doc_id in enumerate(ids) if doc_id not in done]
+    labelled = failed = 0
+    for start in range(0, len(todo), chunk_size):
+        rows = todo[start : start + chunk_size]
+        chunk_texts = teacher.truncate([texts[i] or "" for i in rows], max_tokens)
+        order = sorted(range(len(rows)), key=lambda k: len(chunk_texts[k]))  # similar lengths share a batch
+        answers = teacher.label(prompt, [chunk_texts[k] for k in order])
+        by_row = dict(zip(order, answers, strict=True))
+        chunk_answers = [by_row[k] for k in range(len(rows))]
+        store.append_answers(labels_dir, prompt, teacher.name, [ids[i] for i in rows], chunk_answers)
+        labelled += len(rows)
+        failed += sum(a.error is not None for a in chunk_answers)
+        if progress:
+            elapsed = time.perf_counter() - started
+            progress(f"{prompt.name}: {labelled}/{len(todo)} labelled ({failed} failed), {elapsed:.0f} s")
+    return {
+        "prompt": prompt.name,
+        "prompt_hash": prompt.hash,
+        "teacher": teacher.name,
+        "documents": len(ids),
+        "cached": len(ids) - len(todo),
+        "labelled": labelled,
+        "failed": failed,
+        "max_tokens": max_tokens,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
