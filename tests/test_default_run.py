@@ -28,4 +28,4 @@ def test_default_recipe_runs_the_llama3_chain_on_the_sample(ray_local, tmp_path)
     assert 0 < stages[-1]["kept"] < stages[0]["in"]
     assert sum(stage["rejected"] for stage in stages) > 1000
     assert (tmp_path / "run/segments/01/work/reference_unigram.parquet").exists()
-    assert (tmp_path / "run/report.html").read_text().count("<svg") == 2
+    assert (tmp_path / "run/report.html").read_text().count("<svg") == 3  # documents, characters, time per stage
