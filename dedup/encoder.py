@@ -77,6 +77,9 @@ class TextEncoder:
         self.model_path = model_path
         self.device = resolve_device(device)
         self.batch_size = int(batch_size)
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # one "Loading weights" bar per worker clutters run logs
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.tokenizer, self.model = load_encoder(model_path, device=self.device, dtype=dtype)
         model_limit = getattr(self.model.config, "max_position_embeddings", None) or max_tokens

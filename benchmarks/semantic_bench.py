@@ -1,0 +1,236 @@
+"""Embedding and semantic-dedup benchmark: ``embed`` against sentence-transformers, k-means, the whole stage.
+
+One command: ``.venv/bin/python benchmarks/semantic_bench.py [--docs N]``.
+
+* ``refinery/embed`` (:class:`refinery.dedup.encoder.TextEncoder`: length-sorted batches, character clip)
+  against ``sentence-transformers/encode`` (what a user would reach for), same model (all-MiniLM-L6-v2 from
+  the bundled package), same texts (the first ``--docs`` documents of the sample corpus), same batch size 64,
+  256 tokens, one core each (one torch thread, pinned);
+* ``refinery/kmeans`` — the k-means phase alone (faiss, spherical, 20 iterations, k = 16) on the corpus's
+  embeddings;
+* ``refinery/semantic_dedup-1x`` / ``-4x`` — every phase of the stage (sample, k-means, assign, similarity,
+  report, the per-shard decision) in one process on one core over the corpus's embeddings split in 8 shards, and
+  over 4× the corpus (three extra copies of every embedding with Gaussian noise, renormalised: near-duplicates
+  at graded similarities). Docs/s and peak RSS, so memory growth with corpus size is visible.
+
+Every contender runs in its own subprocess; embeddings of the whole corpus are computed once and cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import load_documents, peak_rss_mb, pin_one_core
+
+CACHE = Path("/tmp/refinery-bench")
+CONTENDERS = (
+    "refinery/embed",
+    "sentence-transformers/encode",
+    "refinery/kmeans-1x",
+    "refinery/semantic_dedup-1x",
+    "refinery/semantic_dedup-4x",
+)
+BATCH = 64
+SHARDS = 8
+
+
+def _texts(count: int) -> list[str]:
+    return load_documents().column("text").to_pylist()[:count]
+
+
+def _one_thread() -> None:
+    import torch
+
+    pin_one_core()
+    torch.set_num_threads(1)
+
+
+def _embed(count: int) -> dict[str, Any]:
+    from refinery.dedup.encoder import TextEncoder
+
+    _one_thread()
+    texts = _texts(count)
+    encoder = TextEncoder(device="cpu", batch_size=BATCH)
+    encoder.encode(texts[:8])  # warm-up (first-call allocations), as for the other contender
+    start = time.perf_counter()
+    vectors = encoder.encode(texts)
+    seconds = time.perf_counter() - start
+    np.save(CACHE / "bench-refinery-embed.npy", vectors)
+    return {"items": len(texts), "seconds": seconds}
+
+
+def _sentence_transformers(count: int) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformer
+
+    from refinery.pipelines.models import DEFAULT_ENCODER, resolve_model_path
+
+    _one_thread()
+    texts = _texts(count)
+    model = SentenceTransformer(str(resolve_model_path(DEFAULT_ENCODER)), device="cpu", local_files_only=True)
+    model.encode(texts[:8], batch_size=BATCH)
+    start = time.perf_counter()
+    vectors = model.encode(texts, batch_size=BATCH, normalize_embeddings=True)
+    seconds = time.perf_counter() - start
+    ours = np.load(CACHE / "bench-refinery-embed.npy")
+    return {"items": len(texts), "seconds": seconds, "min_cosine_to_refinery": float(np.min(np.sum(ours * vectors, 1)))}
+
+
+def corpus_embeddings() -> tuple[pa.Table, np.ndarray]:
+    """Every document of the sample corpus with its embedding (computed once, cached)."""
+    documents = load_documents()
+    cached = CACHE / f"bench-embeddings-{documents.num_rows}.npy"
+    if not cached.exists():
+        from refinery.dedup.encoder import TextEncoder
+
+        np.save(cached, TextEncoder(device="cpu").encode(documents.column("text").to_pylist()))
+    return documents, np.load(cached)
+
+
+def _copies(documents: pa.Table, vectors: np.ndarray, factor: int) -> tuple[pa.Table, np.ndarray]:
+    if factor == 1:
+        return documents, vectors
+    rng = np.random.default_rng(0)
+    tables, blocks = [documents], [vectors]
+    for copy in range(1, factor):
+        noisy = vectors + rng.normal(scale=rng.uniform(0.005, 0.03), size=vectors.shape).astype(np.float32)
+        blocks.append(noisy / np.linalg.norm(noisy, axis=1, keepdims=True))
+        ids = pa.array([f"{i}#{copy}" for i in documents.column("id").to_pylist()])
+        tables.append(documents.set_column(0, "id", ids))
+    return pa.concat_tables(tables), np.concatenate(blocks)
+
+
+def _kmeans() -> dict[str, Any]:
+    import faiss
+
+    from refinery.dedup.semantic.kmeans import unit_rows
+
+    pin_one_core()
+    faiss.omp_set_num_threads(1)
+    _, vectors = corpus_embeddings()
+    sample = unit_rows(vectors.astype(np.float16))
+    start = time.perf_counter()
+    faiss.Kmeans(sample.shape[1], 16, niter=20, seed=0, spherical=True, verbose=False).train(sample)
+    return {"items": len(sample), "seconds": time.perf_counter() - start}
+
+
+class LocalContext:
+    """The global-stage context in one process: phases run in order, no markers (every phase is computed)."""
+
+    def __init__(self, folder: Path, names: list[str]) -> None:
+        self.segment_index = 1
+        self.shard_names = names
+        self.seed = 0
+        self.batch_size = 1000
+        self.work_dir = str(folder / "work")
+        self._folder = folder
+
+    def input_path(self, shard_name: str) -> str:
+        return str(self._folder / "kept" / f"{shard_name}.parquet")
+
+    def map(self, function, items):
+        return [function(item) for item in items]
+
+    def phase_done(self, phase: str) -> bool:
+        return False
+
+    def mark_phase_done(self, phase: str, outputs: list[str] | None = None) -> None:
+        pass
+
+
+def _semantic(factor: int) -> dict[str, Any]:
+    from refinery.dedup.embed import EMBEDDING, embedding_column
+    from refinery.dedup.semantic import SemanticDedup
+
+    pin_one_core()
+    documents, vectors = _copies(*corpus_embeddings(), factor)
+    with tempfile.TemporaryDirectory(dir=CACHE) as folder:
+        root = Path(folder)
+        (root / "kept").mkdir()
+        names = [f"shard-{i:02d}" for i in range(SHARDS)]
+        bounds = np.linspace(0, documents.num_rows, SHARDS + 1).astype(int)
+        for name, start, end in zip(names, bounds[:-1], bounds[1:], strict=True):
+            part = documents.slice(start, end - start).select(["id", "text", "source", "url"])
+            part = part.append_column(EMBEDDING, embedding_column(vectors[start:end]))
+            pq.write_table(part, root / "kept" / f"{name}.parquet")
+        del documents, vectors
+        stage = SemanticDedup(n_clusters=16 * factor, epsilon=0.05)
+        context = LocalContext(root, names)
+        start = time.perf_counter()
+        decision = stage.prepare(context)
+        phases = time.perf_counter() - start
+        kept = rows = 0
+        for name in names:
+            for batch in pq.ParquetFile(context.input_path(name)).iter_batches(batch_size=1000):
+                result = decision.process(pa.Table.from_batches([batch]))
+                kept += result.kept.num_rows
+                rows += batch.num_rows
+        seconds = time.perf_counter() - start
+        summary = json.loads((root / "work/report/semantic_summary.json").read_text())
+    removals = {str(r["epsilon"]): r["removed"] for r in summary["removals"]}
+    return {"items": rows, "kept": kept, "seconds": seconds, "phase_seconds": phases, "removed_per_epsilon": removals}
+
+
+def worker(name: str, count: int) -> dict[str, Any]:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if name == "refinery/embed":
+        result = _embed(count)
+    elif name == "sentence-transformers/encode":
+        result = _sentence_transformers(count)
+    elif name == "refinery/kmeans-1x":
+        result = _kmeans()
+    else:
+        result = _semantic(int(name.rsplit("-", 1)[1].rstrip("x")))
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def main() -> None:
+    import subprocess
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker")
+    parser.add_argument("--docs", type=int, default=600, help="documents for the embedding contenders")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.docs)))
+        return
+    corpus_embeddings()  # cache outside the timed workers
+    results = {}
+    for name in CONTENDERS:
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", name, "--docs", str(args.docs)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{'contender':<32}{'docs':>8}{'seconds':>10}{'docs/s':>10}{'peak RSS MB':>13}")
+    for name, r in results.items():
+        rate = r["items"] / r["seconds"]
+        print(f"{name:<32}{r['items']:>8}{r['seconds']:>10.2f}{rate:>10.1f}{r['peak_rss_mb']:>13.0f}")
+    ours, theirs = results["refinery/embed"], results["sentence-transformers/encode"]
+    ratio = (ours["items"] / ours["seconds"]) / (theirs["items"] / theirs["seconds"])
+    print(
+        f"embed / sentence-transformers: {ratio:.2f}x docs/s (one core each); "
+        f"min cosine between the two: {theirs['min_cosine_to_refinery']:.6f}"
+    )
+    for name in ("refinery/semantic_dedup-1x", "refinery/semantic_dedup-4x"):
+        print(
+            f"{name}: removed per epsilon {results[name]['removed_per_epsilon']}, "
+            f"phases {results[name]['phase_seconds']:.1f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
