@@ -88,7 +88,7 @@ def route_shard(job: dict[str, Any]) -> dict[str, Any]:
     tokens = index.column(N_TOKENS).to_numpy()
     heldout_keys = index.column("heldout_key").to_numpy()
     sample_keys = index.column("sample_key").to_numpy()
-    parts: list[tuple[np.ndarray, ...]] = []  # (unit, row, epoch, sample_key, tokens, bucket-position)
+    parts: list[tuple[np.ndarray, ...]] = []  # (unit, row, epoch, order source key, tokens, bucket-position)
     names = sorted(job["buckets"])
     for position, name in enumerate(names):
         plan = job["buckets"][name]
@@ -102,7 +102,7 @@ def route_shard(job: dict[str, Any]) -> dict[str, Any]:
                     np.full(count, plan["unit"], np.int64),
                     rows[held],
                     np.zeros(count, np.int64),
-                    sample_keys[held],
+                    heldout_keys[held],  # held-out order: independent of --seed
                     tokens[held],
                     np.full(count, position),
                 )

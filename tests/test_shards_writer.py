@@ -1,0 +1,304 @@
+"""Weighted shards from a real run: weights, epochs, held-out sets, determinism, resume, verify, interop, blend."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from run_helpers import STAGES, copy_inputs, recipe_for
+
+from refinery.mixes.blend import megatron_blend
+from refinery.mixes.manifest import ManifestError, load_manifest, shard_entries, verify_manifest
+from refinery.mixes.sampling import MixPlanError
+from refinery.mixes.writer import write_mix
+from refinery.pipelines.cli import main as cli
+from refinery.pipelines.runner import run_recipe
+
+BUCKETS = ("changelog", "copyright", "web")
+
+
+@pytest.fixture(scope="module")
+def run_dir(ray_local, tmp_path_factory) -> Path:
+    """A real run over five sample shards: length, language ID and token_count (so kept rows carry n_tokens)."""
+    base = tmp_path_factory.mktemp("shards_run")
+    copy_inputs(base / "in")
+    stages = [{**STAGES[0], "max_chars": 20_000}, *STAGES[1:], {"stage": "token_count"}]  # long pages: test time only
+    recipe = recipe_for(base / "in", base / "run", stages=stages)
+    assert run_recipe(recipe, show_progress=False).ok
+    return base / "run"
+
+
+@pytest.fixture(scope="module")
+def kept(run_dir: Path) -> pa.Table:
+    return pq.read_table(sorted((run_dir / "segments/00/kept").glob("*.parquet")))
+
+
+def read_shards(manifest_path: Path, heldout: bool = False) -> pa.Table:
+    manifest = load_manifest(manifest_path)
+    entries = [e for e in shard_entries(manifest) if (e.bucket is not None) == heldout]
+    return pa.concat_tables(pq.read_table(manifest_path.parent / e.path) for e in entries)
+
+
+def tree_digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+MIX = {
+    "shard_rows": 40,
+    "heldout_fraction": 0.1,
+    "heldout_max_documents": 3,
+    "buckets": {"web": {"weight": 0.5}, "copyright": {"weight": 0.3}, "changelog": {"weight": 0.2, "max_epochs": 4}},
+}
+
+
+@pytest.fixture(scope="module")
+def mix(run_dir: Path, tmp_path_factory) -> Path:
+    return write_mix(run_dir, MIX, tmp_path_factory.mktemp("mix") / "out", seed=7, selection={"method": "test"})
+
+
+def test_token_count_stage_ran_in_the_run(kept: pa.Table):
+    assert kept.schema.field("n_tokens").type == pa.int32()
+    assert pc.min(kept.column("n_tokens")).as_py() > 0
+
+
+def test_weights_honoured_within_one_document(mix: Path, kept: pa.Table):
+    manifest = load_manifest(mix)
+    shards = read_shards(mix)
+    total = manifest["total_tokens"]
+    assert total == pc.sum(shards.column("n_tokens")).as_py() == sum(s["tokens"] for s in manifest["shards"])
+    largest = {b: max(kept.filter(pc.equal(kept["source"], b))["n_tokens"].to_pylist()) for b in BUCKETS}
+    for bucket in BUCKETS:
+        entry = manifest["buckets"][bucket]
+        in_shards = shards.filter(pc.equal(shards["bucket"], bucket))
+        tokens = pc.sum(in_shards["n_tokens"]).as_py() or 0
+        assert tokens == entry["tokens"] and in_shards.num_rows == entry["documents"]
+        assert abs(tokens - entry["target_tokens"]) <= largest[bucket], bucket
+        assert entry["target_tokens"] == pytest.approx(
+            MIX["buckets"][bucket]["weight"] * total, abs=2 * largest[bucket]
+        )
+    # no max_epochs beyond 1 for web/copyright: the default total is the largest one every cap allows
+    assert any(manifest["buckets"][b]["epochs"] > 0.9 for b in BUCKETS)
+    assert manifest["selection"] == {"method": "test"} and manifest["seed"] == 7
+
+
+def test_manifest_records_lineage(mix: Path, run_dir: Path):
+    manifest = load_manifest(mix)
+    recipe = json.loads((run_dir / "recipe.json").read_text())
+    assert manifest["recipe"] == {"fingerprint": recipe["fingerprint"], "recipe": recipe["recipe"]}
+    assert len(manifest["run"]["fingerprint"]) == 64
+    assert manifest["producer"]["refinery_version"]
+    assert manifest["tokenizer"]["vocab_size"] >= 128256 and len(manifest["tokenizer"]["sha256"]) == 64
+    assert manifest["tokenizer"]["bos_id"] == 128000 and manifest["tokenizer"]["eos_id"] == 128001
+    for entry in shard_entries(manifest):
+        file = mix.parent / entry.path
+        assert file.stat().st_size == entry.bytes
+        assert hashlib.sha256(file.read_bytes()).hexdigest() == entry.sha256
+        assert pq.ParquetFile(file).metadata.num_rows == entry.rows
+    schema = pq.read_schema(mix.parent / manifest["shards"][0]["path"])
+    assert {"id", "text", "source", "lang", "n_tokens", "bucket", "epoch"} <= set(schema.names)
+    assert (
+        pq.ParquetFile(mix.parent / manifest["shards"][0]["path"]).metadata.row_group(0).column(1).compression == "ZSTD"
+    )
+
+
+def test_global_shuffle_mixes_buckets_in_every_shard(mix: Path):
+    manifest = load_manifest(mix)
+    assert len(manifest["shards"]) >= 2
+    for entry in manifest["shards"]:
+        table = pq.read_table(mix.parent / entry["path"], columns=["bucket", "id"])
+        assert len(set(table["bucket"].to_pylist())) >= 2, entry["path"]
+        ids = table["id"].to_pylist()
+        assert ids != sorted(ids)
+
+
+def test_heldout_sets_are_apart_capped_and_independent_of_weights(mix: Path, run_dir: Path, tmp_path: Path):
+    manifest = load_manifest(mix)
+    heldout = read_shards(mix, heldout=True)
+    training_ids = set(read_shards(mix)["id"].to_pylist())
+    assert heldout.num_rows and not training_ids & set(heldout["id"].to_pylist())
+    for bucket, entry in manifest["heldout"].items():
+        assert entry["path"].startswith("heldout/") and 0 < entry["rows"] <= 3
+        assert manifest["buckets"][bucket]["heldout_documents"] == entry["rows"]
+    other = write_mix(
+        run_dir,
+        {**MIX, "buckets": {"web": {"weight": 0.9}, "copyright": {"weight": 0.05}, "changelog": {"weight": 0.05}}},
+        tmp_path / "other",
+        seed=3,
+    )
+    assert load_manifest(other)["heldout"] == manifest["heldout"]  # same files, byte for byte
+
+
+def test_upsampling_counts_epochs(run_dir: Path, tmp_path: Path, kept: pa.Table):
+    available_tokens = pc.sum(kept.filter(pc.equal(kept["source"], "changelog"))["n_tokens"]).as_py()
+    target = int(2.5 * available_tokens)
+    weights = {
+        "shard_rows": 1000,
+        "buckets": {"changelog": {"tokens": target, "max_epochs": 3}, "copyright": {"weight": 1}},
+    }
+    manifest_path = write_mix(run_dir, weights, tmp_path / "up")
+    manifest = load_manifest(manifest_path)
+    changelog = manifest["buckets"]["changelog"]
+    assert changelog["whole_epochs"] == 2 and changelog["epochs"] == pytest.approx(2.5, abs=0.2)
+    assert changelog["available_tokens"] == available_tokens and changelog["target_tokens"] == target
+    shards = read_shards(manifest_path)
+    rows = shards.filter(pc.equal(shards["bucket"], "changelog"))
+    epochs = np.array(rows["epoch"].to_pylist())
+    ids = rows["id"].to_pylist()
+    available = changelog["available_documents"]
+    assert (epochs == 0).sum() == (epochs == 1).sum() == available
+    assert 0 < (epochs == 2).sum() < available
+    assert len(set(zip(ids, epochs.tolist(), strict=True))) == len(ids)  # a document at most once per epoch
+    assert changelog["documents"] == rows.num_rows and changelog["tokens"] == pc.sum(rows["n_tokens"]).as_py()
+    assert abs(changelog["tokens"] - target) <= max(rows["n_tokens"].to_pylist())
+    assert set(ids) == set(rows.filter(pc.equal(rows["epoch"], 0))["id"].to_pylist())  # repeats of kept documents
+
+
+def test_weight_beyond_max_epochs_names_the_bucket(run_dir: Path, tmp_path: Path):
+    weights = {
+        "total_tokens": 10**9,
+        "buckets": {"changelog": {"weight": 0.5, "max_epochs": 2}, "web": {"weight": 0.5}},
+    }
+    with pytest.raises(MixPlanError, match="'changelog'"):
+        write_mix(run_dir, weights, tmp_path / "too_many")
+    with pytest.raises(MixPlanError, match="nosuchbucket"):
+        write_mix(run_dir, {"buckets": {"nosuchbucket": {"weight": 1}}}, tmp_path / "typo")
+
+
+def test_deterministic_and_resumable(mix: Path, run_dir: Path, tmp_path: Path):
+    again = write_mix(run_dir, MIX, tmp_path / "again", seed=7, selection={"method": "test"})
+    expected = {k: v for k, v in tree_digests(mix.parent).items() if not k.startswith("_work")}
+    assert {k: v for k, v in tree_digests(again.parent).items() if not k.startswith("_work")} == expected
+    shards = sorted((again.parent / "shards").glob("*.parquet"))
+    shards[0].unlink()  # a lost shard
+    shards[1].write_bytes(shards[1].read_bytes()[:-100] + b"x" * 100)  # a corrupt one
+    untouched = {p: p.stat().st_mtime_ns for p in shards[2:]}
+    write_mix(run_dir, MIX, tmp_path / "again", seed=7, selection={"method": "test"})
+    assert {k: v for k, v in tree_digests(again.parent).items() if not k.startswith("_work")} == expected
+    assert {p: p.stat().st_mtime_ns for p in shards[2:]} == untouched  # only the bad shards were rewritten
+    different = write_mix(run_dir, MIX, tmp_path / "seed8", seed=8)
+    assert load_manifest(different)["shards"][0]["sha256"] != load_manifest(mix)["shards"][0]["sha256"]
+
+
+def test_verify_names_the_corrupted_shard(mix: Path, tmp_path: Path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(mix.parent, copy, ignore=shutil.ignore_patterns("_work"))
+    assert cli(["verify", str(copy / "manifest.json")]) == 0
+    victim = copy / load_manifest(mix)["shards"][1]["path"]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    assert cli(["verify", str(copy / "manifest.json")]) == 1
+    assert load_manifest(mix)["shards"][1]["path"] in capsys.readouterr().err
+    assert [p.split(":")[0] for p in verify_manifest(copy / "manifest.json")] == [
+        load_manifest(mix)["shards"][1]["path"]
+    ]
+
+
+@pytest.mark.parametrize("bad", ["../outside.parquet", "shards/../../outside.parquet", "/etc/passwd", "s3://b/x"])
+def test_manifest_paths_leaving_the_folder_are_refused(mix: Path, tmp_path: Path, bad: str):
+    manifest = json.loads(mix.read_text())
+    manifest["shards"][0]["path"] = bad
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError):
+        load_manifest(path)
+    assert cli(["verify", str(path)]) == 2
+
+
+def test_shards_load_in_datasets_pyarrow_polars_duckdb(mix: Path, tmp_path: Path, monkeypatch):
+    import duckdb
+    import polars as pl
+
+    manifest = load_manifest(mix)
+    files = [str(mix.parent / s["path"]) for s in manifest["shards"]]
+    rows = manifest["total_documents"]
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    from datasets import load_dataset
+
+    dataset = load_dataset("parquet", data_files={"train": files}, split="train", cache_dir=str(tmp_path / "hf"))
+    assert dataset.num_rows == rows and sum(dataset["n_tokens"]) == manifest["total_tokens"]
+    assert set(dataset.column_names) >= {"text", "bucket", "epoch", "n_tokens"}
+    streamed = load_dataset("parquet", data_files={"train": files}, split="train", streaming=True)
+    assert sum(1 for _ in streamed) == rows
+    assert pq.ParquetDataset(files).read().num_rows == rows
+    assert pl.read_parquet(files).height == rows
+    glob = str(mix.parent / "shards" / "*.parquet")
+    assert duckdb.sql(f"select count(*), sum(n_tokens) from read_parquet('{glob}')").fetchall()[0] == (
+        rows,
+        manifest["total_tokens"],
+    )
+
+
+def test_megatron_blend_from_the_cli(run_dir: Path, tmp_path: Path, capsys):
+    weights = tmp_path / "weights.yaml"
+    weights.write_text("shard_rows: 50\nbuckets:\n  web: {weight: 2}\n  copyright: {weight: 1}\n")
+    blend_file = tmp_path / "blend.txt"
+    code = cli(
+        [
+            "shards",
+            str(run_dir),
+            "--weights",
+            str(weights),
+            "--output",
+            str(tmp_path / "out"),
+            "--megatron-blend",
+            str(blend_file),
+        ]
+    )
+    assert code == 0 and "manifest" in capsys.readouterr().out
+    parts = blend_file.read_text().split()
+    weights_, prefixes = [float(w) for w in parts[::2]], parts[1::2]
+    assert len(prefixes) == len(load_manifest(tmp_path / "out/manifest.json")["shards"]) >= 2
+    assert sum(weights_) == pytest.approx(1.0, abs=1e-6)
+    assert all((tmp_path / "out" / f"{p}.parquet").is_file() for p in prefixes)
+    assert megatron_blend(tmp_path / "out/manifest.json") == blend_file.read_text().strip()
+    assert cli(["verify", str(tmp_path / "out/manifest.json")]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("buckets:\n  web: {weight: 1, tokens: 5}\n")
+    assert cli(["shards", str(run_dir), "--weights", str(bad), "--output", str(tmp_path / "bad")]) == 2
+
+
+def test_buckets_from_several_columns(run_dir: Path, tmp_path: Path, kept: pa.Table):
+    weights = {"bucket_column": ["source", "lang"], "shard_rows": 1000, "buckets": {"*": {"weight": 1}}}
+    manifest = load_manifest(write_mix(run_dir, weights, tmp_path / "multi"))
+    expected = {f"{s}/{lang}" for s, lang in zip(kept["source"].to_pylist(), kept["lang"].to_pylist(), strict=True)}
+    assert set(manifest["buckets"]) == expected
+    assert os.path.isfile(tmp_path / "multi" / manifest["shards"][0]["path"])
+
+
+def test_projection_scales_the_measured_run(run_dir: Path, capsys):
+    from refinery.mixes.projection import project_run, projection_html
+
+    projection = project_run(str(run_dir), 15e12, sample_documents=200)
+    run = json.loads((run_dir / "run.json").read_text())
+    stages = run["segments"][0]["stages"]
+    sample = projection["sample"]
+    assert 0 < sample["documents"] <= 200 + len(run["outputs"]["kept"]) and 0.05 < sample["tokens_per_char"] < 1.0
+    assert projection["needed"]["output_chars"] * sample["tokens_per_char"] == pytest.approx(15e12)
+    scale = projection["scale"]
+    assert scale == pytest.approx(projection["needed"]["output_chars"] / stages[-1]["chars_kept"])
+    assert projection["needed"]["input_documents"] == pytest.approx(stages[0]["in"] * scale)
+    assert projection["measured"]["keep_rate_documents"] == pytest.approx(stages[-1]["kept"] / stages[0]["in"])
+    assert [s["stage"] for s in projection["stages"]] == ["ingest", "length", "language_id", "token_count"]
+    for measured, projected in zip(stages, projection["stages"], strict=True):
+        assert projected["core_hours"] == pytest.approx(measured["seconds"] * scale / 3600)
+    assert projection["total_core_hours"] >= projection["stage_core_hours"] > 0
+    assert projection["needed"]["input_bytes"] > projection["needed"]["input_chars"] * 0.05
+    fragment = projection_html(projection)
+    assert fragment.startswith("<section") and "language_id" in fragment and "core-hours" in fragment
+    assert cli(["project", str(run_dir), "--tokens", "15e12", "--sample-documents", "200"]) == 0
+    assert "core-hours" in capsys.readouterr().out
+    assert json.loads((run_dir / "projection.json").read_text())["target_tokens"] == 15e12
