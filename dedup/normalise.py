@@ -36,7 +36,7 @@ def normalise(texts: pa.Array | pa.ChunkedArray, mode: Normalisation) -> pa.Arra
         texts = pc.replace_substring_regex(texts, r"[\p{P}\p{S}]", " ")
     elif mode != "whitespace":
         raise ValueError(f"unknown normalisation {mode!r}")
-    texts = pc.replace_substring_regex(texts, r"\s+", " ")
+    texts = pc.replace_substring_regex(texts, r"[\s\p{Z}]+", " ")
     return pc.utf8_trim_whitespace(texts)
 
 

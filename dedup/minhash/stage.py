@@ -1,0 +1,152 @@
+"""``minhash_dedup``: near-duplicate documents removed by MinHash-LSH, verified pairs, distributed components.
+
+The phases, in order (each a Ray map with a marker and validated partitioned files under ``work/PHASE/``):
+
+1. ``signatures`` — per shard: word 5-gram shingles, a 14 × 8 one-permutation MinHash signature banded into
+   band keys, a verification sketch and document metadata, each hash-partitioned (:mod:`.signatures`);
+2. ``pairs`` — per band partition: documents sharing a band key become candidate pairs (:mod:`.bands`);
+3. ``join``, ``edges`` — per partition: each candidate pair verified by its estimated Jaccard similarity
+   (``verify_threshold``); verified pairs become edges (:mod:`.candidates`);
+4. ``components-r00``, ``-r01``, … — large-star / small-star rounds over edge partitions until the edge set no
+   longer changes; ``clusters`` — every node labelled with its component (:mod:`.components`);
+5. ``drops`` — per component, a keeper by ``keep``; the others dropped, per shard (:mod:`.apply`);
+6. ``summary`` — cluster counts, size histogram, removals per source and a few removed/kept pairs with
+   snippets, in ``work/summary/minhash_clusters.json`` (rendered by :func:`refinery.dedup.report.dedup_report_html`).
+
+The decision stage then rejects ``minhash_dedup:duplicate`` with ``minhash_duplicate_of`` (the keeper's id) and
+writes ``minhash_cluster`` (the keeper's id) on every clustered document. The documents removed do not depend on
+the number of workers or of partitions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import Field
+
+from refinery.dedup.decisions import check_decision_list, shard_jobs, write_shard_list
+from refinery.dedup.minhash.apply import CLUSTER, DUPLICATE, MinhashDecision, drop_partition
+from refinery.dedup.minhash.bands import pair_partition
+from refinery.dedup.minhash.candidates import edge_partition, join_partition
+from refinery.dedup.minhash.components import label_partition, star_round
+from refinery.dedup.minhash.signatures import signature_shard
+from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
+from refinery.dedup.report import cluster_summary
+from refinery.pipelines import storage
+from refinery.pipelines.stages import GlobalContext, GlobalStage, register_stage
+
+MAX_ROUNDS = 200
+
+
+@register_stage("minhash_dedup")
+class MinhashDedup(GlobalStage):
+    """Remove near-duplicates: MinHash-LSH candidates, verified, clustered by distributed connected components."""
+
+    ngram: int = Field(default=5, ge=1, le=64)
+    bands: int = Field(default=14, ge=1)
+    rows: int = Field(default=8, ge=1)
+    verify_bins: int = Field(default=512, ge=16, description="bins of the verification sketch")
+    verify_threshold: float = Field(default=0.8, ge=0.0, le=1.0, description="estimated Jaccard to keep a pair")
+    max_bucket_pairs: int = Field(default=16, ge=1, description="pairs per document inside one large LSH bucket")
+    keep: Literal["auto", "recent", "smallest_id"] = "auto"
+    num_partitions: int = Field(default=16, ge=1, le=65_536)
+
+    def added_columns(self) -> list[pa.Field]:
+        return [pa.field(DUPLICATE, pa.string()), pa.field(CLUSTER, pa.string())]
+
+    def _reduce_jobs(self, source: str, writer_count: int, out: str, **extra: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "partition": k,
+                "in": source,
+                "writers": writers(writer_count),
+                "out": out,
+                "writer": writer_name(k),
+                "partitions": self.num_partitions,
+                **extra,
+            }
+            for k in range(self.num_partitions)
+        ]
+
+    def prepare(self, context: GlobalContext) -> MinhashDecision:
+        shards_file, shards_sha = write_shard_list(context)
+        shards, parts = len(context.shard_names), self.num_partitions
+        signatures = {name: phase_dir(context, "signatures", name) for name in ("bands", "sketches", "meta")}
+        jobs = shard_jobs(
+            context,
+            partitions=parts,
+            bands=self.bands,
+            rows=self.rows,
+            ngram=self.ngram,
+            verify_bins=self.verify_bins,
+            seed=context.seed,
+            bands_dir=signatures["bands"],
+            sketch_dir=signatures["sketches"],
+            meta_dir=signatures["meta"],
+        )
+        for job in jobs:
+            job["writer"] = writer_name(job["shard"])
+        sketched = run_phase(context, "signatures", signature_shard, jobs, partitioned=list(signatures))
+
+        pairs_dir = phase_dir(context, "pairs", "rows")
+        pair_jobs = self._reduce_jobs(signatures["bands"], shards, pairs_dir, max_bucket_pairs=self.max_bucket_pairs)
+        run_phase(context, "pairs", pair_partition, pair_jobs, partitioned=["rows"])
+
+        sketch_args = {
+            "sketches": signatures["sketches"],
+            "sketch_writers": writers(shards),
+            "verify_bins": self.verify_bins,
+        }
+        join_dir, edges_dir = phase_dir(context, "join", "rows"), phase_dir(context, "edges", "rows")
+        run_phase(
+            context, "join", join_partition, self._reduce_jobs(pairs_dir, parts, join_dir, **sketch_args), ["rows"]
+        )
+        edge_jobs = self._reduce_jobs(join_dir, parts, edges_dir, verify_threshold=self.verify_threshold, **sketch_args)
+        verified = run_phase(context, "edges", edge_partition, edge_jobs, partitioned=["rows"])
+
+        current, hashes, rounds = edges_dir, [], 0
+        for rounds in range(MAX_ROUNDS):
+            if len(hashes) >= 3 and hashes[-1] == hashes[-3]:
+                break  # the last large-star / small-star pair changed nothing: a forest of stars
+            out = phase_dir(context, f"components-r{rounds:02d}", "rows")
+            step = "large" if rounds % 2 == 0 else "small"
+            results = run_phase(
+                context,
+                f"components-r{rounds:02d}",
+                star_round,
+                self._reduce_jobs(current, parts, out, step=step),
+                ["rows"],
+            )
+            hashes.append((sum(int(r["hash_in"]) for r in results) % 2**64, sum(r["edges_in"] for r in results)))
+            current = out
+        else:
+            raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
+        final = phase_dir(context, f"components-r{rounds - 2:02d}", "rows") if rounds >= 2 else edges_dir
+
+        members_dir, drops_dir = phase_dir(context, "clusters", "rows"), phase_dir(context, "drops", "rows")
+        label_jobs = self._reduce_jobs(final, parts, members_dir, meta=signatures["meta"], meta_writers=writers(shards))
+        run_phase(context, "clusters", label_partition, label_jobs, partitioned=["rows"])
+        drop_jobs = self._reduce_jobs(members_dir, parts, drops_dir, shards=max(shards, 1), keep=self.keep)
+        stats = run_phase(context, "drops", drop_partition, drop_jobs, partitioned=["rows"])
+        context.map(
+            check_decision_list,
+            [{"directory": drops_dir, "shard": i, "writers": writers(parts)} for i in range(shards)],
+        )
+        if not context.phase_done("summary"):
+            summary = cluster_summary(
+                stats,
+                context,
+                extra={
+                    "documents": sum(s["documents"] for s in sketched),
+                    "candidate_pairs": sum(v["candidates"] for v in verified),
+                    "verified_pairs": sum(v["verified"] for v in verified),
+                    "component_rounds": rounds,
+                    "removed_by_source": dict(sum((Counter(s["removed_by_source"]) for s in stats), Counter())),
+                },
+            )
+            fs, root = storage.filesystem(phase_dir(context, "summary", "minhash_clusters.json"))
+            storage.write_json_atomic(fs, root, summary)
+            context.mark_phase_done("summary", outputs=["summary/minhash_clusters.json"])
+        return MinhashDecision(shards_file=shards_file, shards_sha256=shards_sha, drops_dir=drops_dir, partitions=parts)

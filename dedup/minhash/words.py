@@ -1,0 +1,114 @@
+"""FineWeb-normalised words of a batch and their 64-bit hashes, from the raw UTF-8 bytes in NumPy.
+
+The text of every document is normalised as :func:`refinery.dedup.normalise.normalise` does with ``fineweb``
+and split on spaces; this module gets the same words several times faster by working on the batch's byte
+buffer. ASCII documents (most web text) are normalised by one 256-entry table lookup per byte (A–Z lower-cased,
+digits → ``0``, ASCII punctuation and symbols and the whitespace ``\\t\\n\\f\\r`` → space), which is exactly what
+the Unicode rules do on ASCII; other documents go through the pyarrow.compute normaliser first (NFD, accents,
+Unicode digits, punctuation and symbols), whose output the same byte pass then leaves unchanged.
+
+Words are the maximal runs of non-space bytes. A word's hash is a multilinear hash of its bytes with seeded
+random 64-bit keys (``sum key[j] * byte[j] mod 2**64``, a universal family: two different words of up to 4,096
+bytes collide with probability at most 2**-56 over the seed), then the splitmix64 finaliser with its length.
+"""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from refinery.dedup.normalise import normalise, splitmix64
+
+KEYS = 4096
+SPACE = 32
+
+
+def _table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint8)
+    for c in string.ascii_uppercase:
+        table[ord(c)] = ord(c.lower())
+    for c in string.digits:
+        table[ord(c)] = ord("0")
+    for c in string.punctuation + "\t\n\f\r":
+        table[ord(c)] = SPACE
+    return table
+
+
+TABLE = _table()
+
+
+def _keys(seed: int) -> np.ndarray:
+    return splitmix64(np.arange(KEYS, dtype=np.uint64) + np.uint64(seed) * np.uint64(KEYS) + np.uint64(1))
+
+
+def _span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Multilinear hash of each byte span ``data[start : start + length]`` (every length at least 1)."""
+    if not len(lengths):
+        return np.zeros(0, np.uint64)
+    firsts = np.cumsum(lengths) - lengths
+    within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(firsts, lengths)
+    with np.errstate(over="ignore"):
+        products = data[np.repeat(starts, lengths) + within].astype(np.uint64) * keys[np.minimum(within, KEYS - 1)]
+        sums = np.add.reduceat(products, firsts)
+        return splitmix64(sums ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
+
+
+def _spans(mapped: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and ends of the runs of non-space bytes, never crossing a document boundary."""
+    word = mapped != SPACE
+    boundary = np.zeros(len(mapped) + 1, dtype=bool)
+    boundary[offsets] = True
+    previous = np.concatenate([[False], word[:-1]]) & ~boundary[:-1]
+    following = np.concatenate([word[1:], [False]]) & ~boundary[1:]
+    return np.flatnonzero(word & ~previous), np.flatnonzero(word & ~following) + 1
+
+
+def word_hashes(texts: pa.Array | pa.ChunkedArray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hash of every normalised word in order, index of its document) for a batch of texts."""
+    texts = pc.fill_null(texts, "").cast(pa.large_string())
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64, count=len(texts) + 1, offset=texts.offset * 8)
+    buffer = texts.buffers()[2]
+    data = np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else np.zeros(0, np.uint8)
+    data = data[offsets[0] : offsets[-1]]
+    offsets = offsets - offsets[0]
+    mapped = TABLE[data]
+    starts, ends = _spans(mapped, offsets)
+    lengths = ends - starts
+    keys = _keys(seed)
+    hashes = _span_hashes(mapped, starts, lengths, keys)
+    document = np.searchsorted(offsets, starts, side="right") - 1
+    high = np.concatenate([[0], np.cumsum(mapped >= 128)])
+    unicode_words = np.flatnonzero(high[ends] - high[starts] > 0)
+    if not len(unicode_words):
+        return hashes, document
+    # Words with non-ASCII characters: the Unicode normaliser may change or split them (accents, "’", digits).
+    spans = lengths[unicode_words]
+    firsts = np.cumsum(spans) - spans
+    gathered = mapped[np.repeat(starts[unicode_words], spans) + np.arange(int(spans.sum())) - np.repeat(firsts, spans)]
+    words = pa.LargeStringArray.from_buffers(
+        len(spans), pa.py_buffer(np.concatenate([firsts, [spans.sum()]]).astype(np.int64)), pa.py_buffer(gathered)
+    )
+    normalised = normalise(words, "fineweb").cast(pa.large_string())
+    sub_offsets = np.frombuffer(normalised.buffers()[1], dtype=np.int64, count=len(normalised) + 1)
+    sub_data = normalised.buffers()[2]
+    sub_bytes = np.frombuffer(sub_data, dtype=np.uint8) if sub_data is not None else np.zeros(0, np.uint8)
+    sub_starts, sub_ends = _spans(sub_bytes[: sub_offsets[-1]], sub_offsets)
+    sub_hashes = _span_hashes(sub_bytes, sub_starts, sub_ends - sub_starts, keys)
+    sub_owner = np.searchsorted(sub_offsets, sub_starts, side="right") - 1
+    counts = np.ones(len(hashes), dtype=np.int64)
+    counts[unicode_words] = np.bincount(sub_owner, minlength=len(unicode_words))
+    out_start = np.cumsum(counts) - counts
+    result = np.zeros(int(counts.sum()), np.uint64)
+    plain = np.ones(len(hashes), dtype=bool)
+    plain[unicode_words] = False
+    result[out_start[plain]] = hashes[plain]
+    sub_rank = np.arange(len(sub_owner)) - np.repeat(
+        np.cumsum(counts[unicode_words]) - counts[unicode_words], counts[unicode_words]
+    )
+    result[out_start[unicode_words][sub_owner] + sub_rank] = sub_hashes
+    return result, np.repeat(document, counts)
