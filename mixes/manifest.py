@@ -20,6 +20,15 @@ Format (``format_version`` 1)::
                            "bytes": 1234, "sha256": "..."}}
     }
 
+Fields added by the writer (format_version 1 stays compatible: readers ignore keys they do not know):
+``producer.writer_version``; ``run.shards`` / ``run.documents`` (the run's final kept shards and documents);
+``tokenizer.special_tokens_counted`` (false: ``n_tokens`` and every ``tokens`` count content tokens only);
+``weights`` (the weights file as validated), ``plan_fingerprint`` (what the shards' completion markers carry),
+``total_tokens`` / ``total_documents`` (training shards); per bucket ``target_tokens``, ``whole_epochs``,
+``heldout_documents`` and ``heldout_tokens``. ``weight`` is the bucket's planned share of the training tokens,
+``tokens`` / ``documents`` what the shards hold (repeats included), ``epochs`` = ``tokens / available_tokens``.
+Every shard holds the run's kept columns plus ``bucket``, ``n_tokens`` and ``epoch`` (0 for a first pass).
+
 Paths are relative to the manifest's folder and may never leave it: an absolute path, a URL or a ``..``
 component is refused when the manifest is read, so a manifest cannot make a trainer read arbitrary files.
 """
@@ -93,10 +102,16 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
 def shard_entries(manifest: dict[str, Any], include_heldout: bool = True) -> list[ShardEntry]:
     """Every file the manifest lists: training shards, then held-out sets (with their bucket)."""
     fields = ("path", "rows", "tokens", "bytes", "sha256")
-    entries = [ShardEntry(**{k: s[k] for k in fields}) for s in manifest.get("shards", [])]
+
+    def entry(record: Any, bucket: str | None) -> ShardEntry:
+        if not isinstance(record, dict) or any(k not in record for k in fields):
+            raise ManifestError(f"shard entry {record!r} lacks one of {fields}")
+        return ShardEntry(**{k: record[k] for k in fields}, bucket=bucket)
+
+    entries = [entry(s, None) for s in manifest.get("shards", [])]
     if include_heldout:
         for bucket, s in sorted(manifest.get("heldout", {}).items()):
-            entries.append(ShardEntry(**{k: s[k] for k in fields}, bucket=bucket))
+            entries.append(entry(s, bucket))
     return entries
 
 
