@@ -182,7 +182,8 @@ def _run_map_segment(
     counts["processed"] += len(todo)
     progress = Progress(f"segment {segment.index} ({'+'.join(segment.stage_names)})", len(shards), show_progress)
     progress.skip(len(results))
-    task = ray.remote(num_cpus=1, max_retries=recipe.ray.task_retries)(process_shard)
+    gpus = max((stage.resources().get("num_gpus", 0.0) for stage in segment.stages), default=0.0)
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=recipe.ray.task_retries)(process_shard)
     pending: dict[Any, ShardJob] = {}
     queue = list(reversed(todo))
     while queue or pending:

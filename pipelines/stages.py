@@ -46,6 +46,13 @@ class Stage(BaseModel):
         """The flat columns this stage adds to kept documents (declared so output schemas are fixed)."""
         return []
 
+    def resources(self) -> dict[str, float]:
+        """Ray resources one shard task of this stage needs beyond its CPU (``{"num_gpus": 1}`` for a GPU encoder).
+
+        A fused segment asks for the largest amount any of its stages asks for.
+        """
+        return {}
+
     def reason(self, rule: str) -> str:
         """The ``stage:rule`` string recorded on a rejected row."""
         return f"{self.stage_name}:{rule}"
