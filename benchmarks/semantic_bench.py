@@ -14,6 +14,11 @@ One command: ``.venv/bin/python benchmarks/semantic_bench.py [--docs N]``.
   at graded similarities). Docs/s and peak RSS, so memory growth with corpus size is visible.
 
 Every contender runs in its own subprocess; embeddings of the whole corpus are computed once and cached.
+
+``--compare-minhash RUN_DIR`` instead compares a finished ``recipes/llama3_semantic.yaml`` run with MinHash:
+duplicate pairs by word-5-gram Jaccard ≥ 0.8 (rensa MinHash, 128 permutations, candidates verified with the
+exact Jaccard) among the documents that entered ``semantic_dedup``; how many of those pairs SemDeDup also
+flags (same cluster and cosine above 1 − ε, so one of the two is removed) and what it removes beyond them.
 """
 
 from __future__ import annotations
@@ -63,11 +68,11 @@ def _embed(count: int) -> dict[str, Any]:
     texts = _texts(count)
     encoder = TextEncoder(device="cpu", batch_size=BATCH)
     encoder.encode(texts[:8])  # warm-up (first-call allocations), as for the other contender
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     vectors = encoder.encode(texts)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     np.save(CACHE / "bench-refinery-embed.npy", vectors)
-    return {"items": len(texts), "seconds": seconds}
+    return {"items": len(texts), "seconds": seconds, "cpu_seconds": cpu}
 
 
 def _sentence_transformers(count: int) -> dict[str, Any]:
@@ -79,11 +84,12 @@ def _sentence_transformers(count: int) -> dict[str, Any]:
     texts = _texts(count)
     model = SentenceTransformer(str(resolve_model_path(DEFAULT_ENCODER)), device="cpu", local_files_only=True)
     model.encode(texts[:8], batch_size=BATCH)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     vectors = model.encode(texts, batch_size=BATCH, normalize_embeddings=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     ours = np.load(CACHE / "bench-refinery-embed.npy")
-    return {"items": len(texts), "seconds": seconds, "min_cosine_to_refinery": float(np.min(np.sum(ours * vectors, 1)))}
+    cosine = float(np.min(np.sum(ours * vectors, 1)))
+    return {"items": len(texts), "seconds": seconds, "cpu_seconds": cpu, "min_cosine_to_refinery": cosine}
 
 
 def corpus_embeddings() -> tuple[pa.Table, np.ndarray]:
@@ -195,13 +201,85 @@ def worker(name: str, count: int) -> dict[str, Any]:
     return result
 
 
+def _shingles(text: str, n: int = 5) -> set[str]:
+    words = text.lower().split()
+    return {" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+def compare_minhash(run_dir: Path, epsilon: float = 0.05, jaccard: float = 0.8) -> dict[str, Any]:
+    """MinHash duplicate pairs vs SemDeDup's decisions on the documents that entered semantic_dedup."""
+    from rensa import RMinHash
+
+    from refinery.dedup.embed import EMBEDDING, embedding_matrix
+    from refinery.dedup.semantic.kmeans import unit_rows
+
+    segments = sorted((run_dir / "segments").iterdir())
+    semantic = next(s for s in segments if (s / "work/report/semantic_summary.json").exists())
+    columns = ["id", "text", "semantic_cluster", "semantic_duplicate_of", "semantic_similarity", EMBEDDING]
+    tables = [pq.read_table(p, columns=columns) for kind in ("kept", "rejected") for p in (semantic / kind).glob("*")]
+    table = pa.concat_tables(tables).sort_by("id")
+    ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
+    clusters = table.column("semantic_cluster").to_numpy()
+    vectors = unit_rows(embedding_matrix(table.column(EMBEDDING)))
+    shingles = [_shingles(t) for t in texts]
+    signatures = []
+    for words in shingles:
+        minhash = RMinHash(num_perm=128, seed=0)
+        minhash.update(sorted(words))
+        signatures.append(minhash.digest())
+    signatures = np.array(signatures, dtype=np.uint32)
+    pairs = []
+    for i in range(len(ids)):
+        estimate = (signatures[i + 1 :] == signatures[i]).mean(axis=1)
+        for j in (np.flatnonzero(estimate >= jaccard - 0.1) + i + 1).tolist():
+            exact = len(shingles[i] & shingles[j]) / len(shingles[i] | shingles[j])
+            if exact >= jaccard:
+                pairs.append((i, j, exact))
+    threshold = 1 - epsilon
+    flagged = [(i, j) for i, j, _ in pairs if clusters[i] == clusters[j] and vectors[i] @ vectors[j] > threshold]
+    in_pairs = {k for i, j, _ in pairs for k in (i, j)}
+    position = {d: k for k, d in enumerate(ids)}
+    duplicate_of = table.column("semantic_duplicate_of").to_pylist()
+    beyond = []
+    for k, target in enumerate(duplicate_of):
+        if target is None:
+            continue
+        other = position[target]
+        exact = len(shingles[k] & shingles[other]) / max(1, len(shingles[k] | shingles[other]))
+        if exact < jaccard:
+            beyond.append(
+                {
+                    "id": ids[k],
+                    "duplicate_of": target,
+                    "cosine": float(vectors[k] @ vectors[other]),
+                    "jaccard": round(exact, 3),
+                    "text": texts[k][:160],
+                    "other_text": texts[other][:160],
+                }
+            )
+    beyond.sort(key=lambda x: (x["jaccard"], x["id"]))
+    return {
+        "documents": len(ids),
+        "minhash_pairs": len(pairs),
+        "minhash_documents": len(in_pairs),
+        "flagged_by_semdedup": len(flagged),
+        "removed_by_semdedup": sum(d is not None for d in duplicate_of),
+        "removed_beyond_minhash": len(beyond),
+        "examples_beyond": beyond[:6],
+    }
+
+
 def main() -> None:
     import subprocess
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker")
     parser.add_argument("--docs", type=int, default=600, help="documents for the embedding contenders")
+    parser.add_argument("--compare-minhash", type=Path, metavar="RUN_DIR")
     args = parser.parse_args()
+    if args.compare_minhash:
+        print(json.dumps(compare_minhash(args.compare_minhash), indent=1, ensure_ascii=False))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.docs)))
         return
@@ -215,10 +293,11 @@ def main() -> None:
             text=True,
         )
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"{'contender':<32}{'docs':>8}{'seconds':>10}{'docs/s':>10}{'peak RSS MB':>13}")
+    print(f"{'contender':<32}{'docs':>8}{'seconds':>10}{'docs/s':>10}{'docs/CPU-s':>12}{'peak RSS MB':>13}")
     for name, r in results.items():
         rate = r["items"] / r["seconds"]
-        print(f"{name:<32}{r['items']:>8}{r['seconds']:>10.2f}{rate:>10.1f}{r['peak_rss_mb']:>13.0f}")
+        cpu_rate = f"{r['items'] / r['cpu_seconds']:>12.1f}" if "cpu_seconds" in r else f"{'':>12}"
+        print(f"{name:<32}{r['items']:>8}{r['seconds']:>10.2f}{rate:>10.1f}{cpu_rate}{r['peak_rss_mb']:>13.0f}")
     ours, theirs = results["refinery/embed"], results["sentence-transformers/encode"]
     ratio = (ours["items"] / ours["seconds"]) / (theirs["items"] / theirs["seconds"])
     print(

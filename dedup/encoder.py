@@ -90,32 +90,28 @@ class TextEncoder:
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, truncated to ``max_tokens`` with special tokens, exactly as an unclipped text."""
         limit = self.max_tokens * CHARS_PER_TOKEN_BOUND
-        clipped = [(t or "")[:limit] for t in texts]
-        encoded = self.tokenizer(
-            clipped,
-            truncation=True,
-            max_length=self.max_tokens,
-            add_special_tokens=True,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        ids: list[list[int]] = encoded["input_ids"]
-        redo = [
-            i
-            for i, (text, offsets) in enumerate(zip(texts, encoded["offset_mapping"], strict=True))
-            if text is not None and len(text) > limit and max(end for _, end in offsets) > limit - CLIP_MARGIN
-        ]
-        if redo:
-            full = self.tokenizer(
-                [texts[i] for i in redo],
-                truncation=True,
-                max_length=self.max_tokens,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )["input_ids"]
-            for i, row in zip(redo, full, strict=True):
+        texts = [t or "" for t in texts]
+        options = {"truncation": True, "max_length": self.max_tokens, "return_token_type_ids": False}
+        ids: list[list[int]] = [[] for _ in texts]
+        short = [i for i, text in enumerate(texts) if len(text) <= limit]
+        clipped = [i for i, text in enumerate(texts) if len(text) > limit]
+        if short:
+            rows = self.tokenizer([texts[i] for i in short], return_attention_mask=False, **options)["input_ids"]
+            for i, row in zip(short, rows, strict=True):
                 ids[i] = row
+        if clipped:  # offsets only here: building them in Python costs more than tokenizing
+            encoded = self.tokenizer(
+                [texts[i][:limit] for i in clipped], return_offsets_mapping=True, return_attention_mask=False, **options
+            )
+            redo = []
+            for i, row, spans in zip(clipped, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+                ids[i] = row
+                if max(end for _, end in spans) > limit - CLIP_MARGIN:
+                    redo.append(i)
+            if redo:
+                full = self.tokenizer([texts[i] for i in redo], return_attention_mask=False, **options)["input_ids"]
+                for i, row in zip(redo, full, strict=True):
+                    ids[i] = row
         return ids
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -112,8 +112,8 @@ def test_embed_in_a_real_run_adds_the_column(ray_local, tmp_path: Path) -> None:
     inputs = tmp_path / "inputs"
     copy_inputs(inputs)
     stages = [
-        {"stage": "length", "min_chars": 200, "max_chars": 3000},
-        {"stage": "embed", "device": "cpu", "max_tokens": 64, "batch_size": 32},
+        {"stage": "length", "min_chars": 200, "max_chars": 2000},
+        {"stage": "embed", "device": "cpu", "max_tokens": 32, "batch_size": 32},
     ]
     result = run_recipe(recipe_for(inputs, tmp_path / "run", stages), show_progress=False)
     assert result.ok

@@ -73,6 +73,14 @@ class SemanticDedup(GlobalStage):
         if not context.phase_done("sample"):
             self._sample(context, names, paths, shard_index_file)
         shards = kmeans.read_json(shard_index_file)["shards"]
+        if not any(s["rows"] for s in shards):  # nothing reached this stage: nothing to cluster or decide
+            return SemanticDedupDecision(
+                decisions=f"{work}/similarity",
+                writers=[],
+                first_ids={},
+                shard_rows=[0] * len(shards),
+                decisions_digest="empty",
+            )
         centroids_file = f"{work}/kmeans/centroids.json"
         if not context.phase_done("kmeans"):
             samples = [(f"{work}/sample/{s['name']}.parquet", s["record"]) for s in shards]
