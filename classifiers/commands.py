@@ -46,9 +46,7 @@ def label(args: argparse.Namespace) -> int:
     from refinery.pipelines.models import DEFAULT_TEACHER
 
     prompt = load_prompt(args.prompt)
-    documents = ensure_sample(
-        args.run_dir, args.output, args.size, args.seed, args.include_rejected, args.store_chars
-    )
+    documents = ensure_sample(args.run_dir, args.output, args.size, args.seed, args.include_rejected, args.store_chars)
     if args.teacher == "local":
         from refinery.classifiers.labelling.local import LocalTeacher
 
@@ -83,4 +81,98 @@ def label(args: argparse.Namespace) -> int:
     summary["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     store.record_labelling(args.output, summary)
     print(json.dumps(summary))
+    return 0
+
+
+def _configure_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("labels", help="a label set folder written by refinery label")
+    parser.add_argument("--prompt", required=True, help="which prompt's labels to learn (quality, edu, domain, ...)")
+    parser.add_argument("--kind", choices=["fasttext", "transformer"], required=True)
+    parser.add_argument(
+        "--task", choices=["binary", "ordinal", "multiclass"], default=None, help="default: the prompt's"
+    )
+    parser.add_argument("--output", required=True, help="the student folder to write")
+    parser.add_argument("--teacher-name", default=None, help="when the label set holds several teachers' labels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all", action="store_true", help="train on every document (no held-out split)")
+    fasttext = parser.add_argument_group("fasttext")
+    fasttext.add_argument("--epoch", type=int, default=25)
+    fasttext.add_argument("--word-ngrams", type=int, default=2)
+    fasttext.add_argument("--dim", type=int, default=32)
+    fasttext.add_argument("--bucket", type=int, default=50_000)
+    transformer = parser.add_argument_group("transformer")
+    transformer.add_argument("--encoder", default=None, help="encoder reference (default: all-MiniLM-L6-v2)")
+    transformer.add_argument("--head", choices=["linear", "mlp"], default="linear")
+    transformer.add_argument("--max-tokens", type=int, default=256)
+    transformer.add_argument("--epochs", type=int, default=300)
+
+
+@register_command("train-classifier", "train a fastText or transformer student on a label set", _configure_train)
+def train_classifier(args: argparse.Namespace) -> int:
+    from refinery.classifiers.dataset import load_labelled
+
+    data = load_labelled(args.labels, args.prompt, args.teacher_name)
+    task = args.task or data.task
+    train = data if args.all else data.split(test=False)
+    if len(set(train.labels.tolist())) < 2:
+        print(f"the teacher gave a single label to every training document of {args.prompt!r}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    if args.kind == "fasttext":
+        from refinery.classifiers.students.fasttext_student import FastTextStudent
+
+        FastTextStudent.train(
+            train.texts,
+            train.labels,
+            data.classes,
+            task,
+            args.output,
+            prompt=args.prompt,
+            epoch=args.epoch,
+            word_ngrams=args.word_ngrams,
+            dim=args.dim,
+            bucket=args.bucket,
+            seed=args.seed,
+        )
+    else:
+        from refinery.classifiers.students.transformer_student import TransformerStudent
+
+        TransformerStudent.train(
+            train.texts,
+            train.labels,
+            data.classes,
+            task,
+            args.output,
+            prompt=args.prompt,
+            probabilities=train.probabilities,
+            encoder_path=args.encoder,
+            max_tokens=args.max_tokens,
+            head=args.head,
+            epochs=args.epochs,
+            seed=args.seed,
+        )
+    print(
+        json.dumps(
+            {"output": args.output, "documents": len(train.ids), "seconds": round(time.perf_counter() - started, 1)}
+        )
+    )
+    return 0
+
+
+def _configure_eval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", help="a student folder written by refinery train-classifier")
+    parser.add_argument("labels", help="the label set it was trained on (its held-out split is used)")
+    parser.add_argument("--output", default=None, help="where eval.json and confusion.png go (default MODEL_DIR/eval)")
+
+
+@register_command("eval-classifier", "evaluate a student against its teacher on held-out labels", _configure_eval)
+def eval_classifier(args: argparse.Namespace) -> int:
+    from refinery.classifiers.evaluation import evaluate
+
+    result = evaluate(args.model_dir, args.labels, args.output)
+    line = {name: result["student"][name] for name in ("accuracy", "macro_f1", "spearman")}
+    print(json.dumps({"student": line, **{k: v for k, v in result.items() if k in ("student_f1_over_ceiling",)}}))
+    for name, values in [*result["baselines"].items(), ("teacher_self_agreement", result["teacher_self_agreement"])]:
+        if values:
+            print(json.dumps({name: {m: values[m] for m in ("accuracy", "macro_f1", "spearman")}}))
     return 0

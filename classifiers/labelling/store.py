@@ -64,7 +64,10 @@ def read_labels(labels_dir: str | Path, prompt: str | None = None, teacher: str 
         table = table.filter(pc.equal(table["prompt"], prompt))
     if teacher is not None:
         table = table.filter(pc.equal(table["teacher"], teacher))
-    keys = [f"{i}\x00{h}\x00{t}" for i, h, t in zip(*(table[c].to_pylist() for c in ("id", "prompt_hash", "teacher")))]
+    keys = [
+        f"{i}\x00{h}\x00{t}"
+        for i, h, t in zip(*(table[c].to_pylist() for c in ("id", "prompt_hash", "teacher")), strict=True)
+    ]
     last = {key: row for row, key in enumerate(keys)}
     return table.take(pa.array(sorted(last.values()), pa.int64()))
 

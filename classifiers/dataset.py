@@ -1,0 +1,97 @@
+"""A label set as training data: the texts, the teacher's labels of one prompt, and a fixed held-out split.
+
+The sample in ``documents.parquet`` is already in a seeded-hash order, so the held-out split is simply its first
+``test_fraction`` of documents: the same for every prompt, student and evaluation, and a paraphrased prompt
+labelled with ``--limit`` that many documents covers exactly the held-out split (the self-agreement ceiling).
+Documents whose teacher answer failed or was unparseable stay in the label set but not in training data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+
+from refinery.classifiers.labelling import store
+from refinery.classifiers.labelling.prompts import load_prompt
+
+TEST_FRACTION = 0.2
+
+
+@dataclass
+class LabelledData:
+    """Aligned arrays of one prompt's answered documents; ``test`` marks the held-out split."""
+
+    prompt: str
+    task: str
+    classes: list[str]
+    ids: list[str]
+    texts: list[str]
+    labels: np.ndarray  # class index per document
+    scores: np.ndarray  # the teacher's scalar score
+    probabilities: np.ndarray | None  # (n, k) teacher label probabilities when every answer has them
+    test: np.ndarray
+    failed: int
+
+    def split(self, test: bool) -> LabelledData:
+        mask = self.test if test else ~self.test
+        index = np.flatnonzero(mask)
+        return LabelledData(
+            self.prompt,
+            self.task,
+            self.classes,
+            [self.ids[i] for i in index],
+            [self.texts[i] for i in index],
+            self.labels[index],
+            self.scores[index],
+            None if self.probabilities is None else self.probabilities[index],
+            self.test[index],
+            0,
+        )
+
+
+def held_out_ids(labels_dir: str | Path, test_fraction: float = TEST_FRACTION) -> list[str]:
+    ids = store.read_documents(labels_dir)["id"].to_pylist()
+    return ids[: round(len(ids) * test_fraction)]
+
+
+def load_labelled(
+    labels_dir: str | Path, prompt: str, teacher: str | None = None, test_fraction: float = TEST_FRACTION
+) -> LabelledData:
+    """The answered documents of ``prompt`` (one teacher: the only one present, or the one named)."""
+    documents = store.read_documents(labels_dir)
+    labels = store.read_labels(labels_dir, prompt=prompt)
+    teachers = sorted(set(labels["teacher"].to_pylist()))
+    if teacher is None:
+        if len(teachers) != 1:
+            raise ValueError(f"{labels_dir}: prompt {prompt!r} has labels from {teachers or 'no teacher'}; name one")
+        teacher = teachers[0]
+    labels = labels.filter(pc.equal(labels["teacher"], teacher))
+    definition = load_prompt(prompt)
+    answered = labels.filter(pc.invert(pc.is_null(labels["label"])))
+    by_id = {
+        i: (lab, s, p)
+        for i, lab, s, p in zip(
+            *(answered[c].to_pylist() for c in ("id", "label", "score", "probabilities")), strict=True
+        )
+    }
+    order = documents["id"].to_pylist()
+    texts = documents["text"].to_pylist()
+    held_out = set(order[: round(len(order) * test_fraction)])
+    rows = [k for k, doc_id in enumerate(order) if doc_id in by_id]
+    classes = list(definition.labels)
+    probabilities = [by_id[order[k]][2] for k in rows]
+    return LabelledData(
+        prompt=prompt,
+        task=definition.task,
+        classes=classes,
+        ids=[order[k] for k in rows],
+        texts=[texts[k] or "" for k in rows],
+        labels=np.array([classes.index(by_id[order[k]][0]) for k in rows], dtype=np.int64),
+        scores=np.array([by_id[order[k]][1] for k in rows], dtype=np.float64),
+        probabilities=None if any(p is None for p in probabilities) else np.array(probabilities, dtype=np.float32),
+        test=np.array([order[k] in held_out for k in rows], dtype=bool),
+        failed=labels.num_rows - answered.num_rows,
+    )
