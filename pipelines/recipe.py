@@ -165,15 +165,15 @@ def describe_errors(error: ValidationError) -> str:
     """One line per problem: location, what was expected, what was given."""
     lines = []
     for problem in error.errors():
-        location = " -> ".join(str(part) for part in problem["loc"]) or "(recipe)"
-        message = problem["msg"]
+        location = " -> ".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown field (check its spelling against the stage's parameters)"
         given = problem.get("input")
-        shown = "" if problem["type"] in ("missing",) else f" (given: {given!r})"
-        if isinstance(given, dict):
+        shown = "" if problem["type"] in ("missing", "value_error") else f" (given: {given!r})"
+        if isinstance(given, dict | list):
             shown = ""
-        lines.append(f"{location}: {message}{shown}")
+        lines.append(f"{location}: {message}{shown}" if location else f"{message}{shown}")
     return "; ".join(lines)
 
 
