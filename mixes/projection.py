@@ -7,7 +7,8 @@ a deterministic sample of the run's kept documents with the run's tokenizer, and
 * output characters needed = target tokens / (tokens per character of the kept output);
 * scale = output characters needed / output characters of the run (the measured keep rate is in this factor);
 * each stage's core-hours = its measured seconds x scale / 3600 (each shard task uses one core, so the sum of
-  task seconds is core-seconds); GPU-hours the same from ``gpu_seconds`` where a stage records them;
+  task seconds is core-seconds); GPU-hours the same, for stages whose ``resources()`` ask for GPUs (seconds x
+  GPUs per task) or that record ``gpu_seconds``;
 * input needed = the run's input documents, extracted characters and raw input bytes x scale.
 
 What does not scale linearly (documented in docs/shards.md): global stages' corpus-wide phases (dedup
@@ -76,6 +77,22 @@ def _input_bytes(recipe: dict[str, Any]) -> int | None:
     return total or None
 
 
+def stage_gpus(recipe: dict[str, Any]) -> dict[str, float]:
+    """GPUs each recipe stage's tasks hold (``Stage.resources()``); stages that cannot be rebuilt count 0."""
+    from refinery.pipelines.stages import stage_registry
+
+    registry = stage_registry()
+    gpus: dict[str, float] = {}
+    for entry in recipe.get("recipe", {}).get("stages", []):
+        params = {k: v for k, v in entry.items() if k != "stage"}
+        try:
+            stage = registry[entry["stage"]](**params)
+            gpus[entry["stage"]] = float(stage.resources().get("num_gpus", 0.0))
+        except (KeyError, ValueError, TypeError, OSError):
+            gpus[entry["stage"]] = 0.0
+    return gpus
+
+
 def _task_wall_seconds(run_dir: str) -> float:
     fs, root = storage.filesystem(run_dir)
     total = 0.0
@@ -104,10 +121,13 @@ def project_run(
     needed_chars = target_tokens / sample["tokens_per_char"]
     scale = needed_chars / output_chars
     input_bytes = _input_bytes(recipe)
+    gpus = stage_gpus(recipe)
     stages = []
     for segment in segments:
         for stage in segment["stages"]:
             gpu_seconds = stage.get("gpu_seconds")
+            if gpu_seconds is None and gpus.get(stage["stage"], 0.0) > 0:
+                gpu_seconds = stage["seconds"] * gpus[stage["stage"]]  # its tasks hold the GPU(s) while it runs
             stages.append(
                 {
                     "segment": segment["index"],

@@ -302,3 +302,18 @@ def test_projection_scales_the_measured_run(run_dir: Path, capsys):
     assert cli(["project", str(run_dir), "--tokens", "15e12", "--sample-documents", "200"]) == 0
     assert "core-hours" in capsys.readouterr().out
     assert json.loads((run_dir / "projection.json").read_text())["target_tokens"] == 15e12
+
+
+def test_projection_counts_gpu_hours_for_stages_that_hold_gpus(run_dir: Path, monkeypatch):
+    from refinery.mixes import projection as module
+
+    assert module.stage_gpus({"recipe": {"stages": [{"stage": "embed", "device": "cuda"}, {"stage": "length"}]}}) == {
+        "embed": 1.0,
+        "length": 0.0,
+    }
+    monkeypatch.setattr(module, "stage_gpus", lambda recipe: {"language_id": 1.0})
+    projection = module.project_run(str(run_dir), 1e9, sample_documents=50)
+    by_stage = {s["stage"]: s for s in projection["stages"]}
+    lid = by_stage["language_id"]
+    assert lid["gpu_hours"] == pytest.approx(lid["seconds"] * projection["scale"] / 3600)
+    assert by_stage["length"]["gpu_hours"] is None and projection["total_gpu_hours"] == lid["gpu_hours"]
