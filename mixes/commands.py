@@ -102,6 +102,9 @@ def project(args: argparse.Namespace) -> int:
         print(f"refinery project: {error}", file=sys.stderr)
         return 2
     path = write_projection(args.run_dir, projection)
+    from refinery.pipelines.report import write_report
+
+    write_report(args.run_dir)  # the report now includes the projection section
     print(projection_table(projection))
-    print(f"wrote {path}")
+    print(f"wrote {path} and added it to {args.run_dir}/report.html")
     return 0

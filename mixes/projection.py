@@ -183,9 +183,11 @@ def project_run(
 
 
 def write_projection(run_dir: str, projection: dict[str, Any]) -> str:
+    """Write ``projection.json`` and ``projection.section.html``; the run report includes the latter."""
     fs, root = storage.filesystem(str(run_dir))
     path = storage.join(root, "projection.json")
     storage.write_json_atomic(fs, path, projection)
+    storage.write_bytes_atomic(fs, storage.join(root, "projection.section.html"), projection_html(projection).encode())
     return path
 
 

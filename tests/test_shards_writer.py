@@ -303,6 +303,7 @@ def test_projection_scales_the_measured_run(run_dir: Path, capsys):
     assert cli(["project", str(run_dir), "--tokens", "15e12", "--sample-documents", "200"]) == 0
     assert "core-hours" in capsys.readouterr().out
     assert json.loads((run_dir / "projection.json").read_text())["target_tokens"] == 15e12
+    assert "core-hours" in (run_dir / "report.html").read_text(), "the run report includes the projection"
 
 
 def test_projection_counts_gpu_hours_for_stages_that_hold_gpus(run_dir: Path, monkeypatch):
