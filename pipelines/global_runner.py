@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,7 @@ class RayGlobalContext:
         self._in_flight = in_flight
         self._retries = retries
         self._fs, self._root = storage.filesystem(self.run_dir)
+        self._clock = time.perf_counter()
 
     def input_path(self, shard_name: str) -> str:
         return f"{self.run_dir}/segments/{self.segment_index - 1:02d}/kept/{shard_name}.parquet"
@@ -128,6 +130,15 @@ class RayGlobalContext:
                 return False
         return True
 
+    def phase_seconds(self) -> dict[str, float]:
+        """Wall seconds each phase took when it was computed (from the markers; reused phases keep theirs)."""
+        folder = storage.join(self._root, self.segment.directory, "work", "_phases")
+        seconds: dict[str, float] = {}
+        for path in sorted(self._fs.glob(storage.join(folder, "*.json"))):
+            if not storage.is_temporary(path):
+                seconds[path.rsplit("/", 1)[-1][:-5]] = storage.read_json(self._fs, path).get("seconds", 0.0)
+        return seconds
+
     def mark_phase_done(self, phase: str, outputs: list[str] | None = None) -> None:
         """Record the phase as computed from the current inputs; ``outputs`` are files or folders under work/."""
         storage.write_json_atomic(
@@ -138,8 +149,11 @@ class RayGlobalContext:
                 "inputs": self.inputs_digest(),
                 "input_shards": len(self.shard_names),
                 "outputs": self._output_records(outputs or []),
+                # the wall time since the previous phase finished (or the stage started): the phase's cost
+                "seconds": round(time.perf_counter() - self._clock, 3),
             },
         )
+        self._clock = time.perf_counter()
 
     def invalidate(self, path: str) -> str | None:
         """Remove the marker of the phase whose folder holds ``path``; returns that phase's name."""

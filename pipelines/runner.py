@@ -108,6 +108,7 @@ def run_recipe(
     counts = {"shards": len(shards), "processed": 0, "resumed": 0}
     planned = list(segments)
     blocked: dict[str, Any] | None = None
+    phase_seconds: dict[int, dict[str, float]] = {}
     with ray_session(address, num_cpus) as resources:
         cpus = int(resources.get("CPU", 1))
         in_flight = max_in_flight or recipe.ray.max_in_flight or 2 * cpus
@@ -135,6 +136,7 @@ def run_recipe(
                     {s.name: markers[f"{previous}/{s.name}"].get("kept_sha256") or "" for s, _ in live},
                 )
                 segment = decision_segment(segment, context)
+                phase_seconds[segment.index] = context.phase_seconds()
             results = _run_map_segment(recipe, segment, live, fs, root, in_flight, show_progress, failures, counts)
             planned[segment.index] = segment
             stats_by_segment.append({name: r["stats"] for name, r in results.items()})
@@ -146,6 +148,9 @@ def run_recipe(
         accounting = {"ok": False, "error": str(error)}
     summary = summarise(recipe, planned, stats_by_segment, markers, failures, counts, accounting, started)
     summary["blocked"] = blocked
+    for segment_summary in summary["segments"]:
+        if segment_summary["index"] in phase_seconds:
+            segment_summary["phase_seconds"] = phase_seconds[segment_summary["index"]]
     storage.write_json_atomic(fs, storage.join(root, "run.json"), summary)
     write_report(recipe.output_dir)
     result = RunResult(run_dir=recipe.output_dir, summary=summary, failures=failures, blocked=blocked)

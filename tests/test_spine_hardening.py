@@ -28,10 +28,10 @@ GLOBAL_CHAIN = [
 
 
 def all_digests(run_dir: Path) -> dict[str, str]:
-    """Every deterministic output, the global stage's work files and phase markers included."""
+    """Every deterministic output, the global stage's work files included (phase markers hold timings)."""
     digests = output_digests(run_dir)
     for path in sorted((run_dir / "segments").rglob("work/**/*")):
-        if path.is_file():
+        if path.is_file() and "_phases" not in path.parts:
             digests[str(path.relative_to(run_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
 
