@@ -1,16 +1,13 @@
 """A compact Llama-style decoder: RMSNorm, SwiGLU, RoPE (θ = 500,000), grouped-query attention, tied or untied
 embeddings; attention goes through :mod:`refinery.training.attention` so packed documents never see each other.
 
-Named sizes (:data:`SIZES`). Every size keeps the full 128,256-token Llama 3 vocabulary: losses stay those of the
-real tokenizer, so the mix optimizer can compare the proxy's per-bucket losses across manifests (a vocabulary
-remapped to the ids a manifest happens to contain would change with the mix and make losses incomparable), and a
-checkpoint needs no id map. The price is the ``128,256 × d`` embedding, which dominates the small sizes: they
-keep ``d`` small and tie the output projection to the embedding.
+Named sizes (:data:`SIZES`); the vocabulary size is set per run (:mod:`refinery.training.vocab`): ``150m`` and
+``1b`` keep the full 128,256-token Llama 3 vocabulary, ``tiny`` and ``proxy`` use a compact map onto the ids the
+manifest holds, because a ``128,256 × d`` output layer would dominate their cost on CPU.
 
-* ``tiny`` — tests: trains a few hundred steps in seconds on a CPU core (8.2M parameters, 0.1M outside the
-  embedding).
-* ``proxy`` — the mix optimizer's proxy (RegMix-style small model): 1.3M parameters outside the embedding.
-* ``150m`` — 12 layers, d = 768 (≈ 160M with the tied embedding).
+* ``tiny`` — tests: 0.1M parameters outside the embedding; trains in seconds on a CPU core.
+* ``proxy`` — the mix optimizer's proxy (RegMix-style small model): 1.2M parameters outside the embedding.
+* ``150m`` — 12 layers, d = 768 (160M with the tied full-vocabulary embedding).
 * ``1b`` — the Llama 3.2 1B shape: 16 layers, d = 2,048, 32 query / 8 KV heads, FFN 8,192, tied (1.24B).
 
 The weight layout and RoPE convention (rotate-half) follow transformers' ``LlamaForCausalLM``, so a state dict
