@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "refinery.dedup.commands",
     "refinery.classifiers.commands",
     "refinery.mixes.commands",
+    "refinery.mixes.optimizer.commands",
     "refinery.training.commands",
 )
 
