@@ -44,6 +44,7 @@ def _tensors(batch):
     ]
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 @pytest.mark.parametrize("backend", PATHS)
 def test_packed_logits_equal_logits_alone(model, packed, backend):
     tokens, positions, documents = _tensors(packed)

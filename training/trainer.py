@@ -72,7 +72,7 @@ class TrainConfig:
     overflow: str = "carry"
     reset_positions: bool = True
     backend: str | None = None  # None: flex on CUDA, sdpa on CPU
-    read_rows: int = 256
+    read_rows: int = 64  # documents tokenized per read: bounds how far the packer reads ahead
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
