@@ -134,7 +134,7 @@ def semantic_recipe(inputs: Path, output: Path):
         "batch_size": 40,
         "inputs": [{"name": "docs", "format": "jsonl", "paths": [str(inputs / "*.jsonl")], "id_field": "id"}],
         "stages": [
-            {"stage": "embed", "device": "cpu", "max_tokens": 128, "batch_size": 32},
+            {"stage": "embed", "device": "cpu", "max_tokens": 64, "batch_size": 32},
             {
                 "stage": "semantic_dedup",
                 "n_clusters": 4,
