@@ -22,6 +22,8 @@ def _configure_label(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--include-rejected", action="store_true", help="sample rejected documents too")
     parser.add_argument("--limit", type=int, default=None, help="label only the first N sampled documents")
+    parser.add_argument("--split", choices=["all", "train", "test"], default="all", help="test: held-out only")
+    parser.add_argument("--same-as", default=None, help="only documents already labelled under this prompt")
     parser.add_argument("--max-tokens", type=int, default=256, help="document tokens shown to the teacher")
     parser.add_argument("--store-chars", type=int, default=6000, help="characters of each document kept in the set")
     parser.add_argument("--chunk-size", type=int, default=64, help="documents per written part (resume granularity)")
@@ -75,6 +77,8 @@ def label(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         limit=args.limit,
         retry_errors=args.retry_errors,
+        split=args.split,
+        same_as=args.same_as,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     summary["command"] = " ".join(["refinery", *sys.argv[1:]]) if sys.argv[0].endswith("refinery") else None
@@ -98,8 +102,8 @@ def _configure_train(parser: argparse.ArgumentParser) -> None:
     fasttext = parser.add_argument_group("fasttext")
     fasttext.add_argument("--epoch", type=int, default=25)
     fasttext.add_argument("--word-ngrams", type=int, default=2)
-    fasttext.add_argument("--dim", type=int, default=32)
-    fasttext.add_argument("--bucket", type=int, default=50_000)
+    fasttext.add_argument("--dim", type=int, default=16)
+    fasttext.add_argument("--bucket", type=int, default=20_000)
     transformer = parser.add_argument_group("transformer")
     transformer.add_argument("--encoder", default=None, help="encoder reference (default: all-MiniLM-L6-v2)")
     transformer.add_argument("--head", choices=["linear", "mlp"], default="linear")

@@ -1,13 +1,20 @@
 """A label set as training data: the texts, the teacher's labels of one prompt, and a fixed held-out split.
 
-The sample in ``documents.parquet`` is already in a seeded-hash order, so the held-out split is simply its first
-``test_fraction`` of documents: the same for every prompt, student and evaluation, and a paraphrased prompt
-labelled with ``--limit`` that many documents covers exactly the held-out split (the self-agreement ceiling).
+A document is held out when a hash of its id falls in the first ``test_fraction`` of the hash range: the split is
+the same for every prompt, student and evaluation, does not move when more documents are labelled (a label set
+grows by resuming ``refinery label`` with a larger ``--limit``), and a paraphrased prompt labelled with
+``--split test`` covers exactly the held-out documents (the self-agreement ceiling).
 Documents whose teacher answer failed or was unparseable stay in the label set but not in training data.
+
+For an ordinal rubric the class a student learns (and is evaluated on) is the teacher's expected score rounded to
+the nearest point, not the most probable point: a small teacher puts most mass on one point for nearly every
+document, while the expected score keeps its ordering (FineWeb-Edu likewise rounded its regression scores). The
+stored ``label`` stays the argmax.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +59,16 @@ class LabelledData:
         )
 
 
-def held_out_ids(labels_dir: str | Path, test_fraction: float = TEST_FRACTION) -> list[str]:
-    ids = store.read_documents(labels_dir)["id"].to_pylist()
-    return ids[: round(len(ids) * test_fraction)]
+def is_held_out(ids: list[str], test_fraction: float = TEST_FRACTION) -> np.ndarray:
+    """True for held-out documents: a stable hash of the id below ``test_fraction`` of the range."""
+    limit = int(test_fraction * 2**32)
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(i.encode(), digest_size=4, person=b"heldout").digest(), "big") < limit
+            for i in ids
+        ],
+        dtype=bool,
+    )
 
 
 def load_labelled(
@@ -79,19 +93,25 @@ def load_labelled(
     }
     order = documents["id"].to_pylist()
     texts = documents["text"].to_pylist()
-    held_out = set(order[: round(len(order) * test_fraction)])
     rows = [k for k, doc_id in enumerate(order) if doc_id in by_id]
     classes = list(definition.labels)
     probabilities = [by_id[order[k]][2] for k in rows]
+    scores = np.array([by_id[order[k]][1] for k in rows], dtype=np.float64)
+    if definition.task == "ordinal":
+        values = np.array([float(c) for c in classes])
+        targets = np.abs(scores[:, None] - values[None, :]).argmin(axis=1)
+        probabilities = [None]  # soft targets would teach the argmax, not the rounded expected score
+    else:
+        targets = np.array([classes.index(by_id[order[k]][0]) for k in rows], dtype=np.int64)
     return LabelledData(
         prompt=prompt,
         task=definition.task,
         classes=classes,
         ids=[order[k] for k in rows],
         texts=[texts[k] or "" for k in rows],
-        labels=np.array([classes.index(by_id[order[k]][0]) for k in rows], dtype=np.int64),
-        scores=np.array([by_id[order[k]][1] for k in rows], dtype=np.float64),
+        labels=targets.astype(np.int64),
+        scores=scores,
         probabilities=None if any(p is None for p in probabilities) else np.array(probabilities, dtype=np.float32),
-        test=np.array([order[k] in held_out for k in rows], dtype=bool),
+        test=is_held_out([order[k] for k in rows], test_fraction),
         failed=labels.num_rows - answered.num_rows,
     )

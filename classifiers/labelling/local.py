@@ -114,6 +114,13 @@ class LocalTeacher:
 
     def generate(self, chunk: list[str], max_new_tokens: int | None = None) -> list[str]:
         """Greedy continuations of chat-formatted prompts (left-padded so every row continues at the end)."""
+        return self.generate_with_logprobs(chunk, max_new_tokens)[0]
+
+    def generate_with_logprobs(
+        self, chunk: list[str], max_new_tokens: int | None = None, top: int = 0
+    ) -> tuple[list[str], list[list[tuple[str, float]]]]:
+        """Greedy continuations and, when ``top`` > 0, each row's ``top`` most probable first tokens with their
+        log-probabilities (from the same pass: what an OpenAI-compatible server returns as ``top_logprobs``)."""
         torch = self._torch
         self.tokenizer.padding_side = "left"
         batch = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -123,17 +130,16 @@ class LocalTeacher:
                 max_new_tokens=max_new_tokens or self.max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
+                output_scores=top > 0,
+                return_dict_in_generate=True,
             )
-        new = output[:, batch["input_ids"].shape[1] :]
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
-
-    def first_token_logprobs(self, prompt_string: str, top: int) -> tuple[str, list[tuple[str, float]], Any]:
-        """For the HTTP server: greedy first token and the ``top`` most probable first tokens with log-probs."""
-        torch = self._torch
-        batch = self.tokenizer([prompt_string], return_tensors="pt", add_special_tokens=False)
-        with torch.inference_mode():
-            logits = self.model(**batch, logits_to_keep=1).logits[0, -1].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        values, indices = logprobs.topk(top)
-        pairs = [(self.tokenizer.decode([i]), float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
-        return pairs[0][0], pairs, logprobs
+        new = output.sequences[:, batch["input_ids"].shape[1] :]
+        texts = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+        firsts: list[list[tuple[str, float]]] = [[] for _ in chunk]
+        if top > 0:
+            values, indices = torch.log_softmax(output.scores[0].float(), dim=-1).topk(top, dim=-1)
+            firsts = [
+                [(self.tokenizer.decode([i]), float(v)) for v, i in zip(vs, ids, strict=True)]
+                for vs, ids in zip(values.tolist(), indices.tolist(), strict=True)
+            ]
+        return texts, firsts

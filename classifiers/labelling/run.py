@@ -40,10 +40,25 @@ def label_documents(
     chunk_size: int = 64,
     limit: int | None = None,
     retry_errors: bool = False,
+    split: str = "all",
+    same_as: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Label every document (the first ``limit``) the cache has no answer for; one Parquet part per chunk."""
+    """Label every document (the first ``limit``) the cache has no answer for; one Parquet part per chunk.
+
+    ``split`` (``test``/``train``) keeps only the held-out or training documents (see ``dataset``); ``same_as``
+    only documents the teacher answered under another prompt (a paraphrase labels what the original labelled).
+    """
+    from refinery.classifiers.dataset import is_held_out
+
     started = time.perf_counter()
+    if same_as is not None:
+        answered = store.read_labels(labels_dir, prompt=same_as)
+        answered = answered.filter(pc.is_valid(answered["label"]))
+        documents = documents.filter(pc.is_in(documents["id"], answered["id"]))
+    if split != "all":
+        held_out = is_held_out(documents["id"].to_pylist())
+        documents = documents.filter(pa.array(held_out if split == "test" else ~held_out))
     if limit is not None:
         documents = documents.slice(0, limit)
     done = store.answered_ids(labels_dir, prompt, teacher.name, retry_errors)

@@ -36,20 +36,21 @@ class ChatModel:
         max_tokens = int(body.get("max_tokens") or 16)
         tokenizer = self.teacher.tokenizer
         prompt_string = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        top = int(body.get("top_logprobs") or 1) if body.get("logprobs") else 0
         with self.lock:
-            content = self.teacher.generate([prompt_string], max_new_tokens=max_tokens)[0]
-            logprobs = None
-            if body.get("logprobs"):
-                first, top, _ = self.teacher.first_token_logprobs(prompt_string, int(body.get("top_logprobs") or 1))
-                logprobs = {
-                    "content": [
-                        {
-                            "token": first,
-                            "logprob": top[0][1],
-                            "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top],
-                        }
-                    ]
-                }
+            texts, firsts = self.teacher.generate_with_logprobs([prompt_string], max_tokens, top)
+        content, logprobs = texts[0], None
+        if top:
+            first = firsts[0]
+            logprobs = {
+                "content": [
+                    {
+                        "token": first[0][0],
+                        "logprob": first[0][1],
+                        "top_logprobs": [{"token": t, "logprob": lp} for t, lp in first],
+                    }
+                ]
+            }
         prompt_tokens = len(tokenizer(prompt_string, add_special_tokens=False)["input_ids"])
         return {
             "id": f"chatcmpl-{time.monotonic_ns()}",
