@@ -11,7 +11,8 @@ target lets the objective's weights change without refitting):
 * ``mixing_law`` — Data Mixing Laws' ``L = c + k·exp(Σ_j t_j w_j)``. On the simplex ``k`` is not identified apart
   from the ``t_j`` (``k·exp(Σ t_j w_j) = exp(Σ (t_j + log k) w_j)``), so ``k`` is folded into ``t`` (``k > 0``, loss
   falls as useful data grows). Fitted with :func:`scipy.optimize.least_squares` from several deterministic starts
-  (``c`` a little under the smallest loss, ``t`` from a log-linear regression), the best residual kept.
+  (``c`` a little under the smallest loss, ``t`` from a log-linear regression), the best residual kept, with an
+  analytic Jacobian and a tiny ridge on ``t`` (well-posed even with fewer proxies than buckets).
 
 Model choice: K-fold cross-validation (folds from a seeded permutation) gives every proxy an out-of-fold prediction
 of every target, hence of the objective; the family with the highest Spearman correlation between predicted and
@@ -85,6 +86,9 @@ def _predict_lightgbm(booster: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(booster.predict(x), dtype=np.float64)
 
 
+RIDGE = 1e-3  # a whisper of L2 on t: keeps the law well-posed when there are fewer mixes than buckets
+
+
 def _fit_mixing_law(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
     spread = float(np.ptp(y)) or 1e-3
     best: tuple[float, np.ndarray] | None = None
@@ -93,9 +97,16 @@ def _fit_mixing_law(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
         t0, *_ = np.linalg.lstsq(x, np.log(y - c0), rcond=None)
 
         def residual(p: np.ndarray) -> np.ndarray:
-            return p[0] + np.exp(np.clip(x @ p[1:], -50, 50)) - y
+            return np.concatenate([p[0] + np.exp(np.clip(x @ p[1:], -50, 50)) - y, RIDGE * p[1:]])
 
-        fitted = optimize.least_squares(residual, np.concatenate([[c0], t0]), method="trf", max_nfev=2000)
+        def jacobian(p: np.ndarray) -> np.ndarray:
+            grown = np.exp(np.clip(x @ p[1:], -50, 50))
+            top = np.hstack([np.ones((len(x), 1)), grown[:, None] * x])
+            bottom = np.hstack([np.zeros((x.shape[1], 1)), RIDGE * np.eye(x.shape[1])])
+            return np.vstack([top, bottom])
+
+        start = np.concatenate([[c0], t0])
+        fitted = optimize.least_squares(residual, start, jac=jacobian, method="lm", max_nfev=400, x_scale="jac")
         cost = float(np.sum(fitted.fun**2))
         if np.all(np.isfinite(fitted.x)) and (best is None or cost < best[0] - 1e-15):
             best = (cost, fitted.x)

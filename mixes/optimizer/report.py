@@ -135,19 +135,13 @@ def plot_chosen(report: dict[str, Any], path: Path) -> Path:
     left.legend(fontsize=8)
     summary = report["comparison"]["summary"]
     labels = [m for m in mixes if m in summary]
-    right.bar(
-        labels,
-        [summary[m]["mean"] for m in labels],
-        yerr=[summary[m]["std"] for m in labels],
-        capsize=4,
-        color=["tab:green" if m == "chosen" else "tab:grey" for m in labels],
-    )
     for m_index, m in enumerate(labels):
-        right.scatter([m_index] * len(summary[m]["objective"]), summary[m]["objective"], c="k", s=10, zorder=3)
-    means = [summary[m]["mean"] for m in labels]
-    spread = max(max(summary[m]["std"] for m in labels), 1e-3)
-    right.set_ylim(min(means) - 4 * spread, max(means) + 4 * spread)
-    right.set_ylabel("objective, mean ± std over seeds")
+        colour = "tab:green" if m == "chosen" else "tab:grey"
+        right.errorbar([m_index], [summary[m]["mean"]], yerr=[summary[m]["std"]], fmt="o", c=colour, capsize=5, ms=8)
+        right.scatter([m_index + 0.12] * len(summary[m]["objective"]), summary[m]["objective"], c="k", s=10)
+    right.set_xticks(range(len(labels)), labels)
+    right.set_xlim(-0.5, len(labels) - 0.5)
+    right.set_ylabel("objective (nats/token): mean ± std, and each seed")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
