@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .candidates import project_capped_simplex
 from .fit import FittedModel
 
 
@@ -30,17 +31,30 @@ def _pyplot():
 def slice_curves(
     model: FittedModel, names: list[str], chosen: list[float], lower: list[float], upper: list[float], points: int = 41
 ) -> dict[str, dict[str, list[float]]]:
-    """Per bucket: weights along its slice through the chosen mix and the predicted objective there."""
-    chosen_array = np.asarray(chosen)
+    """Per bucket: weights along its slice through the chosen mix and the predicted objective there.
+
+    The other buckets share the rest as close to their chosen proportions as the search's bounds allow (the
+    chosen mix's other weights, scaled, then projected onto the bounds), so a slice stays inside the set the search
+    chose from; weights of the bucket where no such mix exists are left out.
+    """
+    chosen_array, low, high = np.asarray(chosen), np.asarray(lower), np.asarray(upper)
     curves = {}
     for i, name in enumerate(names):
-        values = np.linspace(lower[i], upper[i], points)
-        rest = 1.0 - chosen_array[i]
-        rows = np.repeat(chosen_array[None, :], points, axis=0)
-        scale = (1.0 - values) / rest if rest > 0 else np.zeros(points)
-        rows *= scale[:, None]
-        rows[:, i] = values
-        curves[name] = {"weight": [float(v) for v in values], "objective": [float(v) for v in model.objective(rows)]}
+        others = np.arange(len(names)) != i
+        rest = chosen_array[others]
+        kept, rows = [], []
+        for value in np.linspace(lower[i], upper[i], points):
+            share = 1.0 - value
+            if not low[others].sum() - 1e-12 <= share <= high[others].sum() + 1e-12 or share <= 0:
+                continue
+            start = rest / rest.sum() if rest.sum() > 0 else np.full(len(rest), 1 / len(rest))
+            row = np.empty(len(names))
+            row[i] = value
+            row[others] = share * project_capped_simplex(start, high[others] / share, low[others] / share)
+            kept.append(float(value))
+            rows.append(row)
+        predicted = model.objective(np.asarray(rows)) if rows else []
+        curves[name] = {"weight": kept, "objective": [float(v) for v in predicted]}
     return curves
 
 
@@ -112,7 +126,7 @@ def plot_slices(report: dict[str, Any], path: Path) -> Path:
     for name, curve in curves.items():
         line = axis.plot(curve["weight"], curve["objective"], label=name)[0]
         axis.axvline(chosen[name], c=line.get_color(), lw=0.6, ls=":")
-    axis.set_xlabel("weight of one bucket (others scaled, through the chosen mix)")
+    axis.set_xlabel("weight of one bucket (the others re-spread within their bounds, through the chosen mix)")
     axis.set_ylabel("predicted objective")
     axis.set_title(f"Fitted surface slices ({report['fit']['family']})")
     axis.legend(fontsize=8)
