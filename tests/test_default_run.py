@@ -11,7 +11,8 @@ from refinery.pipelines.runner import run_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 LLAMA3_ORDER = [
-    "ingest", "length", "language_id", "url_blocklist", "adult_words", "dirty_words", "line_ngram_repetition",
+    "ingest", "length", "language_id", "url_blocklist", "url_dedup", "exact_dedup", "minhash_dedup", "line_dedup",
+    "adult_words", "dirty_words", "line_ngram_repetition",
     "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality", "token_kl", "pii",
 ]  # fmt: skip
 
@@ -27,5 +28,7 @@ def test_default_recipe_runs_the_llama3_chain_on_the_sample(ray_local, tmp_path)
         assert after["in"] == before["kept"]
     assert 0 < stages[-1]["kept"] < stages[0]["in"]
     assert sum(stage["rejected"] for stage in stages) > 1000
-    assert (tmp_path / "run/segments/01/work/reference_unigram.parquet").exists()
-    assert (tmp_path / "run/report.html").read_text().count("<svg") == 3  # documents, characters, time per stage
+    assert (tmp_path / "run/segments/06/work/reference_unigram.parquet").exists()
+    report = (tmp_path / "run/report.html").read_text()
+    assert report.count("<svg") >= 3  # documents, characters, time per stage (+ dedup sections)
+    assert "minhash" in report.lower(), "the MinHash cluster section is in the report"

@@ -33,7 +33,7 @@ from refinery.dedup.minhash.candidates import edge_partition, join_partition
 from refinery.dedup.minhash.components import label_partition, star_round
 from refinery.dedup.minhash.signatures import signature_shard
 from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
-from refinery.dedup.report import cluster_summary
+from refinery.dedup.report import cluster_summary, dedup_report_html
 from refinery.pipelines import storage
 from refinery.pipelines.stages import GlobalContext, GlobalStage, register_stage
 
@@ -148,5 +148,7 @@ class MinhashDedup(GlobalStage):
             )
             fs, root = storage.filesystem(phase_dir(context, "summary", "minhash_clusters.json"))
             storage.write_json_atomic(fs, root, summary)
-            context.mark_phase_done("summary", outputs=["summary/minhash_clusters.json"])
+            section = storage.join(root.rsplit("/", 2)[0], "report_section.html")
+            storage.write_bytes_atomic(fs, section, dedup_report_html(summary).encode())  # in the run report
+            context.mark_phase_done("summary", outputs=["summary/minhash_clusters.json", "report_section.html"])
         return MinhashDecision(shards_file=shards_file, shards_sha256=shards_sha, drops_dir=drops_dir, partitions=parts)

@@ -142,7 +142,9 @@ class SemanticDedup(GlobalStage):
             }
             (summary,) = context.map(report.attach_snippets, [{"summary": summary, "paths": paths, "names": names}])
             kmeans.write_json(f"{work}/{SUMMARY_FILE}", summary)
-            context.mark_phase_done("report", outputs=["report"])
+            fs, section = storage.filesystem(f"{work}/report_section.html")  # included in the run report
+            storage.write_bytes_atomic(fs, section, report.semantic_report_html(summary).encode())
+            context.mark_phase_done("report", outputs=["report", "report_section.html"])
         return SemanticDedupDecision(
             decisions=f"{work}/similarity",
             writers=writers,
