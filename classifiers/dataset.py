@@ -72,7 +72,11 @@ def is_held_out(ids: list[str], test_fraction: float = TEST_FRACTION) -> np.ndar
 
 
 def load_labelled(
-    labels_dir: str | Path, prompt: str, teacher: str | None = None, test_fraction: float = TEST_FRACTION
+    labels_dir: str | Path,
+    prompt: str,
+    teacher: str | None = None,
+    test_fraction: float = TEST_FRACTION,
+    calibrate: bool = True,
 ) -> LabelledData:
     """The answered documents of ``prompt`` (one teacher: the only one present, or the one named)."""
     documents = store.read_documents(labels_dir)
@@ -101,6 +105,12 @@ def load_labelled(
         values = np.array([float(c) for c in classes])
         targets = np.abs(scores[:, None] - values[None, :]).argmin(axis=1)
         probabilities = [None]  # soft targets would teach the argmax, not the rounded expected score
+    elif calibrate and definition.task == "multiclass" and rows and all(p is not None for p in probabilities):
+        matrix = np.array(probabilities, dtype=np.float64)
+        matrix = matrix / np.maximum(matrix.mean(axis=0), 1e-12)
+        matrix /= matrix.sum(axis=1, keepdims=True)
+        targets, scores = matrix.argmax(axis=1), matrix.max(axis=1)
+        probabilities = matrix.astype(np.float32).tolist()
     else:
         targets = np.array([classes.index(by_id[order[k]][0]) for k in rows], dtype=np.int64)
     return LabelledData(

@@ -118,6 +118,9 @@ def test_resumed_labelling_never_asks_twice(teacher, documents, tmp_path):
     assert len(parts) == 2
     second = label_documents(documents, tmp_path, prompt, teacher, MAX_TOKENS, chunk_size=2)
     assert (second["labelled"], second["cached"]) == (2, 4), "only the two new documents are asked"
+    fresh = LocalTeacher()  # same model: same teacher name, so the cache applies
+    third = label_documents(documents, tmp_path, prompt, fresh, MAX_TOKENS, chunk_size=2)
+    assert third["labelled"] == 0 and fresh._loaded is None, "nothing left to ask: the model is not even loaded"
     labels = store.read_labels(tmp_path, prompt="quality")
     assert sorted(labels["id"].to_pylist()) == sorted(documents["id"].to_pylist())
     assert set(labels["prompt_hash"].to_pylist()) == {prompt.hash}

@@ -22,17 +22,30 @@ class LocalTeacher:
     """Labels with a local causal LM; ``batch_size`` documents per forward pass."""
 
     def __init__(self, model_path: str = DEFAULT_TEACHER, batch_size: int = 8, max_new_tokens: int = 8) -> None:
-        import torch
-
         self.name = f"local:{model_path}"
+        self.model_path = model_path
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.tokenizer, self.model = load_causal_lm(model_path)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self._torch = torch
+        self._loaded: tuple[Any, Any] | None = None
         self._prefix_key: tuple[int, ...] | None = None
         self._prefix_kv: Any = None
+
+    def _load(self) -> tuple[Any, Any]:
+        """The model loads on first use: a resumed labelling with nothing left to ask never loads it."""
+        if self._loaded is None:
+            tokenizer, model = load_causal_lm(self.model_path)
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self._loaded = (tokenizer, model)
+        return self._loaded
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._load()[0]
+
+    @property
+    def model(self) -> Any:
+        return self._load()[1]
 
     def truncate(self, texts: list[str], max_tokens: int) -> list[str]:
         """Cut each text after ``max_tokens`` teacher tokens (decoded back, so the prompt holds clean text)."""
@@ -78,16 +91,19 @@ class LocalTeacher:
         return encode(before, add_special_tokens=False), encode(after, add_special_tokens=False)
 
     def _prefix_cache(self, prefix: list[int]) -> Any:
+        import torch
+
         key = tuple(prefix)
         if self._prefix_key != key:
-            with self._torch.inference_mode():
-                output = self.model.get_decoder()(input_ids=self._torch.tensor([prefix]), use_cache=True)
+            with torch.inference_mode():
+                output = self.model.get_decoder()(input_ids=torch.tensor([prefix]), use_cache=True)
             self._prefix_key, self._prefix_kv = key, output.past_key_values
         return copy.deepcopy(self._prefix_kv)
 
     def _by_probabilities(self, prompt: Prompt, texts: list[str], token_ids: list[int]) -> list[Answer]:
         """One forward pass over [cached prompt prefix] + document + prompt suffix, right-padded."""
-        torch = self._torch
+        import torch
+
         before, after = self.prompt_pieces(prompt)
         documents = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         rows = [ids + after for ids in documents]
@@ -121,7 +137,8 @@ class LocalTeacher:
     ) -> tuple[list[str], list[list[tuple[str, float]]]]:
         """Greedy continuations and, when ``top`` > 0, each row's ``top`` most probable first tokens with their
         log-probabilities (from the same pass: what an OpenAI-compatible server returns as ``top_logprobs``)."""
-        torch = self._torch
+        import torch
+
         self.tokenizer.padding_side = "left"
         batch = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
