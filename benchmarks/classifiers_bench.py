@@ -43,7 +43,11 @@ def _datatrove(texts_table) -> int:
     from datatrove.data import Document
     from datatrove.pipeline.filters import FastTextClassifierFilter
 
-    scorer = FastTextClassifierFilter(model_url=str(MODELS / "edu_fasttext" / "model.bin"), newline_replacement=" ")
+    # a keep threshold of 0 keeps every document and still scores all labels (with neither keep_labels nor
+    # remove_labels datatrove 0.10.1 fails building its label check)
+    scorer = FastTextClassifierFilter(
+        model_url=str(MODELS / "edu_fasttext" / "model.bin"), keep_labels=[("1", 0.0)], newline_replacement=" "
+    )
     kept = 0
     for index, text in enumerate(texts_table.column("text").to_pylist()):
         kept += scorer.filter(Document(text=text, id=str(index))) is True

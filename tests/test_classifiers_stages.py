@@ -15,7 +15,6 @@ from refinery.pipelines.recipe import RecipeError, parse_recipe
 from refinery.pipelines.runner import run_recipe
 
 EDU = "package:refinery.classifiers/models/edu_fasttext"
-EDU_TRANSFORMER = "package:refinery.classifiers/models/edu_transformer"
 DOMAIN = "package:refinery.classifiers/models/domain_fasttext"
 TOPIC = "package:refinery.classifiers/models/topic_fasttext"
 
@@ -53,7 +52,7 @@ def test_scores_land_in_kept_shards_of_a_run(ray_local, tmp_path):
         {"stage": "domain_classifier", "domain_model_path": DOMAIN, "topic_model_path": TOPIC},
         {
             "stage": "quality_percentile",
-            "model_path": EDU_TRANSFORMER,
+            "model_path": EDU,
             "column": "edu_score",
             "min_percentile": 0.25,
             "sample_per_shard": 40,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from typing import Any
 
 from refinery.classifiers.labelling.prompts import Prompt
@@ -27,25 +28,27 @@ class LocalTeacher:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self._loaded: tuple[Any, Any] | None = None
+        self._load_lock = threading.Lock()
         self._prefix_key: tuple[int, ...] | None = None
         self._prefix_kv: Any = None
 
-    def _load(self) -> tuple[Any, Any]:
+    def load(self) -> tuple[Any, Any]:
         """The model loads on first use: a resumed labelling with nothing left to ask never loads it."""
-        if self._loaded is None:
-            tokenizer, model = load_causal_lm(self.model_path)
-            if tokenizer.pad_token_id is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            self._loaded = (tokenizer, model)
+        with self._load_lock:
+            if self._loaded is None:
+                tokenizer, model = load_causal_lm(self.model_path)
+                if tokenizer.pad_token_id is None:
+                    tokenizer.pad_token = tokenizer.eos_token
+                self._loaded = (tokenizer, model)
         return self._loaded
 
     @property
     def tokenizer(self) -> Any:
-        return self._load()[0]
+        return self.load()[0]
 
     @property
     def model(self) -> Any:
-        return self._load()[1]
+        return self.load()[1]
 
     def truncate(self, texts: list[str], max_tokens: int) -> list[str]:
         """Cut each text after ``max_tokens`` teacher tokens (decoded back, so the prompt holds clean text)."""

@@ -29,6 +29,7 @@ class ChatModel:
 
         self.name = model_path
         self.teacher = LocalTeacher(model_path, batch_size=1)
+        self.teacher.load()  # load now, before READY is printed and before requests arrive on several threads
         self.lock = threading.Lock()
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
