@@ -266,3 +266,16 @@ def test_report_fit_validation_and_the_chosen_mix_as_shards(resumed):
     optimise(base)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest() == before
+
+
+def test_buckets_from_a_combination_of_columns(resumed):
+    from refinery.mixes.optimizer.buckets import scan_buckets
+
+    base, _, _ = resumed
+    by_source = scan_buckets(str(base / "run"), ["source"])
+    combined = scan_buckets(str(base / "run"), ["source", "lang"])
+    assert all("/" in name for name in combined) and {n.split("/")[0] for n in combined} == set(by_source)
+    for source, totals in by_source.items():
+        parts = [v for n, v in combined.items() if n.split("/")[0] == source]
+        assert sum(p["tokens"] for p in parts) == totals["tokens"] > 0
+        assert sum(p["documents"] for p in parts) == totals["documents"]
