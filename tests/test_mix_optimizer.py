@@ -224,6 +224,13 @@ def test_every_proxy_is_scored_on_the_same_heldout_files(resumed):
     assert "web" in digests and set(digests) <= {"web", "copyright", "changelog"}
     targets = set(report["objective"]["targets"])
     assert targets == {*digests, "@top:lang_score"}, "bucket held-out sets and the top-scored documents"
+    import pyarrow.parquet as pq
+
+    heldout = pq.read_table([base / "out/optimizer/pool" / e["path"] for e in pool["heldout"].values()])
+    top = pq.read_table(base / "out/optimizer/targets/quality.parquet")
+    scores = sorted(heldout.column("lang_score").to_pylist(), reverse=True)
+    assert top.num_rows == round(0.5 * heldout.num_rows)
+    assert min(top.column("lang_score").to_pylist()) >= scores[top.num_rows - 1], "the top half by lang_score"
     for folder in (base / "out/optimizer/proxies").iterdir():
         trained = json.loads((folder / "mix/proxy_manifest.json").read_text())
         assert {b: trained["heldout"][b]["sha256"] for b in digests} == digests

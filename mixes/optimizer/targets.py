@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from refinery.mixes.buckets import seeded_keys
 from refinery.mixes.manifest import file_digest
 
 from .buckets import heldout_table
@@ -37,7 +38,10 @@ def quality_target_name(target: QualityTarget) -> str:
 def write_quality_target(pool_manifest: Path, target: QualityTarget, path: Path) -> dict | None:
     """Write the top-scored held-out documents to ``path``; None when the column is absent (or nothing is held out).
 
-    Ties are broken by id, so the file is the same bytes for the same held-out sets.
+    Ties are broken by id, so the file is the same bytes for the same held-out sets. The rows are stored in a
+    seeded hash order of their ids, not bucket by bucket: the trainer scores the first ``eval_sequences`` packed
+    sequences of a target, and those must be a fair sample of the whole target, not its alphabetically first
+    buckets.
     """
     table = heldout_table(pool_manifest)
     if table.num_rows == 0 or target.column not in table.column_names:
@@ -46,7 +50,9 @@ def write_quality_target(pool_manifest: Path, target: QualityTarget, path: Path)
     ids = np.asarray(table.column("id").to_pylist(), dtype=str)
     order = np.lexsort((ids, -scores))  # highest score first, then id
     take = max(1, round(target.top_fraction * table.num_rows))
-    top = table.take(pa.array(np.sort(order[:take])))
+    chosen = order[:take]
+    shuffle = np.argsort(seeded_keys(ids[chosen].tolist(), "refinery-quality-target"), kind="stable")
+    top = table.take(pa.array(chosen[shuffle]))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     pq.write_table(top, temporary, compression="zstd", row_group_size=1000)
