@@ -68,18 +68,27 @@ class FastTextStudent:
                 handle.write(f"{PREFIX}{label} {normalise(text, max_chars)}\n")
             train_file = handle.name
         try:
-            model = fasttext.train_supervised(
-                input=train_file,
-                epoch=epoch,
-                lr=lr,
-                wordNgrams=word_ngrams,
-                dim=dim,
-                bucket=bucket,
-                minCount=min_count,
-                thread=1,
-                seed=seed,
-                verbose=0,
-            )
+            for _ in range(4):  # fastText diverges (``Encountered NaN``) now and then on small sets: halve lr
+                try:
+                    model = fasttext.train_supervised(
+                        input=train_file,
+                        epoch=epoch,
+                        lr=lr,
+                        wordNgrams=word_ngrams,
+                        dim=dim,
+                        bucket=bucket,
+                        minCount=min_count,
+                        thread=1,
+                        seed=seed,
+                        verbose=0,
+                    )
+                    break
+                except RuntimeError as error:
+                    if "NaN" not in str(error):
+                        raise
+                    lr /= 2
+            else:
+                raise RuntimeError(f"fastText training diverged down to lr={lr}")
         finally:
             Path(train_file).unlink()
         model.save_model(str(output / MODEL_FILE))
