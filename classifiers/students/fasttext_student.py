@@ -7,6 +7,7 @@ small by default: a label set of a few thousand documents needs no 2M-bucket tab
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import tempfile
 from pathlib import Path
@@ -30,6 +31,22 @@ def _quiet_fasttext() -> Any:
 
     fasttext.FastText.eprint = lambda *args, **kwargs: None
     return fasttext
+
+
+def _train_to_file(train_file: str, model_file: str, lr: float, params: dict[str, Any]) -> float:
+    """Train and save; fastText diverges (``Encountered NaN``) now and then on small sets: halve lr and retry."""
+    fasttext = _quiet_fasttext()
+    for _ in range(4):
+        try:
+            model = fasttext.train_supervised(input=train_file, lr=lr, **params)
+        except RuntimeError as error:
+            if "NaN" not in str(error):
+                raise
+            lr /= 2
+            continue
+        model.save_model(model_file)
+        return lr
+    raise RuntimeError(f"fastText training diverged down to lr={lr}")
 
 
 class FastTextStudent:
@@ -60,38 +77,21 @@ class FastTextStudent:
         max_chars: int = 6000,
         seed: int = 0,
     ) -> FastTextStudent:
-        fasttext = _quiet_fasttext()
         output = Path(output)
         output.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as handle:
             for text, label in zip(texts, labels, strict=True):
                 handle.write(f"{PREFIX}{label} {normalise(text, max_chars)}\n")
             train_file = handle.name
+        params = {"epoch": epoch, "wordNgrams": word_ngrams, "dim": dim, "bucket": bucket, "minCount": min_count}
+        params |= {"thread": 1, "seed": seed, "verbose": 0}
         try:
-            for _ in range(4):  # fastText diverges (``Encountered NaN``) now and then on small sets: halve lr
-                try:
-                    model = fasttext.train_supervised(
-                        input=train_file,
-                        epoch=epoch,
-                        lr=lr,
-                        wordNgrams=word_ngrams,
-                        dim=dim,
-                        bucket=bucket,
-                        minCount=min_count,
-                        thread=1,
-                        seed=seed,
-                        verbose=0,
-                    )
-                    break
-                except RuntimeError as error:
-                    if "NaN" not in str(error):
-                        raise
-                    lr /= 2
-            else:
-                raise RuntimeError(f"fastText training diverged down to lr={lr}")
+            # a fresh process: after torch has run in this one, fastText's training diverges (NaN) at any lr
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                lr = pool.apply(_train_to_file, (train_file, str(output / MODEL_FILE), lr, params))
         finally:
             Path(train_file).unlink()
-        model.save_model(str(output / MODEL_FILE))
+        model = _quiet_fasttext().load_model(str(output / MODEL_FILE))
         config = {
             "kind": cls.kind,
             "task": task,
