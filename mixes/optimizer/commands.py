@@ -15,7 +15,7 @@ from refinery.pipelines.commands import register_command
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a finished run directory (run.json lists its kept shards)")
-    parser.add_argument("--config", required=True, help="mix config YAML (see docs/mix.md, recipes/mixes/mix_sample.yaml)")
+    parser.add_argument("--config", required=True, help="mix config YAML (docs/mix.md, recipes/mixes/mix_sample.yaml)")
     parser.add_argument("--output", required=True, help="output directory: the chosen mix, mix_report.json, plots")
     parser.add_argument("--address", help="Ray cluster address (auto, HOST:PORT, ray://HOST:PORT); default: embedded")
     parser.add_argument("--num-cpus", type=int, help="CPUs for the embedded Ray (default: the config's, else all)")
