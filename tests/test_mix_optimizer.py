@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -176,12 +177,37 @@ def optimise(base: Path) -> dict:
     return json.loads((base / "out" / "mix_report.json").read_text())
 
 
-def kill_tree(process: psutil.Process) -> None:
-    family = [process, *process.children(recursive=True)]
+def kill_session(driver: subprocess.Popen) -> None:
+    """SIGKILL the driver, its embedded Ray (gcs, raylet, workers) and anything else of its session; wait till dead.
+
+    The driver runs in a session of its own (``start_new_session``) and Ray's processes stay in it, so one
+    ``killpg`` stops them all at once: no worker outlives the driver to finish its proxy. Descendants that left the
+    session are killed too. Killed workers may stay zombies (an init that does not reap them): nothing runs there.
+    """
+    family: list[psutil.Process] = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        family = psutil.Process(driver.pid).children(recursive=True)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)
     for member in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.kill()
-    psutil.wait_procs(family, timeout=20)
+    driver.wait(timeout=30)
+
+    def running() -> list[psutil.Process]:
+        alive = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if (process in family or os.getsid(process.pid) == driver.pid) and (
+                    process.status() != psutil.STATUS_ZOMBIE
+                ):
+                    alive.append(process)
+        return alive
+
+    deadline = time.time() + 30
+    while (alive := running()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not alive, f"processes of the killed optimisation still run: {alive}"
 
 
 @pytest.fixture(scope="module")
@@ -192,17 +218,23 @@ def resumed(ray_local, tmp_path_factory):
     out = base / "out"
     command = [sys.executable, "-m", "refinery.mixes.optimizer", "mix", str(base / "run")]
     command += ["--config", str(base / "mix.json"), "--output", str(out), "--num-cpus", "2", "--quiet"]
-    driver = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=dict(os.environ)
-    )
+    log = base / "killed.log"
+    with log.open("wb") as stderr:
+        driver = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, env=dict(os.environ)
+        )
     deadline = time.time() + 240
-    while time.time() < deadline and len(list(out.glob("optimizer/proxies/*/result.json"))) < 2:
-        if driver.poll() is not None:
-            pytest.fail(f"the optimisation ended early: {driver.stderr.read().decode()[-3000:]}")
-        time.sleep(0.1)
-    kill_tree(psutil.Process(driver.pid))
+    try:
+        while time.time() < deadline and len(list(out.glob("optimizer/proxies/*/result.json"))) < 2:
+            if driver.poll() is not None:
+                pytest.fail(f"the optimisation ended early: {log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.05)
+    finally:
+        kill_session(driver)
+    assert driver.returncode == -signal.SIGKILL, "the optimisation was killed, it did not end by itself"
+    # every process of the optimisation is dead: these are all the proxies it finished
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("optimizer/proxies/*/result.json")}
-    assert 2 <= len(finished) < PROXIES, "killed mid-optimisation"
+    assert 2 <= len(finished) < PROXIES, f"killed mid-optimisation, after {sorted(finished)}"
     report = optimise(base)
     return base, finished, report
 
