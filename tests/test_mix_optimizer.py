@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,6 +217,8 @@ def resumed(ray_local, tmp_path_factory):
     base = shared_base(tmp_path_factory)
     shared_run(base)
     out = base / "out"
+    # the notebook test shares this base and may already have run the whole optimisation: start from nothing
+    shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "refinery.mixes.optimizer", "mix", str(base / "run")]
     command += ["--config", str(base / "mix.json"), "--output", str(out), "--num-cpus", "2", "--quiet"]
     log = base / "killed.log"
