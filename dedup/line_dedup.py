@@ -32,11 +32,10 @@ from pydantic import Field
 
 from refinery.dedup.decisions import ShardDecider, check_decision_list, shard_jobs, write_shard_list
 from refinery.dedup.lines import split_lines, without_lines
-from refinery.dedup.normalise import splitmix64
 from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
 from refinery.pipelines import storage
 from refinery.pipelines.documents import TEXT
-from refinery.pipelines.partitions import partition_of, read_partition, write_partitioned
+from refinery.pipelines.partitions import partition_of, read_partition, splitmix64, write_partitioned
 from refinery.pipelines.stages import GlobalContext, GlobalStage, StageResult, register_stage, split_by_mask
 
 CHUNK_DOCUMENTS = 2_000

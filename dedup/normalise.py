@@ -61,15 +61,3 @@ def hash128(strings: pa.Array | pa.ChunkedArray, seed: int = 0) -> tuple[np.ndar
     high = np.fromiter((v >> 64 for v in values), dtype=np.uint64, count=len(values))
     low = np.fromiter((v & 0xFFFFFFFFFFFFFFFF for v in values), dtype=np.uint64, count=len(values))
     return high, low
-
-
-def splitmix64(values: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser: a bijection on 64-bit integers that spreads every input bit over the output."""
-    with np.errstate(over="ignore"):
-        z = values.astype(np.uint64, copy=True)
-        z ^= z >> np.uint64(30)
-        z *= np.uint64(0xBF58476D1CE4E5B9)
-        z ^= z >> np.uint64(27)
-        z *= np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-    return z

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.pipelines import storage
+from refinery.pipelines.partitions import splitmix64
 
 from .buckets import BUCKET, EPOCH, below, file_sha256, read_index
 from .token_count import N_TOKENS, N_TOKENS_TYPE
@@ -45,18 +46,15 @@ UNIT_SALT = np.uint64(0x9E3779B97F4A7C15)
 ORDER_SALT = np.uint64(0xD1B54A32D192ED03)
 
 
-def splitmix64(values: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser over a uint64 array: a fast, well-mixed, platform-independent hash."""
+def _next(values: np.ndarray) -> np.ndarray:
+    """One SplitMix64 step: the golden-ratio increment, then the shared finaliser."""
     with np.errstate(over="ignore"):
-        z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        return splitmix64(values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
 
 
 def _mix(sample_keys: np.ndarray, epochs: np.ndarray, salt: np.uint64) -> np.ndarray:
     with np.errstate(over="ignore"):
-        return splitmix64(splitmix64(sample_keys ^ salt) + epochs.astype(np.uint64))
+        return _next(_next(sample_keys ^ salt) + epochs.astype(np.uint64))
 
 
 def output_schema(input_schema: pa.Schema) -> pa.Schema:

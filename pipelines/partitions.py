@@ -42,16 +42,25 @@ class IntermediateError(RuntimeError):
         return (IntermediateError, (self.path, self.problem))
 
 
-def partition_of(keys: np.ndarray, num_partitions: int) -> np.ndarray:
-    """The partition of each 64-bit key: a splitmix64 finaliser, then modulo (uniform even for structured keys)."""
+def splitmix64(values: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser: a bijection on 64-bit integers that spreads every input bit over the output.
+
+    The one copy every stage uses (partitioning, MinHash, line dedup, shard sampling), so a key hashes the same
+    everywhere.
+    """
     with np.errstate(over="ignore"):
-        z = keys.astype(np.uint64, copy=True)
+        z = values.astype(np.uint64, copy=True)
         z ^= z >> np.uint64(30)
         z *= np.uint64(0xBF58476D1CE4E5B9)
         z ^= z >> np.uint64(27)
         z *= np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
-    return (z % np.uint64(num_partitions)).astype(np.int64)
+    return z
+
+
+def partition_of(keys: np.ndarray, num_partitions: int) -> np.ndarray:
+    """The partition of each 64-bit key: a splitmix64 finaliser, then modulo (uniform even for structured keys)."""
+    return (splitmix64(keys) % np.uint64(num_partitions)).astype(np.int64)
 
 
 def table_bytes(table: pa.Table) -> bytes:

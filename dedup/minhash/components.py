@@ -25,9 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 from refinery.dedup.minhash.bands import unique_pairs
-from refinery.dedup.normalise import splitmix64
 from refinery.pipelines.documents import DATE, ID, SOURCE
-from refinery.pipelines.partitions import partition_of, read_partition, write_partitioned
+from refinery.pipelines.partitions import partition_of, read_partition, splitmix64, write_partitioned
 
 QUALITY = "quality_score"
 

@@ -30,10 +30,9 @@ import pyarrow.parquet as pq
 
 from refinery.dedup.keyed import QUALITY, read_columns
 from refinery.dedup.minhash.words import word_hashes
-from refinery.dedup.normalise import splitmix64
 from refinery.pipelines import storage
 from refinery.pipelines.documents import DATE, DATE_TYPE, ID, SOURCE, TEXT
-from refinery.pipelines.partitions import partition_of, write_partitioned
+from refinery.pipelines.partitions import partition_of, splitmix64, write_partitioned
 
 EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 CHUNK_DOCUMENTS = 1_000

@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.dedup.normalise import normalise, splitmix64
+from refinery.dedup.normalise import normalise
+from refinery.pipelines.partitions import splitmix64
 
 KEYS = 4096
 SPACE = 32
