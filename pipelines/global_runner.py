@@ -7,10 +7,11 @@ same kept / rejected / errors / stats / done files as a map segment and is accou
 A global stage only ever sees complete input: the runner starts it only when every shard of every earlier
 segment is done (see ``runner.run_recipe``). Each phase marker records what the phase was computed from: the
 segment's fingerprint, the input shards with the sha256 of their kept files (from the previous segment's
-completion markers), and the size and sha256 of every output file the phase declared. A phase is reused only
-when all of these still match, so a phase computed from other input, or whose files were altered, is
-recomputed. A corrupted intermediate found while a later phase reads it (:class:`IntermediateError`)
-invalidates the phase that wrote it, and ``prepare()`` is run again, recomputing just that phase.
+completion markers), and the size of every output file the phase declared (their checksums are recorded by
+their writers and checked by their readers). A phase is reused only when all of these still match, so a phase
+computed from other input, or whose files were removed or resized, is recomputed. A corrupted intermediate
+found while a later phase reads it (:class:`IntermediateError`) invalidates the phase that wrote it, and
+``prepare()`` is run again, recomputing just that phase.
 """
 
 from __future__ import annotations
@@ -96,17 +97,19 @@ class RayGlobalContext:
         return hashlib.sha256(data.encode()).hexdigest()
 
     def _output_records(self, outputs: list[str]) -> dict[str, dict[str, Any]]:
+        """Each declared output file's size, from one listing: the driver never reads the intermediates.
+
+        Their checksums are recorded by their writers (partition indexes, ``write_checked``) and verified by their
+        readers, so hashing them again here would only read the whole phase's output a second time.
+        """
+        base = storage.join(self._root, self.segment.directory, "work")
         records: dict[str, dict[str, Any]] = {}
         for relative in outputs:
-            path = storage.join(self._root, self.segment.directory, "work", relative)
-            files = [path] if self._fs.isfile(path) else sorted(self._fs.find(path))
-            for file in files:
-                if storage.is_temporary(file):
-                    continue
-                with self._fs.open(file, "rb") as handle:
-                    data = handle.read()
-                key = file[len(storage.join(self._root, self.segment.directory, "work")) + 1 :]
-                records[key] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            path = storage.join(base, relative)
+            listing = self._fs.find(path, detail=True) if self._fs.isdir(path) else {path: self._fs.info(path)}
+            for file, info in sorted(listing.items()):
+                if not storage.is_temporary(file):
+                    records[file[len(base) + 1 :]] = {"bytes": info["size"]}
         return records
 
     def phase_done(self, phase: str) -> bool:
