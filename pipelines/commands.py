@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "refinery.classifiers.commands",
     "refinery.mixes.commands",
     "refinery.mixes.optimizer.commands",
+    "refinery.mixes.ablation.commands",
     "refinery.training.commands",
 )
 
