@@ -58,6 +58,30 @@ def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, data: Any) -> No
     write_bytes_atomic(fs, path, (json.dumps(data, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode())
 
 
+def write_json_file(path: str | os.PathLike, data: Any) -> None:
+    """:func:`write_json_atomic` for a plain local or fsspec path (no filesystem object at hand)."""
+    fs, inner = filesystem(str(path))
+    write_json_atomic(fs, inner, data)
+
+
+def file_digest(path: str | os.PathLike) -> tuple[int, str]:
+    """(size in bytes, sha256 hex) of a file, local or fsspec URL, read in 1 MiB blocks: the one file digest."""
+    fs, inner = filesystem(str(path))
+    digest = hashlib.sha256()
+    size = 0
+    with fs.open(inner, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def fingerprint(data: Any, length: int = 20) -> str:
+    """The first ``length`` hex digits of the sha256 of ``data`` as canonical JSON (sorted keys; non-JSON values
+    by ``str``): the one fingerprint of settings, plans and recipes."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:
     with fs.open(path, "rb") as handle:
         return json.loads(handle.read())
