@@ -12,6 +12,8 @@ import json
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import fsspec
@@ -44,13 +46,26 @@ def is_temporary(path: str) -> bool:
     return posixpath.basename(path).startswith(TEMPORARY_PREFIX)
 
 
-def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent, old, or complete."""
+@contextmanager
+def atomic_output(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[str]:
+    """The one atomic write: yield a temporary name beside ``path`` to write to; on success rename it to ``path``
+    (so ``path`` is absent, old, or complete), on failure remove it. Writers that need a file name (safetensors,
+    ``pq.write_table``) write to the yielded name; :func:`write_bytes_atomic` writes bytes through it."""
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     temporary = _temporary(path)
-    with fs.open(temporary, "wb") as handle:
-        handle.write(data)
+    try:
+        yield temporary
+    except BaseException:
+        if fs.exists(temporary):
+            fs.rm(temporary)
+        raise
     fs.mv(temporary, path)
+
+
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either absent, old, or complete."""
+    with atomic_output(fs, path) as temporary, fs.open(temporary, "wb") as handle:
+        handle.write(data)
 
 
 def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, data: Any) -> None:

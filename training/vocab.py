@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from refinery.pipelines import storage
 from refinery.pipelines.manifest import Manifest
 from refinery.training.model import VOCAB_SIZE
 from refinery.training.packing import BOS_ID, EOS_ID, PackConfig, tokenize_documents
@@ -75,17 +76,16 @@ def save_vocabulary(vocabulary: Vocabulary, path: str | Path) -> Path:
 
     path = Path(path)
     ids = np.arange(VOCAB_SIZE, dtype=np.int64) if vocabulary.ids is None else vocabulary.ids
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".tmp-{path.name}")
-    save_file(
-        {
-            "ids": np.asarray(ids, dtype=np.int64),
-            "rare": np.array([int(vocabulary.rare)]),
-            "rare_fraction": np.array([vocabulary.rare_fraction]),
-        },
-        str(temporary),
-    )
-    temporary.replace(path)
+    fs, inner = storage.filesystem(str(path))
+    with storage.atomic_output(fs, inner) as temporary:
+        save_file(
+            {
+                "ids": np.asarray(ids, dtype=np.int64),
+                "rare": np.array([int(vocabulary.rare)]),
+                "rare_fraction": np.array([vocabulary.rare_fraction]),
+            },
+            temporary,
+        )
     return path
 
 

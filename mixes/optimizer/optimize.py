@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from refinery.pipelines import storage
 from refinery.pipelines.manifest import load_manifest
 
 from .buckets import BucketTable, bucket_table, scan_buckets, write_pool
@@ -48,10 +49,7 @@ REPORT = "mix_report.json"
 
 
 def _json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".tmp-{path.name}")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    temporary.replace(path)
+    storage.write_json_file(path, data)
 
 
 def ensure_vocabulary(pool_manifest: Path, config: MixConfig, path: Path) -> Path:
