@@ -17,13 +17,13 @@ Run directory::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Literal
 
 import pyarrow as pa
 
+from refinery.pipelines import storage
 from refinery.pipelines.documents import BASE_SCHEMA, ERROR_FIELDS, REASON
 from refinery.pipelines.stages import Stage
 
@@ -91,7 +91,7 @@ class Segment:
         if self.location:
             prefix = json.dumps(self.location.rstrip("/") + "/")[1:-1]
             data["stages"] = json.loads(json.dumps(data["stages"]).replace(prefix, "RUN/"))
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return storage.fingerprint(data, 16)
 
     def path(self, kind: str, shard_name: str) -> str:
         suffix = "json" if kind in ("stats", "done") else "parquet"
