@@ -8,14 +8,14 @@ never trained again; any other starts from a clean folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from refinery.pipelines.storage import fingerprint, write_json_file
 
 from .config import ProxySettings
 
@@ -37,9 +37,9 @@ class ProxyJob:
         return f"{self.variant}-s{self.seed}"
 
 
-def fingerprint(manifest_sha256: str, vocabulary_digest: str, proxy: ProxySettings, seed: int) -> str:
-    data = {"manifest": manifest_sha256, "vocabulary": vocabulary_digest, "proxy": proxy.model_dump(), "seed": seed}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:20]
+def proxy_fingerprint(manifest_sha256: str, vocabulary_digest: str, proxy: ProxySettings, seed: int) -> str:
+    return fingerprint({"manifest": manifest_sha256, "vocabulary": vocabulary_digest, "proxy": proxy.model_dump(),
+                        "seed": seed})  # fmt: skip
 
 
 def finished(folder: Path, expected: str) -> dict[str, Any] | None:
@@ -82,7 +82,5 @@ def train_proxy(job: ProxyJob) -> dict[str, Any]:
         "train_seconds": round(time.perf_counter() - started, 3),
         "complete": True,
     }
-    temporary = folder / f".tmp-{RESULT}-{os.getpid()}"
-    temporary.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    temporary.replace(folder / RESULT)
+    write_json_file(folder / RESULT, result)
     return result

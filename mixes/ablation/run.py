@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,21 +21,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.mixes.manifest import file_digest
+from refinery.pipelines.executor import Resources, map_tasks
 from refinery.pipelines.models import DEFAULT_TOKENIZER
+from refinery.pipelines.storage import file_digest, write_json_file
 
 from . import results as res
 from . import sources, variants
 from .config import AblateConfig, load_config
-from .proxies import ProxyJob, fingerprint, finished, train_proxy
+from .proxies import ProxyJob, finished, proxy_fingerprint, train_proxy
 
 REPORT = "ablation.json"
-
-
-def _write_json(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".tmp-{path.name}")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    temporary.replace(path)
 
 
 def variant_stages(view: sources.RunView, config: AblateConfig) -> dict[str, list[str]]:
@@ -96,13 +90,14 @@ def shared_vocabulary(manifest: Path, config: AblateConfig, tokenizer: str) -> t
 
 def run_proxies(jobs: list[ProxyJob], progress: bool) -> dict[str, dict[str, Any]]:
     """Step 5: train what is not finished; every result by job name."""
-    from refinery.mixes.writer import ray_map
-
     done = {job.name: finished(Path(job.folder), job.fingerprint) for job in jobs}
     todo = [job for job in jobs if done[job.name] is None]
     if progress:
         print(f"ablate: {len(jobs) - len(todo)} proxies done before, {len(todo)} to train", file=sys.stderr)
-    for job, result in zip(todo, ray_map(train_proxy, todo), strict=True):
+    trained = map_tasks(
+        train_proxy, todo, resources=Resources(cpus=1), retries=1, description="ablate: proxies" if progress else None
+    )
+    for job, result in zip(todo, trained, strict=True):
         done[job.name] = result
     return {name: result for name, result in done.items() if result is not None}
 
@@ -137,7 +132,7 @@ def ablate(
                     seed=seed,
                     manifest=str(manifest),
                     folder=str(output / "proxies" / f"{name}-s{seed}"),
-                    fingerprint=fingerprint(digest, vocabulary_digest, config.proxy, seed),
+                    fingerprint=proxy_fingerprint(digest, vocabulary_digest, config.proxy, seed),
                     proxy=config.proxy.model_dump(),
                     vocabulary=vocabulary,
                 )
@@ -164,7 +159,7 @@ def ablate(
         "table": table,
         "proxies": {job.name: results[job.name] for job in jobs},
     }
-    _write_json(output / REPORT, report)
+    write_json_file(output / REPORT, report)
     page = res.section_html(table, "ablation.png", scale)
     (output / "report.html").write_text(
         "<!doctype html><meta charset=utf-8><title>Ablation " + config.name + "</title>"

@@ -15,7 +15,6 @@ a model on documents it trained on.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,11 @@ import pyarrow.parquet as pq
 
 from refinery import pipelines
 from refinery.mixes.buckets import bucket_file_name, seeded_keys
-from refinery.mixes.manifest import FORMAT, FORMAT_VERSION, file_digest
 from refinery.mixes.token_count import cached_tokenizer, count_tokens
+from refinery.pipelines.manifest import FORMAT, FORMAT_VERSION
+from refinery.pipelines.manifest import write_manifest as write_checked_manifest
 from refinery.pipelines.models import file_sha256, tokenizer_file
+from refinery.pipelines.storage import atomic_output, file_digest, filesystem
 
 from .config import HeldoutSettings
 
@@ -51,9 +52,9 @@ def _text_hashes(texts: pa.ChunkedArray | pa.Array) -> list[str]:
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".tmp-{path.name}")
-    pq.write_table(table, temporary, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    temporary.replace(path)
+    fs, _ = filesystem(str(path.parent))
+    with atomic_output(fs, str(path)) as temporary:
+        pq.write_table(table, temporary, compression="zstd", row_group_size=ROW_GROUP_ROWS)
 
 
 def choose_heldout(kept: pa.Table, settings: HeldoutSettings, output: Path) -> Heldout:
@@ -165,7 +166,4 @@ def write_manifest(
         "total_tokens": sum(s["tokens"] for s in shards),
         "total_documents": sum(s["rows"] for s in shards),
     }
-    temporary = path.with_name(f".tmp-{path.name}")
-    temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    temporary.replace(path)
-    return path
+    return write_checked_manifest(path.parent, manifest, path.name)
