@@ -1,6 +1,6 @@
 """Phase 1 of a mix: one small index per input shard (bucket, tokens, two seeded keys per document).
 
-A Ray task per final kept shard of the run reads only ``id``, the bucket column(s) and ``n_tokens`` (or ``text``
+A task per final kept shard of the run reads only ``id``, the bucket column(s) and ``n_tokens`` (or ``text``
 when the run has no ``n_tokens``, counted with the same code as the ``token_count`` stage), and writes
 ``_work/index/NNNNN.parquet``: ``row`` (position in the input file), ``bucket``, ``n_tokens``, ``heldout_key``
 and ``sample_key``. The keys are 64-bit hashes of the document id salted with a seed:
@@ -106,10 +106,15 @@ def file_sha256(path: str) -> tuple[int, str]:
 def index_shard(job: dict[str, Any]) -> dict[str, Any]:
     """Phase 1 for one input shard: write its index (unless a marker says it is current); return its summary.
 
-    ``job``: ``path`` (input Parquet), ``index_path``, ``marker_path``, ``columns``, ``tokenizer``, ``seed``,
+    ``job``: ``path`` (input Parquet), ``sha256`` (what the run recorded when it wrote the file, or None: then
+    the file is hashed here), ``index_path``, ``marker_path``, ``columns``, ``tokenizer``, ``seed``,
     ``heldout_seed``, ``fingerprint`` (of everything but the file's bytes).
     """
-    size, sha = file_sha256(job["path"])
+    if job.get("sha256"):
+        input_fs, input_inner = storage.filesystem(job["path"])
+        size, sha = int(input_fs.size(input_inner)), job["sha256"]
+    else:
+        size, sha = file_sha256(job["path"])
     fingerprint = hashlib.sha256(f"{job['fingerprint']}:{sha}".encode()).hexdigest()[:16]
     fs, marker = storage.filesystem(job["marker_path"])
     if fs.exists(marker):

@@ -173,3 +173,67 @@ def cutoff_in_bin(boundary: Boundary, keys: list[int], tokens: list[int], target
     upper = (boundary.bin + 1) << int(BIN_SHIFT)
     cutoff = int(sorted_keys[take]) if take < len(sorted_keys) else min(upper, KEY_SPACE)
     return cutoff, boundary.count_before + take, boundary.tokens_before + int(sorted_tokens[:take].sum())
+
+
+def share_tolerance(plan: BucketPlan, realised_total: int) -> float:
+    """How far a bucket's realised share may be from its declared one: max(0.01, one document's share).
+
+    One document is the bucket's mean document (outside its held-out set): a sampler that stops within one
+    document of the target cannot do better than that.
+    """
+    if plan.available_documents <= 0 or realised_total <= 0:
+        return 0.01
+    return max(0.01, plan.available_tokens / plan.available_documents / realised_total)
+
+
+def capping_bucket(spec: WeightsSpec, plans: dict[str, BucketPlan]) -> tuple[str, int] | None:
+    """The weighted bucket whose ``max_epochs`` allows the smallest total, and that total (None: no weights)."""
+    weighted = {n: spec.bucket(n).weight for n in plans if spec.bucket(n).weight}
+    weight_sum = sum(weighted.values())
+    fixed = sum(spec.bucket(n).tokens or 0 for n in plans)
+    caps = {
+        name: fixed + math.floor(plans[name].available_tokens * plans[name].max_epochs * weight_sum / weight)
+        for name, weight in weighted.items()
+    }
+    if not caps:
+        return None
+    name = min(caps, key=lambda n: (caps[n], n))
+    return name, caps[name]
+
+
+def unmet_shares(spec: WeightsSpec, plans: dict[str, BucketPlan]) -> str | None:
+    """Why the planned mix does not honour its weights, or None when it does.
+
+    A bucket is off when its realised share of the output's training tokens is further than
+    :func:`share_tolerance` from its declared share (its target's share), or when it has a positive target and
+    gets no document at all. The message names each such bucket with its tokens, and the bucket whose epoch cap
+    sets the largest total the weights allow (its tokens, its ``max_epochs``, that total).
+    """
+    realised_total = sum(p.output_tokens for p in plans.values())
+    problems = []
+    for name, plan in sorted(plans.items()):
+        if plan.target_tokens == 0 and plan.output_tokens == 0:
+            continue
+        realised = plan.output_tokens / realised_total if realised_total else 0.0
+        tolerance = share_tolerance(plan, realised_total)
+        if abs(realised - plan.weight) > tolerance or (plan.target_tokens > 0 and plan.output_documents == 0):
+            mean = plan.available_tokens / plan.available_documents if plan.available_documents else 0
+            problems.append(
+                f"bucket {name!r}: declared share {plan.weight:.4f}, realised {realised:.4f} "
+                f"({plan.output_tokens:,} of {realised_total:,} tokens in {plan.output_documents:,} documents; "
+                f"target {plan.target_tokens:,} tokens, {plan.available_tokens:,} available in "
+                f"{plan.available_documents:,} documents of {mean:,.0f} tokens on average; tolerance {tolerance:.4f})"
+            )
+    if not problems:
+        return None
+    message = "the weights cannot be honoured: " + "; ".join(problems)
+    cap = capping_bucket(spec, plans)
+    if cap is not None:
+        name, total = cap
+        plan = plans[name]
+        message += (
+            f". The largest total is {total:,} tokens, set by bucket {name!r} ({plan.available_tokens:,} tokens "
+            f"available, max_epochs {plan.max_epochs:g}): raise its max_epochs, lower its weight, or set a "
+            "total_tokens the other buckets can be sampled at"
+        )
+    return message
