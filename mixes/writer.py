@@ -21,7 +21,7 @@ Steps, each a function below and each map a task per item on the spine's executo
 3. :func:`lay_out_units`: the shard count, the plan's fingerprint, every unit's file and partition;
 4. :func:`write_units` (:mod:`refinery.mixes.shard_writer`): a scatter task per input shard reads it once and
    writes its selected rows into partitions; an assembly task per partition writes its shards;
-5. :func:`build_manifest` (:mod:`refinery.mixes.manifest`), written last.
+5. :func:`build_manifest` (:mod:`refinery.pipelines.manifest`), written last.
 
 The same run directory, weights and seed give byte-identical shards and manifest; a rerun into the same
 output directory redoes only shards that are missing, corrupt or from another plan.
@@ -30,7 +30,6 @@ output directory redoes only shards that are missing, corrupt or from another pl
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import posixpath
 import subprocess
@@ -45,11 +44,12 @@ import pyarrow.parquet as pq
 
 from refinery import pipelines
 from refinery.pipelines import storage
+from refinery.pipelines.executor import map_tasks
+from refinery.pipelines.manifest import FORMAT, FORMAT_VERSION, write_manifest
 from refinery.pipelines.models import DEFAULT_TOKENIZER, file_sha256, tokenizer_file
 from refinery.pipelines.partitions import partition_path
 
 from . import buckets as bk
-from .manifest import FORMAT, FORMAT_VERSION
 from .sampling import (
     BucketPlan,
     MixPlanError,
@@ -77,10 +77,8 @@ MANIFEST_NAME = "manifest.json"
 
 
 def ray_map(function: Callable[[Any], Any], items: list[Any], in_flight: int | None = None) -> list[Any]:
-    """``function(item)`` for every item as Ray tasks (the spine's executor); results in item order."""
-    from refinery.pipelines.executor import map_tasks
-
-    return map_tasks(function, items, in_flight=in_flight, show_progress=False)
+    """``function(item)`` for every item through the spine's executor (1 CPU each, bounded, results in order)."""
+    return map_tasks(function, items, in_flight=in_flight)
 
 
 def map_items(function: Callable[[Any], Any], items: list[Any], in_process: bool, description: str) -> list[Any]:
@@ -91,8 +89,6 @@ def map_items(function: Callable[[Any], Any], items: list[Any], in_process: bool
     """
     if in_process:
         return [function(item) for item in items]
-    from refinery.pipelines.executor import map_tasks
-
     return map_tasks(function, items, description=description, show_progress=False)
 
 
@@ -157,7 +153,7 @@ def recorded_digests(run_dir: str, kept: list[str]) -> dict[str, str | None]:
 
 
 def _fingerprint(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return storage.fingerprint(data)
 
 
 @dataclass
@@ -248,9 +244,7 @@ def write_mix(
     _remove_stale(mix.output_dir, {relative for _, relative in layout.units})
     # 5. the manifest, last
     manifest = build_manifest(mix, selection, plans, summaries, layout, markers, run_fingerprint)
-    fs, root = storage.filesystem(mix.output_dir)
-    storage.write_json_atomic(fs, storage.join(root, MANIFEST_NAME), manifest)
-    manifest_path = Path(mix.output_dir) / MANIFEST_NAME
+    manifest_path = write_manifest(mix.output_dir, manifest, MANIFEST_NAME)
     if megatron_blend is not None:
         from .blend import megatron_blend as blend
 

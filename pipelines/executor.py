@@ -92,6 +92,20 @@ def session_has_gpu() -> bool:
     return session_resources().get("GPU", 0) >= 1
 
 
+def task_cpus() -> float | None:
+    """The CPUs the Ray task this code runs in holds (what a library should size its thread pool to), or None
+    outside a task."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return None
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_task_id() is None:
+        return None
+    return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
+
+
 def _enable_faulthandler(fault_dir: str | None) -> None:
     """Once per worker process: dump every thread's Python traceback on a native crash (SIGSEGV, SIGABRT)."""
     if getattr(_enable_faulthandler, "target", None) == fault_dir:
