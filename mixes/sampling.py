@@ -186,6 +186,11 @@ def share_tolerance(plan: BucketPlan, realised_total: int) -> float:
     return max(0.01, plan.available_tokens / plan.available_documents / realised_total)
 
 
+def share_is_off(realised: float, declared: float, tolerance: float, target_tokens: int, documents: int) -> bool:
+    """The rule: off by more than the tolerance, or a bucket with a target that got no document at all."""
+    return abs(realised - declared) > tolerance or (target_tokens > 0 and documents == 0)
+
+
 def capping_bucket(spec: WeightsSpec, plans: dict[str, BucketPlan]) -> tuple[str, int] | None:
     """The weighted bucket whose ``max_epochs`` allows the smallest total, and that total (None: no weights)."""
     weighted = {n: spec.bucket(n).weight for n in plans if spec.bucket(n).weight}
@@ -216,7 +221,7 @@ def unmet_shares(spec: WeightsSpec, plans: dict[str, BucketPlan]) -> str | None:
             continue
         realised = plan.output_tokens / realised_total if realised_total else 0.0
         tolerance = share_tolerance(plan, realised_total)
-        if abs(realised - plan.weight) > tolerance or (plan.target_tokens > 0 and plan.output_documents == 0):
+        if share_is_off(realised, plan.weight, tolerance, plan.target_tokens, plan.output_documents):
             mean = plan.available_tokens / plan.available_documents if plan.available_documents else 0
             problems.append(
                 f"bucket {name!r}: declared share {plan.weight:.4f}, realised {realised:.4f} "
@@ -237,3 +242,18 @@ def unmet_shares(spec: WeightsSpec, plans: dict[str, BucketPlan]) -> str | None:
             "total_tokens the other buckets can be sampled at"
         )
     return message
+
+
+def shares_honoured(buckets: dict[str, dict]) -> bool:
+    """The same rule as :func:`unmet_shares`, from a manifest's bucket entries (declared and realised shares)."""
+    total = sum(entry["tokens"] for entry in buckets.values())
+    for entry in buckets.values():
+        if entry["target_tokens"] == 0 and entry["tokens"] == 0:
+            continue
+        available = entry["available_documents"]
+        one_document = entry["available_tokens"] / available / total if available and total else 0.0
+        tolerance = max(0.01, one_document)
+        realised, declared = entry["realised_share"], entry["declared_share"]
+        if share_is_off(realised, declared, tolerance, entry["target_tokens"], entry["documents"]):
+            return False
+    return True
