@@ -4,7 +4,7 @@ Up-sampling repeats a bucket's documents ``floor(target / available)`` whole tim
 takes the rest from one more, partial epoch; down-sampling is that partial epoch alone. A partial epoch takes
 documents in ``sample_key`` order (a seeded hash of the id: without replacement, uniformly at random) up to
 the cutoff whose cumulative tokens come closest to the remainder, so a bucket's tokens are within one document
-of its target. Cutoffs come from key histograms (:func:`refinery.mixes.buckets.key_histograms`) and the rows
+of its target. Cutoffs come from key histograms (:func:`refinery.mixes.shard_index.key_histograms`) and the rows
 of the one bin the cutoff falls in, so no process ever sorts a whole bucket.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .buckets import BIN_SHIFT, BINS, KEY_SPACE
+from .shard_index import BIN_SHIFT, BINS, KEY_SPACE
 from .weights import WeightsSpec
 
 

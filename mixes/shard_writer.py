@@ -38,7 +38,8 @@ import pyarrow.parquet as pq
 from refinery.pipelines import storage
 from refinery.pipelines.partitions import read_checked, splitmix64, write_partitioned
 
-from .buckets import BUCKET, EPOCH, below, read_index
+from .buckets import BUCKET, EPOCH
+from .shard_index import below, read_index
 from .token_count import N_TOKENS, N_TOKENS_TYPE
 
 UNIT = "_unit"  # scatter-file columns only: never in an output shard

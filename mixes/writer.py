@@ -14,7 +14,7 @@ This is the function the mix optimizer calls (and what ``refinery shards`` runs)
 
 Steps, each a function below and each map a task per item on the spine's executor (see the modules):
 
-1. :func:`index_inputs` (:mod:`refinery.mixes.buckets`): per input shard, bucket / tokens / seeded keys; the
+1. :func:`index_inputs` (:mod:`refinery.mixes.shard_index`): per input shard, bucket / tokens / seeded keys; the
    input's sha256 is the one the run recorded when it wrote the file (the run's fingerprint is their hash);
 2. :func:`plan_buckets`: held-out cutoffs, token targets and sample cutoffs (:mod:`refinery.mixes.sampling`)
    from key histograms; realised shares checked against the declared weights (refused when off);
@@ -49,7 +49,8 @@ from refinery.pipelines.manifest import FORMAT, FORMAT_VERSION, write_manifest
 from refinery.pipelines.models import DEFAULT_TOKENIZER, file_sha256, tokenizer_file
 from refinery.pipelines.partitions import partition_path
 
-from . import buckets as bk
+from . import shard_index as bk
+from .buckets import bucket_file_name
 from .sampling import (
     BucketPlan,
     MixPlanError,
@@ -288,7 +289,7 @@ def _session(address: str | None, num_cpus: int | None, in_process: bool) -> Abs
 
 
 def index_inputs(mix: MixWrite) -> list[dict[str, Any]]:
-    """Step 1: one index per input shard (see :mod:`refinery.mixes.buckets`); their summaries in input order."""
+    """Step 1: one index per input shard (see :mod:`refinery.mixes.shard_index`); their summaries in input order."""
     index_fingerprint = _fingerprint(
         {
             "v": WRITER_VERSION,
@@ -355,9 +356,7 @@ def lay_out_units(
     names = sorted(plans)
     heldout_units = {n: num_shards + i for i, n in enumerate(names)}
     units = [(u, relative_shard_path(u)) for u in range(num_shards)]
-    units += [
-        (heldout_units[n], f"heldout/{bk.bucket_file_name(n)}.parquet") for n in names if plans[n].heldout_documents
-    ]
+    units += [(heldout_units[n], f"heldout/{bucket_file_name(n)}.parquet") for n in names if plans[n].heldout_documents]
     parallelism = 1 if mix.in_process else _session_cpus()
     num_partitions = partition_count(num_shards, estimated_bytes, parallelism)
     return UnitLayout(

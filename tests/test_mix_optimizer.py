@@ -18,7 +18,7 @@ import psutil
 import pytest
 from run_helpers import STAGES, copy_inputs, recipe_for
 
-from refinery.mixes.optimizer.buckets import BucketTable
+from refinery.mixes.optimizer.bucket_table import BucketTable
 from refinery.mixes.optimizer.candidates import candidate_mixes, project_capped_simplex, validation_mixes
 from refinery.mixes.optimizer.config import CandidateSettings, MixConfig, SearchSettings, load_config
 from refinery.mixes.optimizer.fit import FittedModel, choose_model, fit_family
@@ -318,7 +318,7 @@ def test_report_fit_validation_and_the_chosen_mix_as_shards(resumed):
 
 
 def test_buckets_from_a_combination_of_columns(resumed):
-    from refinery.mixes.optimizer.buckets import scan_buckets
+    from refinery.mixes.optimizer.bucket_table import scan_buckets
 
     base, _, _ = resumed
     by_source = scan_buckets(str(base / "run"), ["source"])

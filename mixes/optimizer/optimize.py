@@ -36,7 +36,7 @@ import numpy as np
 from refinery.pipelines import storage
 from refinery.pipelines.manifest import load_manifest
 
-from .buckets import BucketTable, bucket_table, scan_buckets, write_pool
+from .bucket_table import BucketTable, bucket_table, scan_buckets, write_pool
 from .candidates import Mix, candidate_mixes, validation_mixes
 from .config import MixConfig, load_config
 from .fit import FittedModel, choose_model

@@ -32,7 +32,7 @@ from refinery.pipelines import storage
 from refinery.pipelines.executor import map_tasks
 from refinery.pipelines.manifest import load_manifest
 
-from .buckets import BucketTable
+from .bucket_table import BucketTable
 from .config import BucketSettings, ProxySettings
 
 RESULT = "result.json"
@@ -216,7 +216,7 @@ def write_proxy_mix(context: ProxyContext, spec: ProxySpec) -> tuple[Path, float
     """The proxy's shards through the shards writer, in this process; returns (its training manifest, seconds)."""
     from refinery.mixes.writer import write_mix
 
-    from .buckets import seed_index
+    from .bucket_table import seed_index
     from .targets import proxy_manifest
 
     started = time.perf_counter()

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refinery.mixes import buckets as writer_buckets
+from refinery.mixes.buckets import bucket_labels
 from refinery.mixes.token_count import N_TOKENS, cached_tokenizer, count_tokens
 from refinery.pipelines.manifest import load_manifest
 
@@ -51,7 +51,7 @@ def _scan_shard(job: tuple[str, list[str], str]) -> dict[str, list[int]]:
                 tokens = table.column(N_TOKENS).fill_null(0).to_numpy().astype(np.int64)
             else:
                 tokens = count_tokens(cached_tokenizer(tokenizer), table.column("text")).astype(np.int64)
-            labels = writer_buckets.bucket_labels(table, columns).to_numpy(zero_copy_only=False)
+            labels = bucket_labels(table, columns).to_numpy(zero_copy_only=False)
             names_here, inverse = np.unique(labels, return_inverse=True)
             docs = np.bincount(inverse, minlength=len(names_here))
             sums = np.bincount(inverse, weights=tokens, minlength=len(names_here))
