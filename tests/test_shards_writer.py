@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -369,12 +370,9 @@ def test_weights_that_cannot_be_honoured_are_refused_naming_the_capping_bucket(
     assert shares["tiny"] > 0.25 + 0.01, "the tiny bucket is over-represented: that is why it was refused"
 
 
-def test_every_input_byte_is_read_at_most_twice_whatever_the_shard_count(run_dir: Path, tmp_path: Path, monkeypatch):
-    """Count the bytes each file read in this process (``in_process``: every phase here): the input's bytes read
-    do not grow with the number of output shards, and neither does anything else read.
-
-    Before, each output-shard task read every routing file and every input row group holding one of its rows.
-    """
+@contextlib.contextmanager
+def counting_reads():
+    """Bytes read per local file (through fsspec) while the block runs in this process."""
     from fsspec.implementations.local import LocalFileOpener
 
     reads: dict[str, int] = {}
@@ -385,19 +383,29 @@ def test_every_input_byte_is_read_at_most_twice_whatever_the_shard_count(run_dir
         reads[str(self.path)] = reads.get(str(self.path), 0) + len(data)
         return data
 
-    monkeypatch.setattr(LocalFileOpener, "read", counting)
+    LocalFileOpener.read = counting
+    try:
+        yield reads
+    finally:
+        LocalFileOpener.read = original
+
+
+def test_every_input_byte_is_read_at_most_twice_whatever_the_shard_count(run_dir: Path, tmp_path: Path):
+    """Count the bytes each file read in this process (``in_process``: every step here): the input's bytes read
+    do not grow with the number of output shards, and neither does anything else read.
+
+    Before, each output-shard task read every routing file and every input row group holding one of its rows.
+    """
     inputs = {str(p) for p in (run_dir / "segments").rglob("kept/*.parquet")}
     input_bytes = sum(Path(p).stat().st_size for p in inputs)
     weights = {"buckets": {"*": {"weight": 1}}, "heldout_fraction": 0.1}
     read = {}
     for rows_per_shard in (10_000, 5, 1):
-        reads.clear()
-        manifest = load_manifest(
-            write_mix(
+        with counting_reads() as reads:
+            path = write_mix(
                 run_dir, weights | {"shard_rows": rows_per_shard}, tmp_path / str(rows_per_shard), in_process=True
             )
-        )
-        shards = len(manifest["shards"])
+        shards = len(load_manifest(path)["shards"])
         from_inputs = sum(n for p, n in reads.items() if p in inputs)
         read[shards] = (from_inputs, sum(reads.values()))
         assert from_inputs <= 2 * input_bytes, (shards, from_inputs / input_bytes)
@@ -406,3 +414,26 @@ def test_every_input_byte_is_read_at_most_twice_whatever_the_shard_count(run_dir
     few, many = read[counts[0]], read[counts[-1]]
     assert many[0] <= few[0] * 1.05, f"input bytes read grew with the shard count: {read}"
     assert many[1] <= few[1] * 1.5, f"bytes read grew with the shard count: {read}"
+
+
+def test_digests_are_taken_from_markers_not_recomputed(run_dir: Path, tmp_path: Path):
+    """The run's recorded kept_sha256 is the input's digest, and a finished mix rerun reads no input and hashes no
+    shard (only the shards' footers are read: the marker's sha256 is trusted; ``verify`` is the full check)."""
+    inputs = sorted((run_dir / "segments").rglob("kept/*.parquet"))
+    weights = {"shard_rows": 300, "buckets": {"*": {"weight": 1}}}  # shards of a few hundred KB
+    manifest = load_manifest(write_mix(run_dir, weights, tmp_path / "once", in_process=True))
+    recorded = hashlib.sha256(
+        "".join(
+            f"{p.relative_to(run_dir)}\x00"
+            + json.loads((p.parent.parent / "done" / (p.stem + ".json")).read_text())["kept_sha256"]
+            + "\n"
+            for p in inputs
+        ).encode()
+    ).hexdigest()
+    assert manifest["run"]["fingerprint"] == recorded
+    with counting_reads() as reads:
+        again = load_manifest(write_mix(run_dir, weights, tmp_path / "once", in_process=True))
+    assert again == manifest
+    assert not any(str(p) in reads for p in inputs), "a finished mix read its input again"
+    for entry in manifest["shards"]:
+        assert reads.get(str(tmp_path / "once" / entry["path"]), 0) < entry["bytes"] / 2, "a shard was re-hashed"
