@@ -157,19 +157,23 @@ def count_reads(run_dir: Path, write) -> dict[str, int]:
 
     counts = {"input": 0, "other": 0}
     kept_root = str(run_dir / "segments")
-    original_read, original_map = LocalFileOpener.read, writer.ray_map
+    original_read = LocalFileOpener.read
 
     def counting_read(self, *args, **kwargs):
         data = original_read(self, *args, **kwargs)
         counts["input" if str(self.path).startswith(kept_root) else "other"] += len(data)
         return data
 
+    # every step in this process, so every read is counted: the writer's one map (or the older ray_map)
+    mapper = "map_items" if hasattr(writer, "map_items") else "ray_map"
+    original_map = getattr(writer, mapper)
     LocalFileOpener.read = counting_read
-    writer.ray_map = lambda function, items, *a, **k: [function(item) for item in items]
+    setattr(writer, mapper, lambda function, items, *a, **k: [function(item) for item in items])
     try:
         write()
     finally:
-        LocalFileOpener.read, writer.ray_map = original_read, original_map
+        LocalFileOpener.read = original_read
+        setattr(writer, mapper, original_map)
     return counts
 
 

@@ -77,11 +77,6 @@ DEFAULT_ROW_GROUP_ROWS = 1000
 MANIFEST_NAME = "manifest.json"
 
 
-def ray_map(function: Callable[[Any], Any], items: list[Any], in_flight: int | None = None) -> list[Any]:
-    """``function(item)`` for every item through the spine's executor (1 CPU each, bounded, results in order)."""
-    return map_tasks(function, items, in_flight=in_flight)
-
-
 def map_items(function: Callable[[Any], Any], items: list[Any], in_process: bool, description: str) -> list[Any]:
     """Every phase's map: the spine's executor (a task per item), or a plain loop in this process.
 
