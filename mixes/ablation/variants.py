@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery import pipelines
-from refinery.mixes.buckets import bucket_file_name, seeded_keys
+from refinery.mixes.buckets import bucket_file_name
+from refinery.mixes.shard_index import seeded_keys
 from refinery.mixes.token_count import cached_tokenizer, count_tokens
 from refinery.pipelines.manifest import FORMAT, FORMAT_VERSION
 from refinery.pipelines.manifest import write_manifest as write_checked_manifest

@@ -92,6 +92,9 @@ class TargetSettings(_Strict):
     buckets: bool = True  # the held-out slice of every bucket
     bucket_weights: dict[str, float] = Field(default_factory=dict)  # default 1 per bucket
     quality: QualityTarget | None = Field(default_factory=QualityTarget)  # used only when the column exists
+    #: Held-out sets of the user's (name -> Parquet file with a ``text`` column), weight 1 each in the objective:
+    #: the mix is chosen for what these look like (benchmarks/mix_recovery.py plants one as a known mixture).
+    sets: dict[str, str] = Field(default_factory=dict)
 
 
 class FitSettings(_Strict):
@@ -180,6 +183,10 @@ def load_config(source: str | Path | dict[str, Any] | MixConfig) -> MixConfig:
         data = yaml.safe_load(Path(source).read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{source}: a mix config is a mapping")
+        sets = (data.get("targets") or {}).get("sets") if isinstance(data.get("targets"), dict) else None
+        if isinstance(sets, dict):  # relative to the config file, like a recipe's paths
+            base = Path(source).parent
+            data["targets"] = {**data["targets"], "sets": {k: str(base / v) for k, v in sets.items()}}
     else:
         data = dict(source)
     return MixConfig.model_validate(data)

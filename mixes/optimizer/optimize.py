@@ -43,7 +43,7 @@ from .fit import FittedModel, choose_model
 from .proxies import ProxyContext, ProxySpec, base_fingerprint, run_proxies, weights_file
 from .report import slice_curves, write_plots
 from .search import search
-from .targets import objective, quality_target_name, target_weights, write_quality_target
+from .targets import objective, quality_target_name, set_targets, target_weights, write_quality_target
 from .validate import heldout_validation, seed_comparison, trained_weights
 
 REPORT = "mix_report.json"
@@ -219,6 +219,7 @@ def scan_buckets_and_pool(
     if config.targets.quality is not None:
         quality = write_quality_target(pool, config.targets.quality, work / "targets" / "quality.parquet")
     extra = {quality["name"]: Path(quality["path"])} if quality is not None else {}
+    extra.update(set_targets(config.targets))
     with_heldout = [n for n, d in zip(table.names, table.heldout_documents, strict=True) if d > 0]
     weights_by_target = target_weights(
         config.targets, table.names, with_heldout, quality_target_name(config.targets.quality) if quality else None

@@ -31,6 +31,26 @@ from .config import QualityTarget, TargetSettings
 QUALITY_PREFIX = "@top:"
 
 
+SET_PREFIX = "@set:"
+
+
+def set_target_name(name: str) -> str:
+    """The target name of a user's held-out set (``targets.sets``)."""
+    return f"{SET_PREFIX}{name}"
+
+
+def set_targets(settings: TargetSettings) -> dict[str, Path]:
+    """The user's held-out sets by target name; a missing file or one without ``text`` is an error now, not later."""
+    targets = {}
+    for name, path in sorted(settings.sets.items()):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"targets.sets.{name}: {path} does not exist")
+        if "text" not in pq.read_schema(path).names:
+            raise ValueError(f"targets.sets.{name}: {path} has no 'text' column")
+        targets[set_target_name(name)] = Path(path)
+    return targets
+
+
 def quality_target_name(target: QualityTarget) -> str:
     return f"{QUALITY_PREFIX}{target.column}"
 
@@ -67,6 +87,15 @@ def write_quality_target(pool_manifest: Path, target: QualityTarget, path: Path)
     }
 
 
+def _target_tokens(path: Path, tokenizer: str) -> int:
+    """Content tokens of a target file: its ``n_tokens`` column, or counted now (a user's set need not have one)."""
+    if "n_tokens" in pq.read_schema(path).names:
+        return int(pc.sum(pq.read_table(path, columns=["n_tokens"]).column(0)).as_py() or 0)
+    from refinery.mixes.token_count import cached_tokenizer, count_tokens
+
+    return int(count_tokens(cached_tokenizer(tokenizer), pq.read_table(path, columns=["text"]).column(0)).sum())
+
+
 def proxy_manifest(manifest_path: Path, extra_targets: dict[str, Path]) -> Path:
     """The manifest a proxy trains on: the writer's, plus each extra target as a held-out entry (copied in)."""
     manifest_path = Path(manifest_path)
@@ -81,7 +110,7 @@ def proxy_manifest(manifest_path: Path, extra_targets: dict[str, Path]) -> Path:
         shutil.copyfile(source, destination)
         size, sha = file_digest(destination)
         rows = pq.ParquetFile(destination).metadata.num_rows
-        tokens = int(pc.sum(pq.read_table(destination, columns=["n_tokens"]).column(0)).as_py() or 0)
+        tokens = _target_tokens(destination, manifest["tokenizer"]["reference"])
         heldout[name] = {"path": relative, "rows": rows, "tokens": tokens, "bytes": size, "sha256": sha}
     manifest["heldout"] = heldout
     return write_manifest(manifest_path.parent, manifest, "proxy_manifest.json")
@@ -106,6 +135,7 @@ def target_weights(
         weights.update({b: float(settings.bucket_weights.get(b, 1.0)) for b in heldout})
     if quality_name is not None and settings.quality is not None:
         weights[quality_name] = float(settings.quality.weight)
+    weights.update({set_target_name(name): 1.0 for name in settings.sets})
     weights = {k: v for k, v in weights.items() if v > 0}
     if not weights:
         raise ValueError("every target has weight 0: the objective is empty")
