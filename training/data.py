@@ -32,6 +32,8 @@ class ManifestStream:
         self.entries = self.manifest.entries(include_heldout=False)
         if not self.entries:
             raise ValueError(f"{manifest_path}: the manifest lists no training shards")
+        if sum(entry.rows for entry in self.entries) == 0:  # the stream would read forever and never fill a batch
+            raise ValueError(f"{manifest_path}: the manifest's training shards hold no documents")
         self.bucket_column = "bucket"  # the shard writer's column; the manifest's bucket_column names its origin
         self.seed, self.tokenizer, self.read_rows = seed, tokenizer, read_rows
         self.packer = Packer(pack)

@@ -168,8 +168,8 @@ class MixConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> MixConfig:
-        if not self.targets.buckets and self.targets.quality is None:
-            raise ValueError("targets: enable the bucket held-out sets or a quality target")
+        if not self.targets.buckets and self.targets.quality is None and not self.targets.sets:
+            raise ValueError("targets: enable the bucket held-out sets, a quality target or a held-out set")
         if not self.fit.families:
             raise ValueError("fit.families: name at least one of " + ", ".join(FAMILIES))
         return self
