@@ -41,6 +41,7 @@ SOURCES = {  # bucket -> (format, glob)
 }
 PLANTED = {"python_docs": 0.5, "postgresql_docs": 0.3, "debian_changelog": 0.2}
 TARGET_FRACTION = 0.15  # of each source's documents, never in the run
+CHUNK_CHARS = 1500  # target pieces (about 400 tokens)
 
 
 def extract(source: str, fmt: str, pattern: str) -> pa.Table:
@@ -73,6 +74,24 @@ def split_sources(work: Path) -> dict[str, pa.Table]:
     return candidates
 
 
+def chunked(table: pa.Table, max_chars: int = CHUNK_CHARS) -> pa.Table:
+    """Documents cut at paragraph boundaries into pieces of at most about ``max_chars``: fine-grained token shares,
+    and a target the scored sequences cover evenly instead of a handful of long manuals."""
+    ids, texts = [], []
+    for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True):
+        piece, index = "", 0
+        for paragraph in text.split("\n\n"):
+            if piece and len(piece) + len(paragraph) > max_chars:
+                ids.append(f"{doc_id}#{index}")
+                texts.append(piece)
+                piece, index = "", index + 1
+            piece = f"{piece}\n\n{paragraph}" if piece else paragraph[: max_chars * 2]
+        if piece.strip():
+            ids.append(f"{doc_id}#{index}")
+            texts.append(piece)
+    return pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.large_string())})
+
+
 def plant_target(candidates: dict[str, pa.Table], planted: dict[str, float], path: Path, tokens: int) -> dict:
     """The target: each planted source's candidates in seeded order until its token share of ``tokens`` is met,
     rows shuffled (the trainer scores the first sequences, which must sample the whole mixture)."""
@@ -83,7 +102,7 @@ def plant_target(candidates: dict[str, pa.Table], planted: dict[str, float], pat
     tokenizer = cached_tokenizer(DEFAULT_TOKENIZER)
     parts, realised = [], {}
     for source, share in sorted(planted.items()):
-        table = candidates[source]
+        table = chunked(candidates[source])
         order = np.argsort(seeded_keys(table.column("id").to_pylist(), "mix-recovery-order"), kind="stable")
         table = table.take(pa.array(order))
         counts = count_tokens(tokenizer, table.column("text")).astype(np.int64)
@@ -127,7 +146,8 @@ def distances(weights: dict[str, float], planted: dict[str, float]) -> dict[str,
     names = sorted(SOURCES)
     a = np.array([weights.get(n, 0.0) for n in names])
     b = np.array([planted.get(n, 0.0) for n in names])
-    return {"l1": float(np.abs(a - b).sum()), "spearman": float(spearmanr(a, b).statistic)}
+    rho = float(spearmanr(a, b).statistic) if np.ptp(a) > 0 else None  # uniform has no ranking
+    return {"l1": float(np.abs(a - b).sum()), "spearman": rho}
 
 
 def recover(work: Path, planted: dict[str, float], target: Path, budget: int, args: argparse.Namespace) -> dict:
@@ -141,7 +161,7 @@ def recover(work: Path, planted: dict[str, float], target: Path, budget: int, ar
         "proxy": {"config": args.config, "token_budget": budget, "eval_sequences": args.eval_sequences},
         "targets": {"buckets": False, "quality": None, "sets": {"planted": str(target)}},
         "validation": {"heldout_mixes": args.heldout_mixes, "seeds": args.seeds},
-        "output": {"total_tokens": budget},
+        "output": {"total_tokens": 50 * budget},  # the chosen mix as shards (a proxy-sized total rounds buckets to 0)
         "ray": {"num_cpus": args.num_cpus},
     }
     report = optimize(work / "run", config, work / f"budget-{budget}", progress=not args.quiet)
@@ -167,19 +187,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--heldout-mixes", type=int, default=4)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--eval-sequences", type=int, default=16)
-    parser.add_argument("--target-tokens", type=int, default=40_000)
+    parser.add_argument("--target-tokens", type=int, default=None, help="default: what the proxies score")
     parser.add_argument("--num-cpus", type=int, default=None)
     parser.add_argument("--small", action="store_true", help="the tests' setting: tiny, 4 candidates, one seed")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.small:
         args.budgets, args.config, args.candidates, args.heldout_mixes, args.seeds = "16384", "tiny", 4, 0, "0"
-        args.eval_sequences, args.target_tokens = 4, 8_000
+        args.eval_sequences = 16
     args.seeds = [int(s) for s in str(args.seeds).split(",")]
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     candidates = split_sources(work)
-    target = plant_target(candidates, PLANTED, work / "target.parquet", args.target_tokens)
+    from refinery.training.trainer import preset
+
+    scored = args.eval_sequences * preset(args.config).seq_len  # the trainer scores this many target tokens
+    target = plant_target(candidates, PLANTED, work / "target.parquet", args.target_tokens or scored)
     build_run(work, args.num_cpus or 2)
     results = [recover(work, PLANTED, work / "target.parquet", int(b), args) for b in args.budgets.split(",")]
     out = {"planted": PLANTED, "target": target, "results": results}
@@ -189,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     for result in results:
         for label in ("chosen", "natural", "uniform"):
             d = result["distances"][label]
-            print(f"{result['budget']:>9} {label:<8} {d['l1']:>6.3f} {d['spearman']:>9.3f}")
+            rho = "-" if d["spearman"] is None else f"{d['spearman']:.3f}"
+            print(f"{result['budget']:>9} {label:<8} {d['l1']:>6.3f} {rho:>9}")
     return out
 
 
