@@ -60,17 +60,22 @@ def shards(args: argparse.Namespace) -> int:
 
 
 def _configure_verify(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="a manifest.json written by refinery shards")
+    parser.add_argument("manifest", help="a manifest.json (refinery shards) or export.json (refinery export)")
 
 
 @register_command(
-    "verify", "check every shard a manifest lists (size and sha256); non-zero exit on any mismatch", _configure_verify
+    "verify",
+    "check every file a manifest or export.json lists (size and sha256); non-zero exit on any mismatch",
+    _configure_verify,
 )
 def verify(args: argparse.Namespace) -> int:
+    from refinery.exports.lineage import is_export_manifest, verify_export
+
     from .manifest import ManifestError, shard_entries, verify_manifest
 
+    export = is_export_manifest(args.manifest)  # an export.json (refinery export) is checked the same way
     try:
-        problems = verify_manifest(args.manifest)
+        problems = verify_export(args.manifest) if export else verify_manifest(args.manifest)
     except ManifestError as error:
         print(f"refinery verify: {error}", file=sys.stderr)
         return 2
@@ -79,6 +84,11 @@ def verify(args: argparse.Namespace) -> int:
     if problems:
         print(f"refinery verify: {len(problems)} bad file(s) in {args.manifest}", file=sys.stderr)
         return 1
+    if export:
+        from refinery.exports.lineage import load_export
+
+        print(f"ok: {len(load_export(args.manifest)['files'])} files match {args.manifest}")
+        return 0
     from .manifest import load_manifest
 
     print(f"ok: {len(shard_entries(load_manifest(args.manifest)))} files match {args.manifest}")
