@@ -100,7 +100,8 @@ def export_manifest(
     actual_sha = file_sha256(tokenizer_file(reference))
     if actual_sha != tokenizer_entry["sha256"]:
         raise ExportError(
-            f"{reference}: sha256 {actual_sha[:12]}... but the manifest was counted with {tokenizer_entry['sha256'][:12]}..."
+            f"{reference}: sha256 {actual_sha[:12]}... but the manifest was counted with "
+            f"{tokenizer_entry['sha256'][:12]}..."
         )
     tokenizer = cached_tokenizer(reference)
     framing = FRAMING[export_format]

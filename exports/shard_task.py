@@ -164,10 +164,8 @@ def export_source(job: dict[str, Any]) -> dict[str, Any]:
                     f"{job['source']}: row {documents + int(bad[0])} has {int(tokenized.content[bad[0]])} tokens "
                     f"with {job['tokenizer']} but n_tokens says {int(recorded[bad[0]])}: not the manifest's tokenizer"
                 )
-        if BUCKET in batch.schema.names:
-            labels = batch.column(BUCKET).to_pylist()
-        else:
-            labels = [job["bucket"]] * batch.num_rows
+        has_bucket = BUCKET in batch.schema.names
+        labels = batch.column(BUCKET).to_pylist() if has_bucket else [job["bucket"]] * batch.num_rows
         _route(job, writers, buckets, labels, tokenized)
         documents += batch.num_rows
         content_total += int(tokenized.content.sum())
