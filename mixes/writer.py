@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 
 from refinery import pipelines
 from refinery.pipelines import storage
+from refinery.pipelines.executor import map_tasks
 from refinery.pipelines.models import DEFAULT_TOKENIZER, file_sha256, tokenizer_file
 
 from . import buckets as bk
@@ -55,24 +56,8 @@ MANIFEST_NAME = "manifest.json"
 
 
 def ray_map(function: Callable[[Any], Any], items: list[Any], in_flight: int | None = None) -> list[Any]:
-    """``function(item)`` for every item as Ray tasks (1 CPU each, bounded in flight); results in item order."""
-    import ray
-
-    if not items:
-        return []
-    in_flight = in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    task = ray.remote(num_cpus=1, max_retries=3)(function)
-    results: dict[int, Any] = {}
-    pending: dict[Any, int] = {}
-    position = 0
-    while position < len(items) or pending:
-        while position < len(items) and len(pending) < in_flight:
-            pending[task.remote(items[position])] = position
-            position += 1
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            results[pending.pop(ref)] = ray.get(ref)
-    return [results[i] for i in range(len(items))]
+    """``function(item)`` for every item through the spine's executor (1 CPU each, bounded, results in order)."""
+    return map_tasks(function, items, in_flight=in_flight)
 
 
 def git_commit() -> str | None:

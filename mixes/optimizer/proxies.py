@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from refinery.pipelines.executor import map_tasks
+
 from .buckets import BucketTable
 from .config import BucketSettings, ProxySettings
 
@@ -197,7 +199,6 @@ def run_proxies(
     context: ProxyContext, specs: list[ProxySpec], workers: int, progress: bool = True
 ) -> dict[str, dict[str, Any]]:
     """Results of every spec: finished ones read back, the others written and trained (``workers`` at once)."""
-    import ray
 
     results: dict[str, dict[str, Any]] = {}
     pending: list[tuple[ProxySpec, str]] = []
@@ -236,21 +237,13 @@ def run_proxies(
                 "write_seconds": round(write_seconds, 3),
             }
         )
-    task = ray.remote(num_cpus=1, max_retries=1)(train_proxy)
-    in_flight: dict[Any, str] = {}
-    position = 0
-    while position < len(jobs) or in_flight:
-        while position < len(jobs) and len(in_flight) < workers:
-            in_flight[task.remote(jobs[position])] = jobs[position]["name"]
-            position += 1
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        for ref in ready:
-            name = in_flight.pop(ref)
-            results[name] = ray.get(ref)
-            if progress:
-                print(
-                    f"proxy {name}: {results[name]['train_seconds']:.1f} s, losses "
-                    + ", ".join(f"{k}={v:.3f}" for k, v in sorted(results[name]["losses"].items())),
-                    file=sys.stderr,
-                )
+    trained = map_tasks(train_proxy, jobs, in_flight=workers, description="proxies" if progress else None)
+    for job, result in zip(jobs, trained, strict=True):
+        results[job["name"]] = result
+        if progress:
+            print(
+                f"proxy {job['name']}: {result['train_seconds']:.1f} s, losses "
+                + ", ".join(f"{k}={v:.3f}" for k, v in sorted(result["losses"].items())),
+                file=sys.stderr,
+            )
     return {spec.name: results[spec.name] for spec in specs}
