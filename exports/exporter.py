@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,13 @@ TRAIN, HELDOUT = "train", "heldout"
 DEFAULT_BATCH_ROWS = 1000
 
 
-def _parallel_map(function: Any, items: list[Any]) -> list[Any]:
-    """The executor's bounded Ray map (``ray_map`` until the spine's ``map_tasks`` lands)."""
-    from refinery.mixes.writer import ray_map
+def _parallel_map(function: Any, items: list[Any], description: str, in_process: bool = False) -> list[Any]:
+    """One task per item through the spine's executor (1 CPU each, bounded in flight, results in item order)."""
+    if in_process:
+        return [function(item) for item in items]
+    from refinery.pipelines.executor import Resources, map_tasks
 
-    return ray_map(function, items)
+    return map_tasks(function, items, resources=Resources(cpus=1), description=description)
 
 
 def _digest(data: Any) -> str:
@@ -80,12 +83,15 @@ def export_manifest(
     eos_token: str | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     keep_parts: bool = False,
+    in_process: bool = False,
 ) -> Path:
     """Export the manifest's training shards and held-out sets; return the path of ``export.json``.
 
     ``bos_token`` / ``eos_token`` name the special tokens when the manifest's tokenizer is not Llama 3's (the
     manifest records ``bos_id`` / ``eos_id`` for ``<|begin_of_text|>`` / ``<|end_of_text|>``). ``batch_rows``:
     documents per tokenizer call (memory, not output). ``keep_parts`` keeps Megatron's per-shard parts.
+    ``in_process`` runs every task in this process, one after another, without Ray (debugging; the benchmark's
+    per-core figures); the files are the same.
     Raises :class:`ExportError` (a ``ValueError``) when the manifest's files or tokenizer do not match it.
     """
     if export_format not in FORMATS:
@@ -140,7 +146,7 @@ def export_manifest(
         )
     expected = _expected_datasets(manifest)
     output.mkdir(parents=True, exist_ok=True)
-    with ray_session(address, num_cpus):
+    with nullcontext() if in_process else ray_session(address, num_cpus):
         dataset_jobs: dict[str, dict[str, Any]] = {}
         if export_format == MEGATRON:
             for key, (split, _bucket) in expected.items():
@@ -153,11 +159,19 @@ def export_manifest(
                     "marker_path": str(work / "markers" / f"dataset-{key.replace('/', '-')}.json"),
                 }
             keys = sorted(dataset_jobs)
-            done = dict(zip(keys, _parallel_map(dataset_is_done, [dataset_jobs[k] for k in keys]), strict=True))
+            done = dict(
+                zip(
+                    keys,
+                    _parallel_map(
+                        dataset_is_done, [dataset_jobs[k] for k in keys], "export: check datasets", in_process
+                    ),
+                    strict=True,
+                )
+            )
             required = sorted(k for k, marker in done.items() if marker is None)
             for job in jobs:
                 job["required"] = required
-        markers = _parallel_map(export_source, jobs)
+        markers = _parallel_map(export_source, jobs, "export: tokenize shards", in_process)
         _check_datasets(markers, expected)
         if export_format == MEGATRON:
             for key in required:
@@ -170,7 +184,9 @@ def export_manifest(
                     for m in markers
                     if key in m["outputs"]
                 ]
-            merged = _parallel_map(merge_dataset, [dataset_jobs[k] for k in required])
+            merged = _parallel_map(
+                merge_dataset, [dataset_jobs[k] for k in required], "export: merge buckets", in_process
+            )
             done.update(zip(required, merged, strict=True))
     datasets = _dataset_records(manifest, markers, expected, done if export_format == MEGATRON else None)
     blends = _write_blends(output, export_format, datasets)
