@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.mixes.manifest import file_digest
 
+from .fast_bpe import DocumentEncoder
 from .formats import (
     DATATROVE,
     FRAMING,
@@ -36,7 +36,7 @@ from .formats import (
     datatrove_metadata,
     megatron_index_bytes,
 )
-from .tokenize import tokenize_batch
+from .tokenize import frame_documents
 
 TEXT, BUCKET, N_TOKENS = "text", "bucket", "n_tokens"
 
@@ -135,6 +135,8 @@ def export_source(job: dict[str, Any]) -> dict[str, Any]:
     if done is not None:
         return {**done, "skipped": True}
     from refinery.mixes.token_count import cached_tokenizer
+    from refinery.pipelines.executor import task_cpus
+    from refinery.pipelines.models import tokenizer_file
 
     path = Path(job["source_path"])
     size, sha = file_digest(path)
@@ -143,7 +145,10 @@ def export_source(job: dict[str, Any]) -> dict[str, Any]:
             f"{job['source']}: {size} bytes, sha256 {sha[:12]}... but the manifest says {job['bytes']} bytes, "
             f"{job['sha256'][:12]}...; run `refinery verify` on the manifest"
         )
-    tokenizer = cached_tokenizer(job["tokenizer"])
+    cpus = task_cpus()
+    if cpus is not None and cpus <= 1:  # a one-CPU task: the Rust tokenizer must not spread over every core
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    encoder = DocumentEncoder(cached_tokenizer(job["tokenizer"]), tokenizer_file(job["tokenizer"]))
     framing, dtype = FRAMING[job["format"]], np.dtype(job["dtype"])
     writers: dict[str, _PartWriter] = {}
     buckets: dict[str, str] = {}
@@ -154,10 +159,12 @@ def export_source(job: dict[str, Any]) -> dict[str, Any]:
     if TEXT not in names or (BUCKET not in names and job["bucket"] is None):
         raise ExportError(f"{job['source']}: a shard needs the columns text and bucket; it has {names}")
     for batch in parquet.iter_batches(batch_size=job["batch_rows"], columns=columns):
-        texts = pc.fill_null(batch.column(TEXT), "").to_pylist()
-        tokenized = tokenize_batch(tokenizer, texts, framing, job["bos_id"], job["eos_id"], dtype)
-        if N_TOKENS in batch.schema.names:
+        texts = [text or "" for text in batch.column(TEXT).to_pylist()]
+        recorded = None
+        if N_TOKENS in batch.schema.names and batch.column(N_TOKENS).null_count == 0:
             recorded = batch.column(N_TOKENS).to_numpy(zero_copy_only=False).astype(np.int64)
+        tokenized = frame_documents(encoder.encode(texts, recorded), framing, job["bos_id"], job["eos_id"], dtype)
+        if recorded is not None:
             bad = np.flatnonzero(recorded != tokenized.content)
             if bad.size:
                 raise ExportError(
@@ -194,6 +201,7 @@ def export_source(job: dict[str, Any]) -> dict[str, Any]:
         "documents": documents,
         "content_tokens": content_total,
         "outputs": outputs,
+        "reencoded": encoder.reencoded,  # documents the fast path handed to the reference tokenizer
     }
     write_json_atomic(job["marker_path"], marker)
     return {**marker, "skipped": False}
@@ -212,7 +220,13 @@ def _route(
     if any(label is None for label in labels):
         raise ExportError(f"{job['source']}: a document has no bucket")
     names, codes = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
-    token_codes = np.repeat(codes, tokenized.lengths)
+    # one stable sort groups the batch's documents (and their tokens) by bucket, keeping their order
+    document_order = np.argsort(codes, kind="stable")
+    token_order = np.argsort(np.repeat(codes, tokenized.lengths), kind="stable")
+    document_ends = np.cumsum(np.bincount(codes, minlength=len(names)))
+    token_ends = np.cumsum(np.bincount(codes, weights=tokenized.lengths, minlength=len(names)).astype(np.int64))
+    tokens, lengths = tokenized.tokens[token_order], tokenized.lengths[document_order]
+    content = tokenized.content[document_order]
     for code, name in enumerate(names):
         key = f"{job['split']}/{bucket_file_name(name)}"
         if key not in writers:
@@ -220,7 +234,6 @@ def _route(
             folder = key if job["format"] == DATATROVE else f"_work/parts/{key}"
             writers[key] = _PartWriter(job["output_dir"], f"{folder}/{job['part']}{suffix}")
             buckets[key] = name
-        selected = codes == code
-        writers[key].write(
-            tokenized.tokens[token_codes == code], tokenized.lengths[selected], int(tokenized.content[selected].sum())
-        )
+        documents = slice(document_ends[code - 1] if code else 0, document_ends[code])
+        span = slice(token_ends[code - 1] if code else 0, token_ends[code])
+        writers[key].write(tokens[span], lengths[documents], int(content[documents].sum()))

@@ -248,3 +248,22 @@ def test_a_changed_shard_is_refused(mix: Path, tmp_path: Path):
     shard.write_bytes(bytes(data))
     with pytest.raises(ExportError, match=r"shards/part-00000\.parquet"):
         export_manifest(copy / "manifest.json", "datatrove", tmp_path / "out")
+
+
+def test_fast_bpe_gives_exactly_the_reference_ids(tokenizer):
+    """tiktoken's whole-piece rule differs on some words; those documents are re-encoded by the reference."""
+    from refinery.exports.fast_bpe import DocumentEncoder
+
+    texts = [
+        " В обоих случаях благодаря",  # pieces in the vocabulary that the reference's merges do not reach
+        "see <|end_of_text|> and <|begin_of_text|>x",  # special tokens in text split out as the reference does
+        "",
+        "naïve 😀 日本語のテキスト\n\n\t x  ",
+        "Debian's copyright: GPL-2+ and 1,234,567 lines",
+    ]
+    expected = [tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    encoder = DocumentEncoder(tokenizer, tokenizer_file())
+    assert encoder.fast is not None  # the bundled Llama 3 file is mirrored
+    assert encoder.encode(texts, np.array([len(e) for e in expected])) == expected
+    assert encoder.reencoded == 1  # only the first document needed the reference
+    assert DocumentEncoder(tokenizer, tokenizer_file()).encode(texts, None) == expected  # no counts: reference
