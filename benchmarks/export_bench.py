@@ -56,11 +56,12 @@ def prepare_mix(max_documents: int, folder: Path) -> Path:
 def _texts(manifest_path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
-    from refinery.mixes.manifest import load_manifest, resolve_shard, shard_entries
+    from refinery.pipelines.manifest import Manifest
 
+    manifest = Manifest.read(manifest_path)
     texts: list[str] = []
-    for entry in shard_entries(load_manifest(manifest_path)):
-        texts.extend(pq.read_table(resolve_shard(manifest_path, entry), columns=["text"])["text"].to_pylist())
+    for entry in manifest.entries():
+        texts.extend(pq.read_table(manifest.file(entry), columns=["text"])["text"].to_pylist())
     return texts
 
 

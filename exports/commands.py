@@ -1,4 +1,7 @@
-"""CLI verb of the exports family: ``refinery export MANIFEST --format megatron|datatrove --output DIR``.
+"""CLI verbs of the exports family, what trainers run: ``refinery export`` and ``refinery verify``.
+
+``verify`` checks a mix's ``manifest.json`` (the spine's manifest contract) or an export's ``export.json``: it lives
+here, at the top of the layers, because it reads both.
 
 Heavy imports stay inside the handler so ``refinery --help`` stays fast.
 """
@@ -26,7 +29,7 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
     "export", "tokenize a mix manifest into Megatron .bin/.idx or datatrove/nanotron .ds datasets", _configure_export
 )
 def export(args: argparse.Namespace) -> int:
-    from refinery.mixes.manifest import ManifestError
+    from refinery.pipelines.manifest import ManifestError
 
     from .exporter import export_manifest
     from .lineage import load_export
@@ -51,4 +54,36 @@ def export(args: argparse.Namespace) -> int:
     for dataset in record["datasets"]:
         print(f"{dataset['name']:<36}{dataset['weight']:>10.6f}{dataset['documents']:>11,}{dataset['tokens']:>14,}")
     print(f"{len(record['files'])} files, {args.format} format; export manifest: {path}")
+    return 0
+
+
+def _configure_verify(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", help="a manifest.json (refinery shards) or export.json (refinery export)")
+
+
+@register_command(
+    "verify",
+    "check every file a manifest or export.json lists (size and sha256); non-zero exit on any mismatch",
+    _configure_verify,
+)
+def verify(args: argparse.Namespace) -> int:
+    from refinery.pipelines.manifest import Manifest, ManifestError
+
+    from .lineage import is_export_manifest, load_export, verify_export
+
+    try:
+        if is_export_manifest(args.manifest):
+            problems, files = verify_export(args.manifest), len(load_export(args.manifest)["files"])
+        else:
+            manifest = Manifest.read(args.manifest)
+            problems, files = manifest.verify(full=True), len(manifest.entries())
+    except ManifestError as error:
+        print(f"refinery verify: {error}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"BAD {problem}", file=sys.stderr)
+    if problems:
+        print(f"refinery verify: {len(problems)} bad file(s) in {args.manifest}", file=sys.stderr)
+        return 1
+    print(f"ok: {files} files match {args.manifest}")
     return 0

@@ -37,13 +37,14 @@ from typing import Any
 
 from refinery import pipelines
 from refinery.mixes.buckets import bucket_file_name
-from refinery.mixes.manifest import file_digest, load_manifest, resolve_shard, shard_entries
+from refinery.pipelines import storage
+from refinery.pipelines.manifest import Manifest
 from refinery.pipelines.models import file_sha256, tokenizer_file
 
 from .formats import FORMATS, FRAMING, MEGATRON, token_dtype
 from .lineage import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_MANIFEST
 from .merge import dataset_is_done, merge_dataset
-from .shard_task import ExportError, export_source, write_json_atomic
+from .shard_task import ExportError, export_source
 
 EXPORTER_VERSION = 1
 TRAIN, HELDOUT = "train", "heldout"
@@ -57,10 +58,6 @@ def _parallel_map(function: Any, items: list[Any], description: str, in_process:
     from refinery.pipelines.executor import Resources, map_tasks
 
     return map_tasks(function, items, resources=Resources(cpus=1), description=description)
-
-
-def _digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def _special_id(tokenizer: Any, manifest_id: int | None, token: str | None, role: str) -> int | None:
@@ -100,7 +97,8 @@ def export_manifest(
     from refinery.pipelines.ray_session import ray_session
 
     manifest_path, output = Path(manifest_path), Path(output_dir)
-    manifest = load_manifest(manifest_path)
+    source = Manifest.read(manifest_path)
+    manifest = source.data()
     tokenizer_entry = manifest["tokenizer"]
     reference = tokenizer_entry["reference"]
     actual_sha = file_sha256(tokenizer_file(reference))
@@ -124,14 +122,14 @@ def export_manifest(
         "eos": eos_id if framing.eos else None,
         "dtype": dtype.name,
     }
-    entries = shard_entries(manifest)
+    entries = source.entries()
     work = output / "_work"
     jobs = []
     for index, entry in enumerate(e for e in entries if e.bucket is None):
-        jobs.append(_source_job(manifest_path, entry, TRAIN, f"part-{index:05d}", None, f"{TRAIN}-{index:05d}"))
+        jobs.append(_source_job(source, entry, TRAIN, f"part-{index:05d}", None, f"{TRAIN}-{index:05d}"))
     for entry in (e for e in entries if e.bucket is not None):
         name = bucket_file_name(entry.bucket)
-        jobs.append(_source_job(manifest_path, entry, HELDOUT, "part-00000", entry.bucket, f"{HELDOUT}-{name}"))
+        jobs.append(_source_job(source, entry, HELDOUT, "part-00000", entry.bucket, f"{HELDOUT}-{name}"))
     for job in jobs:
         job.update(
             output_dir=str(output),
@@ -141,7 +139,9 @@ def export_manifest(
             bos_id=bos_id,
             eos_id=eos_id,
             batch_rows=batch_rows,
-            fingerprint=_digest({**config, "source": job["source"], "sha256": job["sha256"], "split": job["split"]}),
+            fingerprint=storage.fingerprint(
+                {**config, "source": job["source"], "sha256": job["sha256"], "split": job["split"]}
+            ),
             marker_path=str(work / "markers" / f"{job.pop('marker')}.json"),
         )
     expected = _expected_datasets(manifest)
@@ -155,7 +155,7 @@ def export_manifest(
                     "output_dir": str(output),
                     "prefix": key,
                     "dtype": dtype.name,
-                    "fingerprint": _digest({**config, "dataset": key, "sources": sources}),
+                    "fingerprint": storage.fingerprint({**config, "dataset": key, "sources": sources}),
                     "marker_path": str(work / "markers" / f"dataset-{key.replace('/', '-')}.json"),
                 }
             keys = sorted(dataset_jobs)
@@ -200,7 +200,7 @@ def export_manifest(
             "exporter_version": EXPORTER_VERSION,
         },
         "source": {
-            "manifest_sha256": file_digest(manifest_path)[1],
+            "manifest_sha256": storage.file_digest(manifest_path)[1],
             "plan_fingerprint": manifest.get("plan_fingerprint"),
             "run_fingerprint": manifest.get("run", {}).get("fingerprint"),
             "recipe_fingerprint": manifest.get("recipe", {}).get("fingerprint"),
@@ -227,18 +227,16 @@ def export_manifest(
         "files": _file_list(datasets, blends),
     }
     _remove_stale(output, {f["path"] for f in record["files"]})
-    write_json_atomic(output / EXPORT_MANIFEST, record)
+    storage.write_json_file(output / EXPORT_MANIFEST, record)
     if export_format == MEGATRON and not keep_parts:
         shutil.rmtree(work / "parts", ignore_errors=True)
     return output / EXPORT_MANIFEST
 
 
-def _source_job(
-    manifest_path: Path, entry: Any, split: str, part: str, bucket: str | None, marker: str
-) -> dict[str, Any]:
+def _source_job(source: Manifest, entry: Any, split: str, part: str, bucket: str | None, marker: str) -> dict[str, Any]:
     return {
         "source": entry.path,
-        "source_path": str(resolve_shard(manifest_path, entry).resolve()),
+        "source_path": str(source.file(entry).resolve()),
         "bytes": entry.bytes,
         "sha256": entry.sha256,
         "rows": entry.rows,
@@ -320,10 +318,9 @@ def _write_blends(output: Path, export_format: str, datasets: list[dict[str, Any
             if by_split[split]:
                 line = " ".join(f"{d['weight']:.8f} {d['path']}" for d in by_split[split])
                 blends[split] = (name, (line + "\n").encode())
+    fs, root = storage.filesystem(str(output))
     for relative, data in blends.values():
-        temporary = output / (relative + ".tmp")
-        temporary.write_bytes(data)
-        temporary.replace(output / relative)
+        storage.write_bytes_atomic(fs, storage.join(root, relative), data)
     return blends
 
 

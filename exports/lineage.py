@@ -33,7 +33,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from refinery.mixes.manifest import ManifestError, file_digest, safe_relative_path
+from refinery.pipelines.manifest import ManifestError, confined, lexically_safe
+from refinery.pipelines.storage import file_digest
 
 EXPORT_FORMAT = "refinery-export"
 EXPORT_FORMAT_VERSION = 1
@@ -65,7 +66,8 @@ def load_export(path: str | Path) -> dict[str, Any]:
     ):
         raise ManifestError(f"{path}: 'files' must list path, bytes and sha256 per file")
     for record in files:
-        safe_relative_path(record["path"])
+        lexically_safe(record["path"])
+        confined(path.parent, record["path"])  # resolved: a symlink may not lead a trainer outside the export
     return data
 
 

@@ -11,21 +11,22 @@ dataset's fingerprint and whose files match is not merged again.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from refinery.pipelines import storage
+
 from .formats import megatron_index_bytes, read_megatron_index
-from .shard_task import ExportError, files_match, read_json, write_json_atomic
+from .shard_task import ExportError, files_match, read_marker
 
 COPY_BLOCK = 8 << 20
 
 
 def dataset_is_done(job: dict[str, Any]) -> dict[str, Any] | None:
     """The dataset's marker if it carries the job's fingerprint and its files match it."""
-    marker = read_json(job["marker_path"])
+    marker = read_marker(job["marker_path"])
     if marker is None or marker.get("fingerprint") != job["fingerprint"]:
         return None
     return marker if files_match(job["output_dir"], marker["files"]) else None
@@ -39,9 +40,9 @@ def merge_dataset(job: dict[str, Any]) -> dict[str, Any]:
     root = Path(job["output_dir"])
     dtype = np.dtype(job["dtype"])
     bin_path, idx_path = root / (job["prefix"] + ".bin"), root / (job["prefix"] + ".idx")
-    bin_path.parent.mkdir(parents=True, exist_ok=True)
+    fs, bin_inner = storage.filesystem(str(bin_path))
     digest, size, lengths = hashlib.sha256(), 0, []
-    with open(str(bin_path) + ".tmp", "wb") as out:
+    with storage.atomic_output(fs, bin_inner) as temporary, fs.open(temporary, "wb") as out:
         for part in job["parts"]:
             part_digest = hashlib.sha256()
             with open(root / part["bin"], "rb") as handle:
@@ -60,9 +61,7 @@ def merge_dataset(job: dict[str, Any]) -> dict[str, Any]:
     if size != int(all_lengths.sum()) * dtype.itemsize:
         raise ExportError(f"{job['prefix']}: the parts' .bin bytes disagree with their .idx lengths")
     index = megatron_index_bytes(all_lengths, dtype)
-    Path(str(idx_path) + ".tmp").write_bytes(index)
-    os.replace(str(bin_path) + ".tmp", bin_path)
-    os.replace(str(idx_path) + ".tmp", idx_path)
+    storage.write_bytes_atomic(fs, storage.filesystem(str(idx_path))[1], index)
     marker = {
         "fingerprint": job["fingerprint"],
         "documents": len(all_lengths),
@@ -72,5 +71,5 @@ def merge_dataset(job: dict[str, Any]) -> dict[str, Any]:
             job["prefix"] + ".idx": {"bytes": len(index), "sha256": hashlib.sha256(index).hexdigest()},
         },
     }
-    write_json_atomic(job["marker_path"], marker)
+    storage.write_json_file(job["marker_path"], marker)
     return marker

@@ -9,7 +9,8 @@ use). For every bucket in the shard it writes, in the shard's document order:
 * datatrove: ``SPLIT/BUCKET/part-NNNNN.ds`` (+ ``.ds.index``, ``.ds.metadata``) — the final files;
 * Megatron: ``_work/parts/SPLIT/BUCKET/part-NNNNN.bin`` (+ ``.idx``) — merged per bucket afterwards.
 
-Files are written under a temporary name, hashed while written, renamed into place, and the completion marker
+Files are written under a temporary name (the spine's ``atomic_output``), hashed while written, renamed into
+place, and the completion marker
 (``_work/markers/...json``: documents, tokens and every file's size and sha256) is written last. A task whose
 marker carries the job's fingerprint and whose files (those still needed) match it returns at once: a killed
 export resumes only the shards it had not finished, and a redone shard is byte-identical.
@@ -18,15 +19,15 @@ export resumes only the shards it had not finished, and a redone shard is byte-i
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from refinery.mixes.manifest import file_digest
+from refinery.pipelines import storage
 
 from .fast_bpe import DocumentEncoder
 from .formats import (
@@ -45,21 +46,13 @@ class ExportError(ValueError):
     """An export that cannot be made faithfully: a changed shard, another tokenizer, counts that disagree."""
 
 
-def read_json(path: str | Path) -> dict[str, Any] | None:
-    """A JSON file, or None when it is missing or unreadable (a marker cut short counts as absent)."""
+def read_marker(path: str | Path) -> dict[str, Any] | None:
+    """A completion marker, or None when it is missing or unreadable (counts as not done)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        fs, inner = storage.filesystem(str(path))
+        return storage.read_json(fs, inner)
+    except (OSError, ValueError):
         return None
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON under a temporary name and rename it: a reader sees the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(temporary, path)
 
 
 def files_match(output_dir: str | Path, files: dict[str, dict[str, Any]]) -> bool:
@@ -68,14 +61,14 @@ def files_match(output_dir: str | Path, files: dict[str, dict[str, Any]]) -> boo
         path = Path(output_dir) / relative
         if not path.is_file() or path.stat().st_size != record["bytes"]:
             return False
-        if file_digest(path)[1] != record["sha256"]:
+        if storage.file_digest(path)[1] != record["sha256"]:
             return False
     return True
 
 
 def source_is_done(job: dict[str, Any]) -> dict[str, Any] | None:
     """The job's marker if it carries the job's fingerprint and every still-needed file matches it."""
-    marker = read_json(job["marker_path"])
+    marker = read_marker(job["marker_path"])
     if marker is None or marker.get("fingerprint") != job["fingerprint"]:
         return None
     required = job.get("required")
@@ -90,9 +83,11 @@ class _PartWriter:
 
     def __init__(self, output_dir: str, token_path: str) -> None:
         self.output_dir, self.token_path = output_dir, token_path
-        self.temporary = Path(output_dir) / (token_path + ".tmp")
-        self.temporary.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.temporary, "wb")  # noqa: SIM115 (closed in finish)
+        self.fs, inner = storage.filesystem(str(Path(output_dir) / token_path))
+        self.stack = ExitStack()  # the spine's atomic output: renamed into place when the stack closes
+        self.handle = self.stack.enter_context(
+            self.fs.open(self.stack.enter_context(storage.atomic_output(self.fs, inner)), "wb")
+        )
         self.digest = hashlib.sha256()
         self.size = 0
         self.lengths: list[np.ndarray] = []
@@ -108,14 +103,12 @@ class _PartWriter:
 
     def finish(self, side_files: dict[str, bytes]) -> dict[str, Any]:
         """Close, write the index files, rename everything into place; the output's record for the marker."""
-        self.handle.close()
+        self.stack.close()
         files = {self.token_path: {"bytes": self.size, "sha256": self.digest.hexdigest()}}
         for relative, data in side_files.items():
-            temporary = Path(self.output_dir) / (relative + ".tmp")
-            temporary.write_bytes(data)
+            fs, inner = storage.filesystem(str(Path(self.output_dir) / relative))
+            storage.write_bytes_atomic(fs, inner, data)
             files[relative] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        for relative in files:
-            os.replace(Path(self.output_dir) / (relative + ".tmp"), Path(self.output_dir) / relative)
         return {"files": files}
 
 
@@ -139,7 +132,7 @@ def export_source(job: dict[str, Any]) -> dict[str, Any]:
     from refinery.pipelines.models import tokenizer_file
 
     path = Path(job["source_path"])
-    size, sha = file_digest(path)
+    size, sha = storage.file_digest(path)
     if (size, sha) != (job["bytes"], job["sha256"]):
         raise ExportError(
             f"{job['source']}: {size} bytes, sha256 {sha[:12]}... but the manifest says {job['bytes']} bytes, "
@@ -203,7 +196,7 @@ def export_source(job: dict[str, Any]) -> dict[str, Any]:
         "outputs": outputs,
         "reencoded": encoder.reencoded,  # documents the fast path handed to the reference tokenizer
     }
-    write_json_atomic(job["marker_path"], marker)
+    storage.write_json_file(job["marker_path"], marker)
     return {**marker, "skipped": False}
 
 

@@ -1,4 +1,4 @@
-"""CLI verbs of the mixes family: ``refinery shards``, ``refinery verify``, ``refinery project``.
+"""CLI verbs of the mixes family: ``refinery shards``, ``refinery project`` (``refinery verify``: exports/commands.py).
 
 Heavy imports stay inside the handlers so ``refinery --help`` stays fast.
 """
@@ -24,7 +24,8 @@ def _configure_shards(parser: argparse.ArgumentParser) -> None:
 
 @register_command("shards", "write weighted, shuffled Parquet shards and manifest.json from a run", _configure_shards)
 def shards(args: argparse.Namespace) -> int:
-    from .manifest import load_manifest
+    from refinery.pipelines.manifest import load_manifest
+
     from .sampling import MixPlanError
     from .writer import write_mix
 
@@ -56,42 +57,6 @@ def shards(args: argparse.Namespace) -> int:
         f"{len(manifest['shards'])} shards, {manifest['total_documents']:,} documents, "
         f"{manifest['total_tokens']:,} tokens; manifest: {path}"
     )
-    return 0
-
-
-def _configure_verify(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="a manifest.json (refinery shards) or export.json (refinery export)")
-
-
-@register_command(
-    "verify",
-    "check every file a manifest or export.json lists (size and sha256); non-zero exit on any mismatch",
-    _configure_verify,
-)
-def verify(args: argparse.Namespace) -> int:
-    from refinery.exports.lineage import is_export_manifest, verify_export
-
-    from .manifest import ManifestError, shard_entries, verify_manifest
-
-    export = is_export_manifest(args.manifest)  # an export.json (refinery export) is checked the same way
-    try:
-        problems = verify_export(args.manifest) if export else verify_manifest(args.manifest)
-    except ManifestError as error:
-        print(f"refinery verify: {error}", file=sys.stderr)
-        return 2
-    for problem in problems:
-        print(f"BAD {problem}", file=sys.stderr)
-    if problems:
-        print(f"refinery verify: {len(problems)} bad file(s) in {args.manifest}", file=sys.stderr)
-        return 1
-    if export:
-        from refinery.exports.lineage import load_export
-
-        print(f"ok: {len(load_export(args.manifest)['files'])} files match {args.manifest}")
-        return 0
-    from .manifest import load_manifest
-
-    print(f"ok: {len(shard_entries(load_manifest(args.manifest)))} files match {args.manifest}")
     return 0
 
 

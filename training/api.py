@@ -1,18 +1,29 @@
 """What the mix optimizer calls: train one config on one manifest for a token budget, get per-bucket losses back.
 
 :func:`train_on_manifest` is a pure function of its arguments (no module state; the model, optimizer and data
-stream live in its frame) and is safe inside a Ray task: there it sets torch's intra-op threads to the task's CPUs, so that Ray's
-per-task scheduling is honoured instead of every task spawning a thread per core.
+stream live in its frame) and is safe inside a Ray task: there it sets torch's intra-op threads to the CPUs the task
+holds, so that Ray's per-task scheduling is honoured instead of every task spawning a thread per core.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from refinery.pipelines.executor import task_cpus
 from refinery.training.vocab import Vocabulary
+
+
+def read_log(output_dir: str | Path, event: str | None = None) -> list[dict[str, Any]]:
+    """The records of a training run's ``log.jsonl`` (one per step or evaluation), those of ``event`` only if
+    given: the typed reader of the trainer's log, so nothing outside ``training`` parses it."""
+    path = Path(output_dir) / "log.jsonl"
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if event is None or r.get("event") == event]
 
 
 def train_on_manifest(
