@@ -21,9 +21,9 @@ from run_helpers import STAGES, copy_inputs, recipe_for
 from refinery.exports.exporter import export_manifest
 from refinery.exports.lineage import load_export, verify_export
 from refinery.exports.shard_task import ExportError
-from refinery.pipelines.manifest import load_manifest, shard_entries
 from refinery.mixes.writer import write_mix
 from refinery.pipelines.cli import main as cli
+from refinery.pipelines.manifest import load_manifest, shard_entries
 from refinery.pipelines.models import load_tokenizer, tokenizer_file
 from refinery.pipelines.runner import run_recipe
 
