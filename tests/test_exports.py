@@ -26,6 +26,7 @@ from refinery.pipelines.cli import main as cli
 from refinery.pipelines.manifest import load_manifest, shard_entries
 from refinery.pipelines.models import load_tokenizer, tokenizer_file
 from refinery.pipelines.runner import run_recipe
+from refinery.pipelines.storage import TEMPORARY_PREFIX
 
 MIX = {
     "shard_rows": 40,
@@ -223,7 +224,6 @@ def test_killed_export_resumes_only_the_missing_shards(megatron: Path, mix: Path
             for relative in output_record["files"]:
                 (output / relative).unlink()
         marker.unlink()
-    (output / "_work/parts/train/web/part-00001.bin.tmp").write_bytes(b"\x00" * 12)
     for path in [
         output / "export.json",
         *output.glob("*blend*"),
@@ -231,6 +231,9 @@ def test_killed_export_resumes_only_the_missing_shards(megatron: Path, mix: Path
         *(output / "_work/markers").glob("dataset-*"),
     ]:
         path.unlink()
+    # half-written files a killed writer leaves (the spine's temporary names): a part, and a merged dataset
+    (output / f"_work/parts/train/web/{TEMPORARY_PREFIX}0a1b-part-00001.bin").write_bytes(b"\x00" * 12)
+    (output / f"train/{TEMPORARY_PREFIX}2c3d-web.bin").write_bytes(b"\x00" * 12)
     kept = {markers[0]: markers[0].stat().st_mtime_ns}
     export_manifest(mix, "megatron", output)
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the finished shard was not redone
