@@ -20,6 +20,11 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="export folder: export.json, blends, one dataset per bucket")
     parser.add_argument("--bos-token", help="BOS token (default: the manifest's, <|begin_of_text|> for Llama 3)")
     parser.add_argument("--eos-token", help="EOS/EOD token (default: the manifest's, <|end_of_text|> for Llama 3)")
+    parser.add_argument(
+        "--tokenizer-name",
+        help="datatrove: the tokenizer named in .ds.metadata, which nanotron loads with AutoTokenizer "
+        "(a Hugging Face name or folder; default: the manifest's tokenizer reference)",
+    )
     parser.add_argument("--keep-parts", action="store_true", help="Megatron: keep the per-shard parts in _work/")
     parser.add_argument("--address", help="Ray cluster address (auto, HOST:PORT, ray://HOST:PORT); default: embedded")
     parser.add_argument("--num-cpus", type=int, help="CPUs for the embedded Ray (default: all)")
@@ -45,6 +50,7 @@ def export(args: argparse.Namespace) -> int:
             bos_token=args.bos_token,
             eos_token=args.eos_token,
             keep_parts=args.keep_parts,
+            tokenizer_name=args.tokenizer_name,
         )
     except (ManifestError, ExportError, FileNotFoundError) as error:
         print(f"refinery export: {error}", file=sys.stderr)

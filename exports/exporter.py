@@ -41,7 +41,7 @@ from refinery.pipelines import storage
 from refinery.pipelines.manifest import Manifest
 from refinery.pipelines.models import file_sha256, tokenizer_file
 
-from .formats import FORMATS, FRAMING, MEGATRON, token_dtype
+from .formats import DATATROVE, FORMATS, FRAMING, MEGATRON, token_dtype
 from .lineage import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_MANIFEST
 from .merge import dataset_is_done, merge_dataset
 from .shard_task import ExportError, export_source
@@ -81,12 +81,15 @@ def export_manifest(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     keep_parts: bool = False,
     in_process: bool = False,
+    tokenizer_name: str | None = None,
 ) -> Path:
     """Export the manifest's training shards and held-out sets; return the path of ``export.json``.
 
     ``bos_token`` / ``eos_token`` name the special tokens when the manifest's tokenizer is not Llama 3's (the
     manifest records ``bos_id`` / ``eos_id`` for ``<|begin_of_text|>`` / ``<|end_of_text|>``). ``batch_rows``:
     documents per tokenizer call (memory, not output). ``keep_parts`` keeps Megatron's per-shard parts.
+    ``tokenizer_name``: what datatrove's ``.ds.metadata`` names as the tokenizer (nanotron loads it with
+    ``AutoTokenizer.from_pretrained`` and compares it with its config's; default: the manifest's reference).
     ``in_process`` runs every task in this process, one after another, without Ray (debugging; the benchmark's
     per-core figures); the files are the same.
     Raises :class:`ExportError` (a ``ValueError``) when the manifest's files or tokenizer do not match it.
@@ -121,6 +124,7 @@ def export_manifest(
         "bos": bos_id if framing.bos else None,
         "eos": eos_id if framing.eos else None,
         "dtype": dtype.name,
+        "tokenizer_name": (tokenizer_name or reference) if export_format == DATATROVE else None,
     }
     entries = source.entries()
     work = output / "_work"
@@ -135,6 +139,7 @@ def export_manifest(
             output_dir=str(output),
             format=export_format,
             tokenizer=reference,
+            tokenizer_name=config["tokenizer_name"],
             dtype=dtype.name,
             bos_id=bos_id,
             eos_id=eos_id,
@@ -211,6 +216,7 @@ def export_manifest(
             "vocab_size": tokenizer.get_vocab_size(),
             "bos_id": bos_id,
             "eos_id": eos_id,
+            "metadata_name": config["tokenizer_name"],
         },
         "framing": {"bos": framing.bos, "eos": framing.eos, "token_dtype": dtype.name},
         "datasets": [{k: v for k, v in d.items() if k != "file_records"} for d in datasets],

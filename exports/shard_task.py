@@ -117,7 +117,7 @@ def _side_files(job: dict[str, Any], token_path: str, lengths: np.ndarray, token
     if job["format"] == DATATROVE:
         return {
             token_path + ".index": datatrove_index_bytes(lengths),
-            token_path + ".metadata": datatrove_metadata(job["tokenizer"], dtype.itemsize, token_count),
+            token_path + ".metadata": datatrove_metadata(job["tokenizer_name"], dtype.itemsize, token_count),
         }
     return {token_path.removesuffix(".bin") + ".idx": megatron_index_bytes(lengths, dtype)}
 
