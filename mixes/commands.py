@@ -1,4 +1,4 @@
-"""CLI verbs of the mixes family: ``refinery shards``, ``refinery verify``, ``refinery project``.
+"""CLI verbs of the mixes family: ``refinery shards``, ``refinery project`` (``refinery verify``: exports/commands.py).
 
 Heavy imports stay inside the handlers so ``refinery --help`` stays fast.
 """
@@ -57,31 +57,6 @@ def shards(args: argparse.Namespace) -> int:
         f"{len(manifest['shards'])} shards, {manifest['total_documents']:,} documents, "
         f"{manifest['total_tokens']:,} tokens; manifest: {path}"
     )
-    return 0
-
-
-def _configure_verify(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="a manifest.json written by refinery shards")
-
-
-@register_command(
-    "verify", "check every shard a manifest lists (size and sha256); non-zero exit on any mismatch", _configure_verify
-)
-def verify(args: argparse.Namespace) -> int:
-    from refinery.pipelines.manifest import Manifest, ManifestError
-
-    try:
-        manifest = Manifest.read(args.manifest)
-        problems = manifest.verify(full=True)
-    except ManifestError as error:
-        print(f"refinery verify: {error}", file=sys.stderr)
-        return 2
-    for problem in problems:
-        print(f"BAD {problem}", file=sys.stderr)
-    if problems:
-        print(f"refinery verify: {len(problems)} bad file(s) in {args.manifest}", file=sys.stderr)
-        return 1
-    print(f"ok: {len(manifest.entries())} files match {args.manifest}")
     return 0
 
 

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "refinery.mixes.commands",
     "refinery.mixes.optimizer.commands",
     "refinery.training.commands",
+    "refinery.exports.commands",
 )
 
 
