@@ -28,6 +28,8 @@ def _configure_label(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store-chars", type=int, default=6000, help="characters of each document kept in the set")
     parser.add_argument("--chunk-size", type=int, default=64, help="documents per written part (resume granularity)")
     parser.add_argument("--retry-errors", action="store_true", help="ask again where the teacher failed")
+    parser.add_argument("--address", default=None, help="Ray address for the sampling tasks (default: embedded)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
     local = parser.add_argument_group("local teacher")
     local.add_argument("--model", default=None, help="model folder, .gguf or package:DIST/file (default: SmolLM2)")
     local.add_argument("--batch-size", type=int, default=8)
@@ -44,11 +46,17 @@ def _configure_label(parser: argparse.ArgumentParser) -> None:
 def label(args: argparse.Namespace) -> int:
     from refinery.classifiers.labelling import store
     from refinery.classifiers.labelling.prompts import load_prompt
-    from refinery.classifiers.labelling.run import ensure_sample, label_documents
+    from refinery.classifiers.labelling.run import ensure_sample, label_documents, needs_sample
     from refinery.pipelines.models import DEFAULT_TEACHER
+    from refinery.pipelines.ray_session import ray_session
 
     prompt = load_prompt(args.prompt)
-    documents = ensure_sample(args.run_dir, args.output, args.size, args.seed, args.include_rejected, args.store_chars)
+    sample_args = (args.run_dir, args.output, args.size, args.seed, args.include_rejected, args.store_chars)
+    if needs_sample(args.output):
+        with ray_session(args.address, args.num_cpus):
+            documents = ensure_sample(*sample_args)
+    else:
+        documents = ensure_sample(*sample_args)
     if args.teacher == "local":
         from refinery.classifiers.labelling.local import LocalTeacher
 

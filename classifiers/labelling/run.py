@@ -12,21 +12,32 @@ import pyarrow.compute as pc
 from refinery.classifiers.labelling import store
 from refinery.classifiers.labelling.prompts import Prompt
 from refinery.classifiers.labelling.teacher import Teacher
-from refinery.classifiers.sampling import sample_run
+from refinery.classifiers.sampling import MapFunction, parallel_map, sample_run
+
+
+def needs_sample(labels_dir: str | Path) -> bool:
+    """True until the label set's documents have been sampled (the first ``refinery label`` on a folder)."""
+    return not (Path(labels_dir) / store.DOCUMENTS).exists()
 
 
 def ensure_sample(
-    run_dir: str | Path, labels_dir: str | Path, size: int, seed: int, include_rejected: bool, store_chars: int
+    run_dir: str | Path,
+    labels_dir: str | Path,
+    size: int,
+    seed: int,
+    include_rejected: bool,
+    store_chars: int,
+    map_function: MapFunction = parallel_map,
 ) -> pa.Table:
     """The label set's documents: sampled and written on first use, read back afterwards (so every prompt and
-    teacher labels the same documents, which the self-agreement ceiling needs)."""
+    teacher labels the same documents, which the self-agreement ceiling needs). Sampling runs as per-shard tasks
+    (``map_function``); texts are clipped inside them, so the driver holds only the clipped sample."""
     labels_dir = Path(labels_dir)
     path = labels_dir / store.DOCUMENTS
     if path.exists():
         return store.read_documents(labels_dir)
     labels_dir.mkdir(parents=True, exist_ok=True)
-    sample = sample_run(run_dir, size, seed, include_rejected)
-    sample = sample.set_column(1, "text", pc.utf8_slice_codeunits(sample["text"], 0, store_chars))
+    sample = sample_run(run_dir, size, seed, include_rejected, store_chars, map_function)
     store.write_atomic(sample, path)
     return sample
 
