@@ -9,12 +9,21 @@ LABELS_DIR/labelling.json            the commands that labelled it (prompt, teac
 
 Every answer is cached under (id, prompt hash, teacher): a resumed or repeated ``refinery label`` reads the parts
 and asks the teacher only about documents it has no answer for, so a killed labelling loses at most one chunk.
+
+No part is ever overwritten: a part is written to a private temporary file and then hard-linked to its final
+name, which fails if that name exists (an exclusive create of the complete file); the number tried first is one
+above the highest present (not the count, which a deleted part would lower), and on a collision the next one is
+tried. Two ``refinery label`` processes on one folder therefore both land every label they wrote (they may ask
+the teacher about the same documents; the later answer wins when read). ``labelling.json`` is appended under an
+advisory file lock for the same reason.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,7 +65,7 @@ def read_documents(labels_dir: str | Path) -> pa.Table:
 def read_labels(labels_dir: str | Path, prompt: str | None = None, teacher: str | None = None) -> pa.Table:
     """Every answer (the last one per id, prompt hash and teacher), optionally of one prompt name / teacher."""
     folder = Path(labels_dir) / LABELS
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    files = sorted(folder.glob("*.parquet"), key=part_order) if folder.is_dir() else []
     if not files:
         return LABEL_SCHEMA.empty_table()
     table = ds.dataset([str(f) for f in files], schema=LABEL_SCHEMA, format="parquet").to_table()
@@ -72,6 +81,34 @@ def read_labels(labels_dir: str | Path, prompt: str | None = None, teacher: str 
     return table.take(pa.array(sorted(last.values()), pa.int64()))
 
 
+def part_number(path: Path) -> int:
+    """The number of a part ``PROMPT-NNNNN.parquet`` (-1 for a name that is not a part)."""
+    digits = path.stem.rsplit("-", 1)[-1]
+    return int(digits) if digits.isdigit() else -1
+
+
+def part_order(path: Path) -> tuple[int, str]:
+    """Parts in the order they were written (a later answer for the same key wins)."""
+    return part_number(path), path.name
+
+
+def write_exclusive(table: pa.Table, folder: Path, prefix: str) -> Path:
+    """Write ``table`` as ``folder/PREFIX-NNNNN.parquet`` under a number no part holds; never replaces a file."""
+    temporary = folder / f".{prefix}-{uuid.uuid4().hex}.tmp"
+    pq.write_table(table, temporary, **PARQUET)
+    try:
+        number = 1 + max((part_number(p) for p in folder.glob(f"{prefix}-*.parquet")), default=-1)
+        while True:
+            path = folder / f"{prefix}-{number:05d}.parquet"
+            try:
+                os.link(temporary, path)  # atomic, and fails when the name exists: an exclusive create
+                return path
+            except FileExistsError:
+                number += 1
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def answered_ids(labels_dir: str | Path, prompt: Prompt, teacher: str, retry_errors: bool = False) -> set[str]:
     """Ids already answered under this prompt hash and teacher (with ``retry_errors``: those without an error,
     or whose error is an unparseable answer: the teacher did answer those)."""
@@ -84,10 +121,9 @@ def answered_ids(labels_dir: str | Path, prompt: Prompt, teacher: str, retry_err
 
 
 def append_answers(labels_dir: str | Path, prompt: Prompt, teacher: str, ids: list[str], answers: list[Answer]) -> Path:
-    """Write one part of answers (never overwrites a part; the next free number)."""
+    """Write one part of answers under a number no part holds (created exclusively; never overwrites)."""
     folder = Path(labels_dir) / LABELS
     folder.mkdir(parents=True, exist_ok=True)
-    number = len(list(folder.glob(f"{prompt.name}-*.parquet")))
     table = pa.table(
         {
             "id": ids,
@@ -102,16 +138,16 @@ def append_answers(labels_dir: str | Path, prompt: Prompt, teacher: str, ids: li
         },
         schema=LABEL_SCHEMA,
     )
-    path = folder / f"{prompt.name}-{number:05d}.parquet"
-    write_atomic(table, path)
-    return path
+    return write_exclusive(table, folder, prompt.name)
 
 
 def record_labelling(labels_dir: str | Path, entry: dict) -> None:
-    """Append an entry to ``labelling.json`` (how the label set was made)."""
+    """Append an entry to ``labelling.json`` (how the label set was made), under a lock so no entry is lost."""
     path = Path(labels_dir) / "labelling.json"
-    entries = json.loads(path.read_text()) if path.exists() else []
-    entries.append(entry)
-    temporary = path.with_name(".labelling.json.tmp")
-    temporary.write_text(json.dumps(entries, indent=2) + "\n")
-    os.replace(temporary, path)
+    with open(Path(labels_dir) / ".labelling.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = json.loads(path.read_text()) if path.exists() else []
+        entries.append(entry)
+        temporary = path.with_name(f".labelling.json.{uuid.uuid4().hex}.tmp")
+        temporary.write_text(json.dumps(entries, indent=2) + "\n")
+        os.replace(temporary, path)
