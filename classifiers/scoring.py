@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from refinery.classifiers.sampling import seeded_hashes
-from refinery.classifiers.students.base import load_student, read_config, score_of
+from refinery.classifiers.students.base import CONFIG, load_student, read_config, score_of
 from refinery.pipelines import storage
 from refinery.pipelines.documents import ID, TEXT
 from refinery.pipelines.models import check_model_reference, resolve_model_path
@@ -47,6 +47,18 @@ def check_student(reference: str | None) -> str | None:
     return reference
 
 
+def student_files(reference: str | None) -> list[str]:
+    """What loading a student reads: ``student.json``, its weights (not ``eval/``, which evaluation rewrites) and a
+    transformer student's encoder folder."""
+    if reference is None:
+        return []
+    folder = resolve_model_path(reference)
+    config = read_config(folder)
+    files = [folder / CONFIG, folder / config.get("weights", "model.bin")]
+    encoder = config.get("encoder")
+    return [str(f) for f in files] + ([str(resolve_model_path(encoder))] if encoder else [])
+
+
 def texts_of(batch: pa.Table) -> list[str]:
     return [t or "" for t in batch[TEXT].to_pylist()]
 
@@ -66,6 +78,9 @@ class _StudentScorer(MapStage):
 
     def added_columns(self) -> list[pa.Field]:
         return [pa.field(self.column, pa.float32())]
+
+    def loaded_files(self) -> list[str]:
+        return student_files(self.model_path)
 
     def setup(self) -> None:
         if self._student is None:
@@ -155,6 +170,9 @@ class QualityPercentile(GlobalStage):
     def added_columns(self) -> list[pa.Field]:
         return [pa.field(self.column, pa.float32())]
 
+    def loaded_files(self) -> list[str]:
+        return student_files(self.model_path)
+
     def prepare(self, context: GlobalContext) -> MapStage:
         fs, work = storage.filesystem(context.work_dir)
         scores_path = storage.join(work, "sample_scores.parquet")
@@ -216,6 +234,9 @@ class DomainClassifier(MapStage):
 
     def added_columns(self) -> list[pa.Field]:
         return [pa.field(column, pa.string()) for column in self._paths()]
+
+    def loaded_files(self) -> list[str]:
+        return [file for path in self._paths().values() for file in student_files(path)]
 
     def setup(self) -> None:
         for column, path in self._paths().items():

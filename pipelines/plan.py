@@ -25,6 +25,7 @@ from typing import Literal
 import pyarrow as pa
 
 from refinery.pipelines.documents import BASE_SCHEMA, ERROR_FIELDS, REASON
+from refinery.pipelines.file_digests import loaded_files_digest
 from refinery.pipelines.stages import Stage
 
 OUTPUT_KINDS = ("kept", "rejected", "errors")
@@ -39,6 +40,8 @@ class Segment:
     stages: tuple[Stage, ...]
     input_schema: pa.Schema
     recipe_fingerprint: str
+    #: Digest of the files this segment's stages and every earlier segment's load (``Stage.loaded_files``).
+    loaded_files_digest: str = ""
 
     @property
     def directory(self) -> str:
@@ -84,6 +87,8 @@ class Segment:
             "index": self.index,
             "stages": [{"stage": s.stage_name, **s.model_dump(mode="json")} for s in self.stages],
         }
+        if self.loaded_files_digest:
+            data["loaded_files"] = self.loaded_files_digest
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def path(self, kind: str, shard_name: str) -> str:
@@ -103,8 +108,11 @@ def plan_segments(stages: list[Stage], recipe_fingerprint: str) -> list[Segment]
     groups = [group for index, group in enumerate(groups) if index == 0 or group[1]]
     segments: list[Segment] = []
     schema = BASE_SCHEMA
+    loaded: list[str] = []  # files loaded so far: a changed model recomputes its segment and the ones after
     for index, (kind, members) in enumerate(groups):
-        segment = Segment(index, kind, tuple(members), schema, recipe_fingerprint)  # type: ignore[arg-type]
+        loaded += [path for stage in members for path in stage.loaded_files()]
+        digest = loaded_files_digest(loaded) if loaded else ""
+        segment = Segment(index, kind, tuple(members), schema, recipe_fingerprint, digest)  # type: ignore[arg-type]
         schema = segment.kept_schema
         segments.append(segment)
     return segments
