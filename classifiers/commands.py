@@ -76,6 +76,14 @@ def label(args: argparse.Namespace) -> int:
             max_retries=args.max_retries,
             requests_per_second=args.rate_limit,
         )
+    settings = store.sample_settings(args.output)
+    store_chars = settings.get("store_chars", args.store_chars)
+    if store_chars != args.store_chars:
+        print(
+            f"refinery label: {args.output} stores texts clipped to {store_chars} characters (fixed when it was "
+            f"sampled); --store-chars {args.store_chars} is ignored",
+            file=sys.stderr,
+        )
     summary = label_documents(
         documents,
         args.output,
@@ -88,6 +96,7 @@ def label(args: argparse.Namespace) -> int:
         split=args.split,
         same_as=args.same_as,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        store_chars=store_chars,
     )
     summary["command"] = " ".join(["refinery", *sys.argv[1:]]) if sys.argv[0].endswith("refinery") else None
     summary["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -107,3 +107,48 @@ def test_two_refinery_label_processes_on_one_folder_land_every_label(real_docume
     rows = sum(pq.read_metadata(p).num_rows for p in (tmp_path / "labels" / store.LABELS).glob("*.parquet"))
     assert rows == sum(labelled) and sum(labelled) >= 24, "every answer either process wrote is on disk"
     assert len(json.loads((tmp_path / "labels" / "labelling.json").read_text())) == 2
+
+
+def dead_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_label_cache_key_covers_the_teachers_input_and_identity(real_documents, tmp_path):
+    from refinery.classifiers.labelling.http import HttpTeacher
+    from refinery.classifiers.labelling.local import LocalTeacher
+    from refinery.classifiers.labelling.run import cache_key, label_documents
+
+    documents = real_documents.slice(0, 2)
+    port, other_port = dead_port(), dead_port()
+
+    teachers: dict[int, HttpTeacher] = {}
+
+    def teacher(port: int) -> HttpTeacher:  # nothing listens: each answer is a recorded (cached) failure
+        return teachers.setdefault(port, HttpTeacher(f"http://127.0.0.1:{port}/v1", "m", max_retries=0, timeout_s=2))
+
+    def labelled(**changes) -> int:
+        settings = {"teacher": teacher(port), "max_tokens": 48, "store_chars": 6000, "prompt": PROMPT, **changes}
+        return label_documents(
+            documents,
+            tmp_path,
+            settings["prompt"],
+            settings["teacher"],
+            settings["max_tokens"],
+            store_chars=settings["store_chars"],
+        )["labelled"]
+
+    assert labelled() == 2 and labelled() == 0, "the same command is answered from the cache"
+    assert labelled(max_tokens=32) == 2, "--max-tokens changes what the teacher sees"
+    assert labelled(store_chars=500) == 2, "--store-chars changes what the teacher sees"
+    assert labelled(teacher=teacher(other_port)) == 2, "another base URL is another teacher"
+    assert labelled(prompt=load_prompt("quality_paraphrase")) == 2, "another prompt"
+    assert labelled() == 0 and labelled(max_tokens=32) == 0, "each variant's answers stay cached"
+
+    model = tmp_path / "teacher.gguf"  # a local teacher's identity is its file's digest, not its path
+    model.write_bytes(b"weights-1")
+    before = cache_key(PROMPT, LocalTeacher(str(model)), 48, 6000)
+    assert cache_key(PROMPT, LocalTeacher(str(model)), 48, 6000) == before
+    model.write_bytes(b"weights-2")
+    assert cache_key(PROMPT, LocalTeacher(str(model)), 48, 6000) != before, "a replaced model is another teacher"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +40,27 @@ def ensure_sample(
         return store.read_documents(labels_dir)
     labels_dir.mkdir(parents=True, exist_ok=True)
     sample = sample_run(run_dir, size, seed, include_rejected, store_chars, map_function)
+    settings = {
+        "run_dir": str(run_dir),
+        "size": size,
+        "seed": seed,
+        "include_rejected": include_rejected,
+        "store_chars": store_chars,
+    }
+    sample = sample.replace_schema_metadata({"refinery.sample": json.dumps(settings, sort_keys=True)})
     store.write_atomic(sample, path)
     return sample
+
+
+def cache_key(prompt: Prompt, teacher: Teacher, max_tokens: int, store_chars: int | None) -> str:
+    """The label cache key: everything that changes the teacher's input or identity (16 hex digits)."""
+    data = {
+        "prompt_hash": prompt.hash,
+        "teacher": teacher.identity(),
+        "max_tokens": max_tokens,
+        "store_chars": store_chars,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def label_documents(
@@ -54,11 +75,13 @@ def label_documents(
     split: str = "all",
     same_as: str | None = None,
     progress: Callable[[str], None] | None = None,
+    store_chars: int | None = None,
 ) -> dict:
     """Label every document (the first ``limit``) the cache has no answer for; one Parquet part per chunk.
 
     ``split`` (``test``/``train``) keeps only the held-out or training documents (see ``dataset``); ``same_as``
     only documents the teacher answered under another prompt (a paraphrase labels what the original labelled).
+    ``store_chars`` is what the stored texts were clipped to (the label set records it; it joins the cache key).
     """
     from refinery.classifiers.dataset import is_held_out
 
@@ -72,7 +95,8 @@ def label_documents(
         documents = documents.filter(pa.array(held_out if split == "test" else ~held_out))
     if limit is not None:
         documents = documents.slice(0, limit)
-    done = store.answered_ids(labels_dir, prompt, teacher.name, retry_errors)
+    key = cache_key(prompt, teacher, max_tokens, store_chars)
+    done = store.answered_ids(labels_dir, key, retry_errors)
     ids = documents["id"].to_pylist()
     texts = documents["text"].to_pylist()
     todo = [i for i, doc_id in enumerate(ids) if doc_id not in done]
@@ -84,7 +108,7 @@ def label_documents(
         answers = teacher.label(prompt, [chunk_texts[k] for k in order])
         by_row = dict(zip(order, answers, strict=True))
         chunk_answers = [by_row[k] for k in range(len(rows))]
-        store.append_answers(labels_dir, prompt, teacher.name, [ids[i] for i in rows], chunk_answers)
+        store.append_answers(labels_dir, prompt, teacher.name, [ids[i] for i in rows], chunk_answers, key)
         labelled += len(rows)
         failed += sum(a.error is not None for a in chunk_answers)
         if progress:
@@ -99,5 +123,7 @@ def label_documents(
         "labelled": labelled,
         "failed": failed,
         "max_tokens": max_tokens,
+        "store_chars": store_chars,
+        "cache_key": key,
         "seconds": round(time.perf_counter() - started, 1),
     }
