@@ -172,6 +172,9 @@ def train_classifier(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             seed=args.seed,
         )
+    from refinery.classifiers.provenance import record_training
+
+    record_training(args.output, args.labels, data, train, every_document=args.all)
     print(
         json.dumps(
             {"output": args.output, "documents": len(train.ids), "seconds": round(time.perf_counter() - started, 1)}
@@ -184,15 +187,29 @@ def _configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", help="a student folder written by refinery train-classifier")
     parser.add_argument("labels", help="the label set it was trained on (its held-out split is used)")
     parser.add_argument("--output", default=None, help="where eval.json and confusion.png go (default MODEL_DIR/eval)")
+    parser.add_argument(
+        "--allow-training-overlap",
+        action="store_true",
+        help="evaluate even where held-out documents were training documents (marked in the output)",
+    )
 
 
 @register_command("eval-classifier", "evaluate a student against its teacher on held-out labels", _configure_eval)
 def eval_classifier(args: argparse.Namespace) -> int:
     from refinery.classifiers.evaluation import evaluate
+    from refinery.classifiers.provenance import TrainingOverlapError
 
-    result = evaluate(args.model_dir, args.labels, args.output)
+    try:
+        result = evaluate(args.model_dir, args.labels, args.output, args.allow_training_overlap)
+    except TrainingOverlapError as error:
+        print(f"refinery eval-classifier: {error}", file=sys.stderr)
+        return 2
+    honesty = result["training_overlap"]
+    if honesty["status"] != "disjoint":
+        print(f"refinery eval-classifier: WARNING: {honesty['message']}", file=sys.stderr)
     line = {name: result["student"][name] for name in ("accuracy", "macro_f1", "spearman")}
-    print(json.dumps({"student": line, **{k: v for k, v in result.items() if k in ("student_f1_over_ceiling",)}}))
+    extra = {k: v for k, v in result.items() if k in ("student_f1_over_ceiling",)}
+    print(json.dumps({"student": line, **extra, "training_overlap": honesty["status"]}))
     for name, values in [*result["baselines"].items(), ("teacher_self_agreement", result["teacher_self_agreement"])]:
         if values:
             print(json.dumps({name: {m: values[m] for m in ("accuracy", "macro_f1", "spearman")}}))
