@@ -198,14 +198,10 @@ def _in_rank_order(table: pa.Table, chosen: list[str], seed: int) -> pa.Table:
 
 
 def parallel_map(function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    """The per-shard tasks as Ray tasks: the spine's executor when present, else the mix writer's Ray map."""
-    try:
-        from refinery.pipelines.executor import Resources, map_tasks
-    except ImportError:
-        from refinery.mixes.writer import ray_map
+    """The per-shard tasks as Ray tasks, through the spine's executor (one CPU each, bounded in flight)."""
+    from refinery.pipelines.executor import Resources, map_tasks
 
-        return ray_map(function, items)
-    return map_tasks(function, items, resources=Resources(cpus=1), description="label: sample")
+    return map_tasks(function, items, resources=Resources(cpus=1), description=f"label: {function.__name__}")
 
 
 def _cutoff(share: int, count: int, factor: float) -> int:

@@ -17,13 +17,13 @@ Run directory::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Literal
 
 import pyarrow as pa
 
+from refinery.pipelines import storage
 from refinery.pipelines.documents import BASE_SCHEMA, ERROR_FIELDS, REASON
 from refinery.pipelines.file_digests import loaded_files_digest
 from refinery.pipelines.stages import Stage
@@ -40,6 +40,10 @@ class Segment:
     stages: tuple[Stage, ...]
     input_schema: pa.Schema
     recipe_fingerprint: str
+    #: The run directory, for a decision segment whose stage parameters name files inside it: the fingerprint
+    #: reads those paths relative to the run, so a run directory moved elsewhere keeps its fingerprints (and its
+    #: completion markers stay valid when it is resumed there).
+    location: str = ""
     #: Digest of the files this segment's stages and every earlier segment's load (``Stage.loaded_files``).
     loaded_files_digest: str = ""
 
@@ -87,9 +91,12 @@ class Segment:
             "index": self.index,
             "stages": [{"stage": s.stage_name, **s.model_dump(mode="json")} for s in self.stages],
         }
+        if self.location:
+            prefix = json.dumps(self.location.rstrip("/") + "/")[1:-1]
+            data["stages"] = json.loads(json.dumps(data["stages"]).replace(prefix, "RUN/"))
         if self.loaded_files_digest:
             data["loaded_files"] = self.loaded_files_digest
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return storage.fingerprint(data, 16)
 
     def path(self, kind: str, shard_name: str) -> str:
         suffix = "json" if kind in ("stats", "done") else "parquet"
@@ -112,7 +119,14 @@ def plan_segments(stages: list[Stage], recipe_fingerprint: str) -> list[Segment]
     for index, (kind, members) in enumerate(groups):
         loaded += [path for stage in members for path in stage.loaded_files()]
         digest = loaded_files_digest(loaded) if loaded else ""
-        segment = Segment(index, kind, tuple(members), schema, recipe_fingerprint, digest)  # type: ignore[arg-type]
+        segment = Segment(
+            index,
+            kind,  # type: ignore[arg-type]
+            tuple(members),
+            schema,
+            recipe_fingerprint,
+            loaded_files_digest=digest,
+        )
         schema = segment.kept_schema
         segments.append(segment)
     return segments
