@@ -93,7 +93,3 @@ def load_prompt(reference: str) -> Prompt:
     if prompt.task == "ordinal" and not all(label.lstrip("-").isdigit() for label in prompt.labels):
         raise ValueError(f"{path}: ordinal labels must be integers")
     return prompt
-
-
-def bundled_prompts() -> list[str]:
-    return sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml"))
