@@ -36,7 +36,13 @@ def word_spans(mapped: np.ndarray, offsets: np.ndarray, keys: np.ndarray) -> tup
     The hash is ``mix(sum(keys[min(j, len(keys) - 1)] * byte[j]) ^ length * GOLDEN)``.
     """
     documents = len(offsets) - 1
-    capacity = len(mapped) // 2 + documents + 1
+    capacity = 0  # a counting pass first: exact-size outputs (a bound like len/2 would cost ~17 bytes per byte)
+    for d in range(documents):
+        inside = False
+        for i in range(offsets[d], offsets[d + 1]):
+            word = mapped[i] != SPACE
+            capacity += word and not inside
+            inside = word
     starts = np.empty(capacity, np.int64)
     lengths = np.empty(capacity, np.int64)
     hashes = np.empty(capacity, np.uint64)
@@ -62,7 +68,7 @@ def word_spans(mapped: np.ndarray, offsets: np.ndarray, keys: np.ndarray) -> tup
             starts[count], lengths[count], owner[count], high[count] = start, length, d, any_high
             hashes[count] = mix(acc ^ (np.uint64(length) * GOLDEN))
             count += 1
-    return starts[:count], lengths[:count], hashes[:count], owner[:count], high[:count]
+    return starts, lengths, hashes, owner, high
 
 
 @njit(cache=True)
