@@ -1,4 +1,4 @@
-"""FineWeb-normalised words of a batch and their 64-bit hashes, from the raw UTF-8 bytes in NumPy.
+"""FineWeb-normalised words of a batch and their 64-bit hashes, from the raw UTF-8 bytes (NumPy + a numba loop).
 
 The text of every document is normalised as :func:`refinery.dedup.normalise.normalise` does with ``fineweb``
 and split on spaces; this module gets the same words several times faster by working on the batch's byte
