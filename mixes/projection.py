@@ -9,7 +9,8 @@ a deterministic sample of the run's kept documents with the run's tokenizer, and
 * each stage's core-hours = its measured seconds x scale / 3600 (each shard task uses one core, so the sum of
   task seconds is core-seconds); GPU-hours the same, for stages whose ``resources()`` ask for GPUs (seconds x
   GPUs per task) or that record ``gpu_seconds``;
-* input needed = the run's input documents, extracted characters and raw input bytes x scale.
+* input needed = the run's input documents, extracted characters and input file bytes (as stored, compressed)
+  x scale; the keep rate's 95% (Wilson) interval bounds the input documents needed.
 
 What does not scale linearly (documented in docs/shards.md): global stages' corpus-wide phases (dedup
 shuffles, reference distributions; their time is not in the per-stage seconds), the driver and Ray start-up,
@@ -37,8 +38,10 @@ ASSUMPTIONS = [
     "Per-stage cost scales linearly with the characters a stage sees (shard tasks are independent).",
     "The target corpus has the sample's keep rate per stage and the sample's tokens per character.",
     "Stage seconds are single-core task seconds (core-hours); Ray start-up and driver time are excluded.",
-    "Global stages: only the per-shard decision pass is measured; corpus-wide phases (dedup shuffles, "
-    "reference distributions) grow faster than linearly with corpus size and are not in these figures.",
+    "Global stages' corpus-wide phases (dedup shuffles, reference distributions) are timed by their wall seconds; "
+    "they count as wall seconds x the shard tasks this run ran at once, scaled linearly. They grow faster than "
+    "linearly with corpus size, so at scale their share is a floor.",
+    "Input bytes are the input files as stored (compressed .warc.gz / .jsonl.zst / Parquet), not extracted text.",
     "Mixing (refinery shards) and up-sampling are not included.",
 ]
 
@@ -75,6 +78,83 @@ def _input_bytes(recipe: dict[str, Any]) -> int | None:
     except (OSError, ValueError):
         return None
     return total or None
+
+
+#: Below this many input documents a run's keep rate and per-stage cost say little about a corpus: warn.
+MIN_DOCUMENTS = 100_000
+#: The keep rate's 95% interval relative to the rate above which the projection warns (too few documents kept).
+MAX_RELATIVE_INTERVAL = 0.10
+Z95 = 1.959964
+
+
+def wilson_interval(kept: int, total: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a binomial proportion (95% by default); None without trials."""
+    if total <= 0:
+        return None
+    p = kept / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def sample_warnings(input_documents: int, output_documents: int, interval: tuple[float, float] | None) -> list[str]:
+    """Why the run may be too small to extrapolate from (empty when it is not)."""
+    warnings = []
+    if input_documents < MIN_DOCUMENTS:
+        warnings.append(
+            f"The run read {input_documents:,} input documents (fewer than {MIN_DOCUMENTS:,}): its keep rate and "
+            "per-stage costs depend on which pages it happened to read and on fixed costs (model loading, task "
+            "start-up); treat the projection as an order of magnitude."
+        )
+    if interval is not None and output_documents:
+        rate = output_documents / input_documents
+        if rate > 0 and (interval[1] - interval[0]) / rate > MAX_RELATIVE_INTERVAL:
+            warnings.append(
+                f"The keep rate's 95% interval ({interval[0]:.2%} to {interval[1]:.2%}) spans more than "
+                f"{MAX_RELATIVE_INTERVAL:.0%} of the rate: the input needed is uncertain by as much."
+            )
+    if not output_documents:
+        warnings.append("The run kept no documents: nothing to extrapolate from.")
+    return warnings
+
+
+def _phases(run: dict[str, Any], scale: float, workers: float) -> list[dict[str, Any]]:
+    """Global phases (wall seconds, from run.json), as core-hours at this run's parallelism, scaled."""
+    rows = []
+    for segment in run["segments"]:
+        for phase, seconds in sorted((segment.get("phase_seconds") or {}).items()):
+            stage = segment["stages"][0]["stage"] if segment["stages"] else "?"
+            rows.append(
+                {
+                    "segment": segment["index"],
+                    "stage": stage,
+                    "phase": phase,
+                    "wall_seconds": float(seconds),
+                    "core_hours": float(seconds) * workers * scale / 3600,
+                }
+            )
+    return rows
+
+
+def _parallelism(run_dir: str) -> float:
+    """Shard tasks this run ran at once (task seconds / the tasks' wall span, the busiest segment); 1 if unknown."""
+    fs, root = storage.filesystem(run_dir)
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for marker in fs.glob(storage.join(root, "segments", "*", "done", "*.json")):
+        try:
+            data = storage.read_json(fs, marker)
+        except ValueError:
+            continue
+        if "started_at" in data:
+            segment = marker.rsplit("/", 3)[-3]
+            spans.setdefault(segment, []).append((data["started_at"], float(data.get("wall_seconds", 0.0))))
+    best = 1.0
+    for entries in spans.values():
+        span = max(s + w for s, w in entries) - min(s for s, _ in entries)
+        if span > 0:
+            best = max(best, sum(w for _, w in entries) / span)
+    return best
 
 
 def stage_gpus(recipe: dict[str, Any]) -> dict[str, float]:
@@ -146,6 +226,10 @@ def project_run(
     stage_seconds = sum(s["seconds"] for s in stages)
     overhead = max(0.0, _task_wall_seconds(run_dir) - stage_seconds)
     gpu = [s["gpu_hours"] for s in stages if s["gpu_hours"] is not None]
+    workers = _parallelism(run_dir)
+    phases = _phases(run, scale, workers)
+    phase_core_hours = sum(p["core_hours"] for p in phases)
+    interval = wilson_interval(last["kept"], first["in"])
     return {
         "run_dir": run_dir,
         "recipe": run.get("recipe"),
@@ -162,6 +246,9 @@ def project_run(
             "output_tokens_estimate": output_chars * sample["tokens_per_char"],
             "keep_rate_documents": last["kept"] / first["in"] if first["in"] else None,
             "keep_rate_chars": output_chars / first["chars_in"] if first["chars_in"] else None,
+            "keep_rate_documents_95": list(interval) if interval else None,
+            "parallelism": round(workers, 2),
+            "phase_wall_seconds": sum(p["wall_seconds"] for p in phases),
             "stage_seconds": stage_seconds,
             "task_overhead_seconds": overhead,
         },
@@ -170,15 +257,23 @@ def project_run(
             "input_documents": first["in"] * scale,
             "input_chars": first["chars_in"] * scale,
             "input_bytes": input_bytes * scale if input_bytes else None,
+            "input_documents_95": (
+                [last["kept"] * scale / interval[1], last["kept"] * scale / interval[0]]
+                if interval and interval[0] > 0
+                else None
+            ),
             "output_documents": last["kept"] * scale,
             "output_chars": needed_chars,
         },
         "stages": stages,
-        "total_core_hours": (stage_seconds + overhead) * scale / 3600,
+        "phases": phases,
+        "phase_core_hours": phase_core_hours,
+        "total_core_hours": (stage_seconds + overhead) * scale / 3600 + phase_core_hours,
         "stage_core_hours": stage_seconds * scale / 3600,
         "io_overhead_core_hours": overhead * scale / 3600,
         "total_gpu_hours": sum(gpu) if gpu else None,
         "assumptions": ASSUMPTIONS,
+        "warnings": sample_warnings(first["in"], last["kept"], interval),
     }
 
 
@@ -235,28 +330,60 @@ def projection_table(projection: dict[str, Any]) -> str:
         f"tokens per character {sample['tokens_per_char']:.4f} ({sample['documents']} kept documents); "
         f"keep rate {m['keep_rate_documents']:.2%} of documents, {m['keep_rate_chars']:.2%} of characters",
         f"input needed: {_human(n['input_documents'], ' documents')}, {_human(n['input_chars'], ' chars')} extracted, "
-        f"{_human(n['input_bytes'], 'B')} raw (scale x{projection['scale']:,.0f} of this run)",
+        f"{_human(n['input_bytes'], 'B')} of input files as stored (scale x{projection['scale']:,.0f} of this run)",
+        *[f"WARNING: {w}" for w in projection.get("warnings", [])],
     ]
     return "\n".join(lines)
 
 
 def projection_html(projection: dict[str, Any]) -> str:
-    """An HTML fragment (a heading, the stage table, the input needed and the assumptions) for report.html."""
+    """An HTML fragment for report.html: warnings first, the figures, the sample they rest on, the stage and
+    phase table, and the assumptions."""
+    from refinery.pipelines.report_page import table
+
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _rows(projection))
     m, n, sample = projection["measured"], projection["needed"], projection["sample"]
+    warnings = "".join(f'<p class="warning"><b>Warning:</b> {e(w)}</p>' for w in projection.get("warnings", []))
+    interval = m.get("keep_rate_documents_95")
+    needed_95 = n.get("input_documents_95")
+    keep = f"{m['keep_rate_documents']:.2%}" + (
+        f" (95% interval {interval[0]:.2%} to {interval[1]:.2%}, Wilson)" if interval else ""
+    )
+    needed_docs = e(_human(n["input_documents"], " documents")) + (
+        f" (95%: {e(_human(needed_95[0]))} to {e(_human(needed_95[1]))})" if needed_95 else ""
+    )
+    phases = projection.get("phases", [])
     summary = (
         f"<p>{e(_human(projection['target_tokens'], 'tokens'))} of output need "
         f"<b>{projection['total_core_hours']:,.0f} core-hours</b> ({projection['stage_core_hours']:,.0f} in stages, "
-        f"{projection['io_overhead_core_hours']:,.0f} task I/O and overhead) and "
-        f"{e(_human(n['input_documents'], ' documents'))} of input ({e(_human(n['input_bytes'], 'B'))} raw), "
-        f"at {sample['tokens_per_char']:.4f} tokens per character and a keep rate of "
-        f"{m['keep_rate_documents']:.2%} of documents ({m['keep_rate_chars']:.2%} of characters).</p>"
+        f"{projection['io_overhead_core_hours']:,.0f} task I/O and overhead, "
+        f"{projection.get('phase_core_hours', 0.0):,.0f} in global phases) and {needed_docs} of input, "
+        f"{e(_human(n['input_chars'], ' characters'))} of extracted text, "
+        f"{e(_human(n['input_bytes'], 'B'))} of input files as stored (compressed).</p>"
     )
+    basis = table(
+        ["what the projection rests on", "value"],
+        [
+            ["input documents read by this run", f"{m['input_documents']:,}"],
+            ["documents kept", f"{m['output_documents']:,}"],
+            ["document keep rate", keep],
+            ["character keep rate", f"{m['keep_rate_chars']:.2%}"],
+            ["tokens per character", f"{sample['tokens_per_char']:.4f} ({sample['documents']:,} kept documents)"],
+            ["input bytes (files as stored, compressed)", _human(m.get("input_bytes"), "B")],
+            ["scale (projected / this run)", f"x{projection['scale']:,.0f}"],
+            ["shard tasks at once (phases' core-hours)", f"{m.get('parallelism', 1.0):.2f}"],
+        ],
+        numeric=(1,),
+    )
+    rows = [list(row) for row in _rows(projection)]
+    rows += [
+        [f"{p['segment']}·{p['stage']} ▸ {p['phase']} (phase)", f"{p['wall_seconds']:.2f}", "-", "-",
+         f"{p['core_hours']:,.0f}", "-"]
+        for p in phases
+    ]  # fmt: skip
+    stages = table(list(HEADER), rows, numeric=range(1, 6))
     assumptions = "".join(f"<li>{e(a)}</li>" for a in projection["assumptions"])
     return (
-        '<section class="projection"><h2>Cost projection</h2>'
-        f"{summary}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        f"<ul>{assumptions}</ul></section>"
+        '<section class="projection" id="projection"><h2>Cost projection</h2>'
+        f"{warnings}{summary}{basis}{stages}<ul>{assumptions}</ul></section>"
     )
