@@ -62,7 +62,7 @@ def confusion_table(matrix: list[list[int]], classes: list[str]) -> str:
 
 
 def evaluation_body(result: dict[str, Any], image: str | None) -> str:
-    from refinery.pipelines.report_page import esc, table
+    from refinery.pipelines.report_page import esc, meta_table, table
 
     css, verdict = _verdict(result)
     rows = [["student", result["student"]["documents"], *(_metric(result["student"], m) for m in METRICS)]]
@@ -80,16 +80,15 @@ def evaluation_body(result: dict[str, Any], image: str | None) -> str:
             ]
         )
     scores = table(["model", "held-out documents", "accuracy", "macro-F1", "Spearman"], rows, numeric=(1, 2, 3, 4))
-    meta = table(
-        ["", ""],
+    meta = meta_table(
         [
-            ["student", f"{result['kind']} ({result['model']})"],
-            ["prompt / task", f"{result['prompt']} / {result['task']}"],
-            ["training documents", f"{result['train_documents']:,}"],
-            ["teacher failures", f"{result.get('teacher_failed', 0):,}"],
+            ("student", f"{result['kind']} ({result['model']})"),
+            ("prompt / task", f"{result['prompt']} / {result['task']}"),
+            ("training documents", f"{result['train_documents']:,}"),
+            ("teacher failures", f"{result.get('teacher_failed', 0):,}"),
         ],
     )
-    picture = f'<img src="{esc(image)}" alt="confusion matrix">' if image else ""
+    picture = f'<img src="{esc(image)}" alt="confusion matrix" style="max-width:520px">' if image else ""
     return (
         f'<p class="{css}" data-summary="verdict">{esc(verdict)}</p>{meta}<h2>Scores on the held-out split</h2>{scores}'
         f"<h2>Confusion matrix</h2>{confusion_table(result['student']['confusion'], result['classes'])}{picture}"

@@ -15,6 +15,7 @@ from refinery.pipelines.report_page import (
     hbar_chart,
     human,
     line_chart,
+    meta_table,
     more,
     page,
     percent,
@@ -112,11 +113,7 @@ def _summary(report: dict[str, Any]) -> str:
         ("shards", f"{shards['shards']:,} ({shards['processed']:,} processed this run, {shards['resumed']:,} resumed)"),
         ("inputs", Raw("<br>".join(inputs) or "-")),
     ]
-    meta_html = (
-        '<table class="meta"><tbody>'
-        + "".join(f"<tr><td>{esc(k)}</td><td>{v.html if isinstance(v, Raw) else esc(v)}</td></tr>" for k, v in meta)
-        + "</tbody></table>"
-    )
+    meta_html = meta_table(meta)
     return f'<section id="summary"><h2>Summary</h2>{counts}<p class="caption">{token_note}</p>{meta_html}</section>'
 
 
@@ -184,17 +181,6 @@ def _timing(report: dict[str, Any]) -> str:
     bars = []
     for step in funnel:
         seg = by_segment.get(step["segment"], {})
-        for phase, seconds in (
-            (seg.get("phase_seconds") or {}).items() if step["stage"] == seg.get("stages", "").split("+")[0] else ()
-        ):
-            bars.append(
-                {
-                    "label": f"{step['segment']}·{step['stage']} ▸ {phase}",
-                    "part": seconds,
-                    "text": f"{seconds:.2f} s wall (global phase)",
-                    "colour": PALETTE[4],
-                }
-            )
         seconds = step["seconds"]
         rate = step["chars_in"] * bytes_per_char / 1e6 / seconds if seconds > 0 else 0.0
         bars.append(
@@ -205,10 +191,21 @@ def _timing(report: dict[str, Any]) -> str:
                 "colour": PALETTE[1],
             }
         )
+        first_of_segment = step["stage"] == seg.get("stages", "").split("+")[0]
+        for phase, phase_seconds in (seg.get("phase_seconds") or {}).items() if first_of_segment else ():
+            bars.append(
+                {
+                    "label": f"▸ {phase}",
+                    "indent": 16,
+                    "part": phase_seconds,
+                    "text": f"{phase_seconds:.2f} s wall (global phase)",
+                    "colour": PALETTE[4],
+                }
+            )
     chart = hbar_chart("Time per stage: task seconds (orange) and global phases' wall seconds (purple)", bars)
     rows = [
         [
-            Raw(f"{s['segment']} <span class=\"caption\">{esc(s['stages'].replace('+', ' + '))}</span>"),
+            Raw(f'{s["segment"]} <span class="caption">{esc(s["stages"].replace("+", " + "))}</span>'),
             f"{s['shards']:,}",
             "-" if s["wall_span_seconds"] is None else f"{s['wall_span_seconds']:.2f}",
             f"{s['phase_wall_seconds']:.2f}",
@@ -309,9 +306,10 @@ def _rules(report: dict[str, Any]) -> str:
             items = "".join(_document(doc) for doc in entry["documents"]) or (
                 '<p class="caption">none of this rule in the rows read for samples</p>'
             )
-            docs.append(
-                f"<details><summary>{esc(rule)}: {len(entry['documents'])} sample(s)</summary>{items}</details>"
-            )
+            opened = " open" if entry["documents"] and not any(" open>" in d for d in docs) else ""
+            count = len(entry["documents"])
+            label = f"{count} sample document{'s' if count != 1 else ''}" if count else "no sample in the rows read"
+            docs.append(f"<details{opened}><summary>{esc(rule)}: {label}</summary>{items}</details>")
         parts.append(head + rules + "".join(docs))
         edit = edits.get(step["segment"])
         if edit and step["stage"] == edit["stages"][-1]:

@@ -41,7 +41,7 @@ font-family:ui-monospace,Menlo,Consolas,monospace;margin:.3em 0}
 .meta td:first-child{color:#5f6b7a;white-space:nowrap}
 .caption{color:#5f6b7a;font-size:13px}
 svg{width:100%;height:auto;max-width:900px;display:block}svg text{font-size:12px;fill:#1d2430}
-img{max-width:100%;height:auto}
+img{max-width:100%;height:auto}figure{margin:.6em 0}
 details{margin:.3em 0}summary{cursor:pointer}
 nav a{margin-right:1em}
 """
@@ -97,6 +97,15 @@ def table(
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>' + (
         more(total, shown, more_noun) if total is not None else ""
     )
+
+
+def meta_table(rows: Sequence[tuple[str, Any]]) -> str:
+    """A two-column key/value table without a header row (``Raw`` values are HTML)."""
+    body = "".join(
+        f"<tr><td>{esc(key)}</td><td>{value.html if isinstance(value, Raw) else esc(value)}</td></tr>"
+        for key, value in rows
+    )
+    return f'<div class="scroll"><table class="meta"><tbody>{body}</tbody></table></div>'
 
 
 class Raw:
@@ -155,7 +164,7 @@ def hbar_chart(
     label_width: int = 200,
     value_width: int = 210,
 ) -> str:
-    """Horizontal bars: each row ``{label, total, part, text, colour}`` draws ``total`` in grey and ``part`` over it.
+    """Horizontal bars: each row ``{label, total, part, text, colour, indent}``: ``total`` in grey, ``part`` over it.
 
     ``log`` uses a log10 axis (1 … the largest total) so a funnel's tail stays visible beside its head. Labels sit
     in fixed columns (left: the row's name; right: its figures), so no text runs past the chart.
@@ -175,8 +184,9 @@ def hbar_chart(
     parts = [svg_open(height, title), f'<text x="0" y="14" font-weight="bold">{esc(title)}</text>']
     for i, row in enumerate(rows):
         y = top_margin + i * row_height
-        label = truncate(row["label"], label_width // 7)
-        parts.append(f'<text x="0" y="{y + 14}"><title>{esc(row["label"])}</title>{esc(label)}</text>')
+        label = truncate(row["label"], (label_width - row.get("indent", 0)) // 7)
+        indent = row.get("indent", 0)
+        parts.append(f'<text x="{indent}" y="{y + 14}"><title>{esc(row["label"])}</title>{esc(label)}</text>')
         if row.get("total") is not None:
             parts.append(
                 f'<rect x="{label_width}" y="{y + 2}" width="{length(row["total"]):.1f}" height="16" fill="#d0d4da"/>'
@@ -188,6 +198,14 @@ def hbar_chart(
         parts.append(f'<text x="{CHART_WIDTH - value_width}" y="{y + 14}">{esc(row["text"])}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def nice_step(raw: float) -> float:
+    """The smallest 1, 2 or 5 x 10^k at or above ``raw`` (axis ticks people can read)."""
+    if raw <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
 
 def line_chart(
@@ -205,6 +223,7 @@ def line_chart(
     ys = [y for s in series for y in s["y"]] or [0.0, 1.0]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y1 = y_max or max(max(ys), 1e-9) * 1.1
+    y1 = nice_step(y1 / 4) * math.ceil(y1 / nice_step(y1 / 4))
     width = CHART_WIDTH - left - right
 
     def px(x: float) -> float:
@@ -215,9 +234,11 @@ def line_chart(
 
     parts = [svg_open(height, title), f'<text x="0" y="14" font-weight="bold">{esc(title)}</text>']
     parts.append(f'<rect x="{left}" y="{top}" width="{width}" height="{plot_height}" fill="none" stroke="#c5ccd4"/>')
-    for k in range(5):
-        value = y1 * k / 4
-        parts.append(f'<text x="{left - 6}" y="{py(value) + 4:.1f}" text-anchor="end">{value:.1f}</text>')
+    step = nice_step(y1 / 4)
+    decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
+    for k in range(int(y1 / step + 1e-9) + 1):
+        value = step * k
+        parts.append(f'<text x="{left - 6}" y="{py(value) + 4:.1f}" text-anchor="end">{value:.{decimals}f}</text>')
         parts.append(
             f'<line x1="{left}" x2="{left + width}" y1="{py(value):.1f}" y2="{py(value):.1f}" stroke="#eef0f3"/>'
         )

@@ -65,26 +65,28 @@ def scale_label(report: dict[str, Any]) -> str:
 
 
 def spread_verdict(summary: dict[str, Any]) -> dict[str, str]:
-    """Per other mix: whether the chosen mix's objective is within the seed spread of it (mean ± std overlap)."""
+    """Per other mix, a sentence: is the chosen mix's objective within the seed spread of it (mean ± std overlap)?
+
+    With one comparison seed there is no spread: a single sentence (key ``seeds``) says so.
+    """
     chosen = summary.get("chosen")
-    verdicts: dict[str, str] = {}
     if not chosen:
-        return verdicts
+        return {}
+    if len(chosen.get("seeds", [])) < 2:
+        return {"seeds": "one seed only: the seed spread is not measured, so no difference can be called"}
+    verdicts: dict[str, str] = {}
     for name in ("natural", "uniform"):
         other = summary.get(name)
         if not other:
             continue
-        if len(chosen.get("seeds", [])) < 2:
-            verdicts[name] = f"one seed only: no spread measured against {name}"
-            continue
         low = max(chosen["mean"] - chosen["std"], other["mean"] - other["std"])
         high = min(chosen["mean"] + chosen["std"], other["mean"] + other["std"])
         if low <= high:
-            verdicts[name] = f"within the seed spread of {name} (not distinguishable)"
+            verdicts[name] = f"chosen and {name} overlap within the seed spread (not distinguishable)"
         elif chosen["mean"] < other["mean"]:
-            verdicts[name] = f"better than {name} beyond the seed spread"
+            verdicts[name] = f"chosen beats {name} beyond the seed spread"
         else:
-            verdicts[name] = f"worse than {name} beyond the seed spread"
+            verdicts[name] = f"chosen is worse than {name} beyond the seed spread"
     return verdicts
 
 
@@ -206,7 +208,7 @@ def plot_chosen(report: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     names = report["buckets"]["names"]
     mixes = report["comparison"]["mixes"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 4.4))
     width = 0.8 / len(mixes)
     for k, (label, weights) in enumerate(mixes.items()):
         left.bar(np.arange(len(names)) + k * width, [weights[n] for n in names], width, label=label)
@@ -228,7 +230,7 @@ def plot_chosen(report: dict[str, Any], path: Path) -> Path:
     right.set_ylabel("objective (nats/token)\nmean ± std over seeds; dots: each seed")
     verdicts = spread_verdict(summary)
     seeds = len(chosen["seeds"]) if chosen else 0
-    verdict = "; ".join(f"chosen is {v}" for v in verdicts.values()) or "no comparison"
+    verdict = "; ".join(verdicts.values()) or "no comparison"
     right.set_title(textwrap.fill(f"{seeds} seed(s): {verdict}", 60), fontsize=9)
     figure.suptitle(scale_label(report), fontsize=9)
     figure.tight_layout()
@@ -294,8 +296,8 @@ def mix_page_body(report: dict[str, Any]) -> str:
     verdicts = spread_verdict(summary)
     scale = proxy_scale(report)
     chosen = summary.get("chosen", {})
-    verdict_text = "; ".join(f"the chosen mix is {v}" for v in verdicts.values()) or "no seed comparison"
-    css = "ok" if verdicts and all(v.startswith("better") for v in verdicts.values()) else "warning"
+    verdict_text = "; ".join(verdicts.values()) or "no seed comparison"
+    css = "ok" if verdicts and all(" beats " in v for v in verdicts.values()) else "warning"
     parts = [
         f'<p class="{css}" data-summary="verdict"><b>{len(chosen.get("seeds", []))} seed(s):</b> '
         f"{esc(verdict_text)}.</p>"
