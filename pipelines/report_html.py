@@ -331,7 +331,7 @@ def _document(doc: dict[str, Any]) -> str:
     return (
         f'<div class="caption">{esc(doc["id"])} · {where} · {doc.get("chars", 0):,} chars'
         f"{' · ' + values if values else ''}</div>"
-        f'<div class="doc">{esc(doc["text"])}</div>'
+        f'<div class="doc">{esc(doc["text"]) or "<i>(no text)</i>"}</div>'
     )
 
 

@@ -126,11 +126,10 @@ for (const svg of document.querySelectorAll('svg')) {
   const box = svg.getBoundingClientRect();
   if (box.width <= 0 || box.height <= 0 || svg.childElementCount === 0)
     problems.svgs.push(svg.getAttribute('aria-label'));
-  const view = svg.viewBox && svg.viewBox.baseVal;
-  if (!view || view.width === 0) continue;
-  for (const text of svg.querySelectorAll('text')) {
-    const b = text.getBBox();
-    if (b.width > 0 && (b.x < -1 || b.x + b.width > view.width + 1 || b.y < -1 || b.y + b.height > view.height + 1))
+  for (const text of svg.querySelectorAll('text')) {  // on screen, transforms (rotated labels) included
+    const b = text.getBoundingClientRect();
+    if (b.width > 0 && (b.left < box.left - 1 || b.right > box.right + 1 || b.top < box.top - 1 ||
+                        b.bottom > box.bottom + 1))
       problems.clipped.push(text.textContent);
   }
 }
