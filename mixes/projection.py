@@ -325,7 +325,8 @@ def projection_table(projection: dict[str, Any]) -> str:
     m, n, sample = projection["measured"], projection["needed"], projection["sample"]
     lines += [
         f"stages {projection['stage_core_hours']:,.0f} core-hours + task I/O and overhead "
-        f"{projection['io_overhead_core_hours']:,.0f} = {projection['total_core_hours']:,.0f} core-hours "
+        f"{projection['io_overhead_core_hours']:,.0f} + global phases {projection.get('phase_core_hours', 0.0):,.0f} "
+        f"= {projection['total_core_hours']:,.0f} core-hours "
         f"for {_human(projection['target_tokens'], 'tokens')} out",
         f"tokens per character {sample['tokens_per_char']:.4f} ({sample['documents']} kept documents); "
         f"keep rate {m['keep_rate_documents']:.2%} of documents, {m['keep_rate_chars']:.2%} of characters",
@@ -354,7 +355,7 @@ def projection_html(projection: dict[str, Any]) -> str:
     )
     phases = projection.get("phases", [])
     summary = (
-        f"<p>{e(_human(projection['target_tokens'], 'tokens'))} of output need "
+        f"<p>{e(_human(projection['target_tokens'], ' tokens'))} of output need "
         f"<b>{projection['total_core_hours']:,.0f} core-hours</b> ({projection['stage_core_hours']:,.0f} in stages, "
         f"{projection['io_overhead_core_hours']:,.0f} task I/O and overhead, "
         f"{projection.get('phase_core_hours', 0.0):,.0f} in global phases) and {needed_docs} of input, "
