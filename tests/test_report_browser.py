@@ -148,3 +148,15 @@ def test_classifier_evaluation_page_in_a_real_browser(tmp_path: Path, browser: B
         for value in row:
             assert f">{value:,}</td>" in text, "every confusion count is on the page"
     assert "length logreg" in text and "majority" in text and "ceiling" in text
+
+
+def test_the_mix_verdict_says_when_chosen_natural_and_uniform_overlap():
+    from refinery.mixes.optimizer.report import spread_verdict
+
+    def mix(mean: float, std: float) -> dict:
+        return {"seeds": [0, 1, 2], "mean": mean, "std": std, "objective": [mean - std, mean, mean + std]}
+
+    verdicts = spread_verdict({"chosen": mix(3.0, 0.1), "natural": mix(3.15, 0.1), "uniform": mix(3.5, 0.1)})
+    assert "overlap" in verdicts["natural"] and "beats uniform" in verdicts["uniform"]
+    one_seed = spread_verdict({"chosen": {"seeds": [0], "mean": 3.0, "std": 0.0}, "natural": mix(3.5, 0.0)})
+    assert list(one_seed) == ["seeds"] and "not measured" in one_seed["seeds"]
