@@ -288,7 +288,7 @@ def _relative(target: Path, start: Path) -> str:
 
 def mix_page_body(report: dict[str, Any]) -> str:
     """The mix report's sections: the verdict, the chosen weights, the proxy scale, the fit, the plots."""
-    from refinery.pipelines.report_page import esc, table
+    from refinery.pipelines.report_page import esc, meta_table, table
 
     names = report["buckets"]["names"]
     mixes = report["comparison"]["mixes"]
@@ -326,7 +326,7 @@ def mix_page_body(report: dict[str, Any]) -> str:
         ["proxies trained", f"{scale['proxies']:,}"],
     ]
     parts.append(
-        f'<h2>Proxy scale</h2><div data-summary="scale">{table(["", "value"], scale_rows, numeric=(1,))}</div>'
+        f'<h2>Proxy scale</h2><div data-summary="scale">{meta_table(scale_rows)}</div>'
         '<p class="caption">Proxies are small models: a mix that wins at this scale is a hypothesis for the '
         "full-size run, not a result.</p>"
     )
