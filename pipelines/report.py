@@ -40,21 +40,26 @@ PAGES_DIR = "pages"
 
 
 def _document_errors(fs: Any, root: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Up to ``ERROR_SAMPLE`` errored documents per segment, with stage, file and error text."""
+    """Up to ``ERROR_SAMPLE`` errored documents per segment, with stage, file and error text.
+
+    Bounded like the samples: at most ``ERROR_SAMPLE`` files per segment, read a row group at a time."""
     sample: list[dict[str, Any]] = []
     for segment in summary["segments"]:
         found = 0
         paths = fs.glob(storage.join(root, segment["directory"], "errors", "*.parquet"))
-        for path in sorted(p for p in paths if not storage.is_temporary(p)):
+        for path in sorted(p for p in paths if not storage.is_temporary(p))[:ERROR_SAMPLE]:
             with fs.open(path, "rb") as handle:
-                table = pq.read_table(handle, columns=[ID, STAGE, FILE, ERROR])
-            for row in table.to_pylist():
-                if row[ID] is None:
-                    continue  # whole-file problems are listed from run.json
-                sample.append({"segment": segment["index"], **row})
-                found += 1
-                if found >= ERROR_SAMPLE:
-                    break
+                parquet = pq.ParquetFile(handle)
+                for group in range(parquet.metadata.num_row_groups):
+                    for row in parquet.read_row_group(group, columns=[ID, STAGE, FILE, ERROR]).to_pylist():
+                        if row[ID] is None:
+                            continue  # whole-file problems are listed from run.json
+                        sample.append({"segment": segment["index"], **row})
+                        found += 1
+                        if found >= ERROR_SAMPLE:
+                            break
+                    if found >= ERROR_SAMPLE:
+                        break
             if found >= ERROR_SAMPLE:
                 break
     return sample
