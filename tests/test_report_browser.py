@@ -135,11 +135,11 @@ def test_mix_report_in_a_real_browser_and_linked_from_the_run(ray_local, tmp_pat
     assert linked and (run / linked[0]).resolve() == page.resolve(), "the run report links the mix made from it"
 
 
-def test_classifier_evaluation_page_in_a_real_browser(tmp_path: Path, browser: Browser):
+def test_classifier_evaluation_page_in_a_real_browser(report_run: Path, tmp_path: Path, browser: Browser):
     committed = REPO / "classifiers" / "models" / "edu_fasttext" / "eval"
     result = json.loads((committed / "eval.json").read_text())
     shutil.copy(committed / "confusion.png", tmp_path / "confusion.png")
-    page = write_evaluation_page(result, tmp_path)
+    page = write_evaluation_page(result, tmp_path, run_dir=str(report_run))  # as `eval-classifier --run RUN`
     seen = probe(browser, page)
     assert seen["problems"] == {"images": [], "svgs": [], "remote": [], "clipped": []}, seen["problems"]
     assert seen["images"] == 1 and seen["overflow"] <= 0
@@ -148,6 +148,8 @@ def test_classifier_evaluation_page_in_a_real_browser(tmp_path: Path, browser: B
         for value in row:
             assert f">{value:,}</td>" in text, "every confusion count is on the page"
     assert "length logreg" in text and "majority" in text and "ceiling" in text
+    linked = [h for h in probe(browser, report_run / "report.html")["links"] if h.endswith("eval.html")]
+    assert linked and (report_run / linked[0]).resolve() == page.resolve(), "the run report links the evaluation"
 
 
 def test_the_mix_verdict_says_when_chosen_natural_and_uniform_overlap():
