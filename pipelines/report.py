@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -155,6 +156,16 @@ def _overview(summary: dict[str, Any], recipe: dict[str, Any], root: str, sample
     return overview
 
 
+def _guarded(default: Any, notes: list[str], compute: Any, *args: Any) -> Any:
+    """``compute(*args)``, or ``default`` with a note when reading samples fails: a report never fails a finished
+    run."""
+    try:
+        return compute(*args)
+    except (OSError, ValueError, KeyError, pa.ArrowException) as error:
+        notes.append(f"{type(error).__name__}: {error}")
+        return default
+
+
 def build_report(run_dir: str) -> dict[str, Any]:
     fs, root = storage.filesystem(run_dir)
     summary = storage.read_json(fs, storage.join(root, "run.json"))
@@ -163,6 +174,7 @@ def build_report(run_dir: str) -> dict[str, Any]:
     seed = int(recipe.get("recipe", {}).get("seed", 0) or 0)
     parameters = _stage_parameters(recipe)
     funnel, rule_docs, edits = [], [], []
+    notes: list[str] = []
     segments = summary["segments"]
     for position, segment in enumerate(segments):
         wanted: dict[str, list[str]] = {}
@@ -180,7 +192,7 @@ def build_report(run_dir: str) -> dict[str, Any]:
                     "parameters": parameters.get(stage["stage"], {}),
                 }
             )
-        sampled = rule_samples(fs, root, segment, wanted, seed)
+        sampled = _guarded({}, notes, rule_samples, fs, root, segment, wanted, seed)
         if sampled:
             rule_docs.append({"segment": segment["index"], **sampled})
         editing = [stage["stage"] for stage in segment["stages"] if is_editing(stage)]
@@ -190,16 +202,25 @@ def build_report(run_dir: str) -> dict[str, Any]:
                     "segment": segment["index"],
                     "stages": editing,
                     "counts": {s["stage"]: edit_counts(s) for s in segment["stages"] if s["stage"] in editing},
-                    **edit_samples(fs, root, segment, segments[position - 1], seed),
+                    **_guarded(
+                        {"files_read": 0, "edited_in_sample": 0, "documents": []},
+                        notes,
+                        edit_samples,
+                        fs,
+                        root,
+                        segment,
+                        segments[position - 1],
+                        seed,
+                    ),
                 }
             )
     last_directory = segments[-1]["directory"] if segments else None
     text_samples = {}
     if segments:
-        text_samples["input"] = text_sample(
-            fs, root, [(segments[0]["directory"], "kept"), (segments[0]["directory"], "rejected")], seed
-        )
-        text_samples["output"] = text_sample(fs, root, [(last_directory, "kept")], seed)
+        first = segments[0]["directory"]
+        pairs = [(first, "kept"), (first, "rejected")]
+        text_samples["input"] = _guarded(None, notes, text_sample, fs, root, pairs, seed)
+        text_samples["output"] = _guarded(None, notes, text_sample, fs, root, [(last_directory, "kept")], seed)
     return {
         "recipe": summary["recipe"],
         "fingerprint": summary["fingerprint"],
@@ -209,7 +230,8 @@ def build_report(run_dir: str) -> dict[str, Any]:
         "overview": _overview(summary, recipe, root, text_samples),
         "text_samples": text_samples,
         "funnel": funnel,
-        "timing": run_timing(fs, root, summary),
+        "timing": _guarded(None, notes, run_timing, fs, root, summary),
+        "report_notes": notes,
         "rule_samples": rule_docs,
         "edit_samples": edits,
         "file_errors": summary["file_errors"],

@@ -409,8 +409,12 @@ def render_html(report: dict[str, Any]) -> str:
         + "</nav>"
     )
     sections = "".join(s["html"] for s in report.get("sections", []))
+    notes = "".join(
+        f'<p class="warning">Part of this report could not be drawn: {esc(n)}</p>'
+        for n in report.get("report_notes", [])
+    )
     body = (
-        f"<h1>{esc(title)}</h1>{_status(report)}{nav}{_summary(report) if o else ''}{_pages(report)}"
+        f"<h1>{esc(title)}</h1>{_status(report)}{notes}{nav}{_summary(report) if o else ''}{_pages(report)}"
         f"{_funnel(report)}{_timing(report)}{_rules(report)}{_errors(report)}{sections}"
     )
     return page(title, body)

@@ -162,3 +162,16 @@ def test_the_mix_verdict_says_when_chosen_natural_and_uniform_overlap():
     assert "overlap" in verdicts["natural"] and "beats uniform" in verdicts["uniform"]
     one_seed = spread_verdict({"chosen": {"seeds": [0], "mean": 3.0, "std": 0.0}, "natural": mix(3.5, 0.0)})
     assert list(one_seed) == ["seeds"] and "not measured" in one_seed["seeds"]
+
+
+def test_a_report_that_cannot_read_its_samples_still_draws_and_says_so(report_run: Path, tmp_path: Path):
+    from refinery.pipelines.report import write_report
+
+    copy = tmp_path / "run"
+    shutil.copytree(report_run, copy)
+    for path in (copy / "segments" / "00" / "rejected").glob("*.parquet"):
+        path.write_bytes(b"not parquet")  # damaged after the run finished
+    report = write_report(str(copy))
+    assert report["report_notes"], "the failure is named"
+    assert report["funnel"] and report["overview"]["documents_in"] > 0, "the counts are still there"
+    assert "could not be drawn" in (copy / "report.html").read_text()
