@@ -9,8 +9,7 @@ a deterministic sample of the run's kept documents with the run's tokenizer, and
 * each stage's core-hours = its measured seconds x scale / 3600 (each shard task uses one core, so the sum of
   task seconds is core-seconds); GPU-hours the same, for stages whose ``resources()`` ask for GPUs (seconds x
   GPUs per task) or that record ``gpu_seconds``;
-* input needed = the run's input documents, extracted characters and input file bytes (as stored, compressed)
-  x scale; the keep rate's 95% (Wilson) interval bounds the input documents needed.
+* input needed = the run's input documents, extracted characters and raw input bytes x scale.
 
 What does not scale linearly (documented in docs/shards.md): global stages' corpus-wide phases (dedup
 shuffles, reference distributions; their time is not in the per-stage seconds), the driver and Ray start-up,
@@ -38,10 +37,8 @@ ASSUMPTIONS = [
     "Per-stage cost scales linearly with the characters a stage sees (shard tasks are independent).",
     "The target corpus has the sample's keep rate per stage and the sample's tokens per character.",
     "Stage seconds are single-core task seconds (core-hours); Ray start-up and driver time are excluded.",
-    "Global stages' corpus-wide phases (dedup shuffles, reference distributions) are timed by their wall seconds; "
-    "they count as wall seconds x the shard tasks this run ran at once, scaled linearly. They grow faster than "
-    "linearly with corpus size, so at scale their share is a floor.",
-    "Input bytes are the input files as stored (compressed .warc.gz / .jsonl.zst / Parquet), not extracted text.",
+    "Global stages: only the per-shard decision pass is measured; corpus-wide phases (dedup shuffles, "
+    "reference distributions) grow faster than linearly with corpus size and are not in these figures.",
     "Mixing (refinery shards) and up-sampling are not included.",
 ]
 
@@ -119,44 +116,6 @@ def sample_warnings(input_documents: int, output_documents: int, interval: tuple
     return warnings
 
 
-def _phases(run: dict[str, Any], scale: float, workers: float) -> list[dict[str, Any]]:
-    """Global phases (wall seconds, from run.json), as core-hours at this run's parallelism, scaled."""
-    rows = []
-    for segment in run["segments"]:
-        for phase, seconds in sorted((segment.get("phase_seconds") or {}).items()):
-            stage = segment["stages"][0]["stage"] if segment["stages"] else "?"
-            rows.append(
-                {
-                    "segment": segment["index"],
-                    "stage": stage,
-                    "phase": phase,
-                    "wall_seconds": float(seconds),
-                    "core_hours": float(seconds) * workers * scale / 3600,
-                }
-            )
-    return rows
-
-
-def _parallelism(run_dir: str) -> float:
-    """Shard tasks this run ran at once (task seconds / the tasks' wall span, the busiest segment); 1 if unknown."""
-    fs, root = storage.filesystem(run_dir)
-    spans: dict[str, list[tuple[float, float]]] = {}
-    for marker in fs.glob(storage.join(root, "segments", "*", "done", "*.json")):
-        try:
-            data = storage.read_json(fs, marker)
-        except ValueError:
-            continue
-        if "started_at" in data:
-            segment = marker.rsplit("/", 3)[-3]
-            spans.setdefault(segment, []).append((data["started_at"], float(data.get("wall_seconds", 0.0))))
-    best = 1.0
-    for entries in spans.values():
-        span = max(s + w for s, w in entries) - min(s for s, _ in entries)
-        if span > 0:
-            best = max(best, sum(w for _, w in entries) / span)
-    return best
-
-
 def stage_gpus(recipe: dict[str, Any]) -> dict[str, float]:
     """GPUs each recipe stage's tasks hold (``Stage.resources()``); stages that cannot be rebuilt count 0."""
     from refinery.pipelines.stages import stage_registry
@@ -201,6 +160,7 @@ def project_run(
     needed_chars = target_tokens / sample["tokens_per_char"]
     scale = needed_chars / output_chars
     input_bytes = _input_bytes(recipe)
+    interval = wilson_interval(last["kept"], first["in"])
     gpus = stage_gpus(recipe)
     stages = []
     for segment in segments:
@@ -226,10 +186,6 @@ def project_run(
     stage_seconds = sum(s["seconds"] for s in stages)
     overhead = max(0.0, _task_wall_seconds(run_dir) - stage_seconds)
     gpu = [s["gpu_hours"] for s in stages if s["gpu_hours"] is not None]
-    workers = _parallelism(run_dir)
-    phases = _phases(run, scale, workers)
-    phase_core_hours = sum(p["core_hours"] for p in phases)
-    interval = wilson_interval(last["kept"], first["in"])
     return {
         "run_dir": run_dir,
         "recipe": run.get("recipe"),
@@ -247,8 +203,6 @@ def project_run(
             "keep_rate_documents": last["kept"] / first["in"] if first["in"] else None,
             "keep_rate_chars": output_chars / first["chars_in"] if first["chars_in"] else None,
             "keep_rate_documents_95": list(interval) if interval else None,
-            "parallelism": round(workers, 2),
-            "phase_wall_seconds": sum(p["wall_seconds"] for p in phases),
             "stage_seconds": stage_seconds,
             "task_overhead_seconds": overhead,
         },
@@ -266,9 +220,7 @@ def project_run(
             "output_chars": needed_chars,
         },
         "stages": stages,
-        "phases": phases,
-        "phase_core_hours": phase_core_hours,
-        "total_core_hours": (stage_seconds + overhead) * scale / 3600 + phase_core_hours,
+        "total_core_hours": (stage_seconds + overhead) * scale / 3600,
         "stage_core_hours": stage_seconds * scale / 3600,
         "io_overhead_core_hours": overhead * scale / 3600,
         "total_gpu_hours": sum(gpu) if gpu else None,
@@ -325,8 +277,7 @@ def projection_table(projection: dict[str, Any]) -> str:
     m, n, sample = projection["measured"], projection["needed"], projection["sample"]
     lines += [
         f"stages {projection['stage_core_hours']:,.0f} core-hours + task I/O and overhead "
-        f"{projection['io_overhead_core_hours']:,.0f} + global phases {projection.get('phase_core_hours', 0.0):,.0f} "
-        f"= {projection['total_core_hours']:,.0f} core-hours "
+        f"{projection['io_overhead_core_hours']:,.0f} = {projection['total_core_hours']:,.0f} core-hours "
         f"for {_human(projection['target_tokens'], 'tokens')} out",
         f"tokens per character {sample['tokens_per_char']:.4f} ({sample['documents']} kept documents); "
         f"keep rate {m['keep_rate_documents']:.2%} of documents, {m['keep_rate_chars']:.2%} of characters",
@@ -337,9 +288,15 @@ def projection_table(projection: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: Said on the page beside the assumptions: what "input bytes" are.
+BYTES_NOTE = (
+    "Input bytes are the input files as stored (compressed .warc.gz / .jsonl.zst / Parquet), not extracted text."
+)
+
+
 def projection_html(projection: dict[str, Any]) -> str:
-    """An HTML fragment for report.html: warnings first, the figures, the sample they rest on, the stage and
-    phase table, and the assumptions."""
+    """An HTML fragment for report.html: warnings first, the figures, what they rest on (sample size, keep rate with
+    its 95% interval, compressed input bytes), the stage table and the assumptions."""
     from refinery.pipelines.report_page import table
 
     e = html.escape
@@ -353,37 +310,32 @@ def projection_html(projection: dict[str, Any]) -> str:
     needed_docs = e(_human(n["input_documents"], " documents")) + (
         f" (95%: {e(_human(needed_95[0]))} to {e(_human(needed_95[1]))})" if needed_95 else ""
     )
-    phases = projection.get("phases", [])
+    phases = (
+        f", {projection['phase_core_hours']:,.0f} in global phases"
+        if projection.get("phase_core_hours") is not None
+        else ""
+    )
     summary = (
         f"<p>{e(_human(projection['target_tokens'], ' tokens'))} of output need "
         f"<b>{projection['total_core_hours']:,.0f} core-hours</b> ({projection['stage_core_hours']:,.0f} in stages, "
-        f"{projection['io_overhead_core_hours']:,.0f} task I/O and overhead, "
-        f"{projection.get('phase_core_hours', 0.0):,.0f} in global phases) and {needed_docs} of input, "
+        f"{projection['io_overhead_core_hours']:,.0f} task I/O and overhead{phases}) and {needed_docs} of input, "
         f"{e(_human(n['input_chars'], ' characters'))} of extracted text, "
         f"{e(_human(n['input_bytes'], 'B'))} of input files as stored (compressed).</p>"
     )
-    basis = table(
-        ["what the projection rests on", "value"],
-        [
-            ["input documents read by this run", f"{m['input_documents']:,}"],
-            ["documents kept", f"{m['output_documents']:,}"],
-            ["document keep rate", keep],
-            ["character keep rate", f"{m['keep_rate_chars']:.2%}"],
-            ["tokens per character", f"{sample['tokens_per_char']:.4f} ({sample['documents']:,} kept documents)"],
-            ["input bytes (files as stored, compressed)", _human(m.get("input_bytes"), "B")],
-            ["scale (projected / this run)", f"x{projection['scale']:,.0f}"],
-            ["shard tasks at once (phases' core-hours)", f"{m.get('parallelism', 1.0):.2f}"],
-        ],
-        numeric=(1,),
-    )
-    rows = [list(row) for row in _rows(projection)]
-    rows += [
-        [f"{p['segment']}·{p['stage']} ▸ {p['phase']} (phase)", f"{p['wall_seconds']:.2f}", "-", "-",
-         f"{p['core_hours']:,.0f}", "-"]
-        for p in phases
-    ]  # fmt: skip
-    stages = table(list(HEADER), rows, numeric=range(1, 6))
-    assumptions = "".join(f"<li>{e(a)}</li>" for a in projection["assumptions"])
+    basis_rows = [
+        ["input documents read by this run", f"{m['input_documents']:,}"],
+        ["documents kept", f"{m['output_documents']:,}"],
+        ["document keep rate", keep],
+        ["character keep rate", f"{m['keep_rate_chars']:.2%}"],
+        ["tokens per character", f"{sample['tokens_per_char']:.4f} ({sample['documents']:,} kept documents)"],
+        ["input bytes (files as stored, compressed)", _human(m.get("input_bytes"), "B")],
+        ["scale (projected / this run)", f"x{projection['scale']:,.0f}"],
+    ]
+    if m.get("cores") is not None:
+        basis_rows.append(["cores (global phases: wall seconds x cores)", f"{m['cores']:,}"])
+    basis = table(["what the projection rests on", "value"], basis_rows, numeric=(1,))
+    stages = table(list(HEADER), [list(row) for row in _rows(projection)], numeric=range(1, 6))
+    assumptions = "".join(f"<li>{e(a)}</li>" for a in [*projection["assumptions"], BYTES_NOTE])
     return (
         '<section class="projection" id="projection"><h2>Cost projection</h2>'
         f"{warnings}{summary}{basis}{stages}<ul>{assumptions}</ul></section>"
