@@ -167,14 +167,13 @@ def _configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", help="a student folder written by refinery train-classifier")
     parser.add_argument("labels", help="the label set it was trained on (its held-out split is used)")
     parser.add_argument("--output", default=None, help="where eval.json and confusion.png go (default MODEL_DIR/eval)")
-    parser.add_argument("--run", default=None, help="the run the labels came from: its report links eval.html")
 
 
 @register_command("eval-classifier", "evaluate a student against its teacher on held-out labels", _configure_eval)
 def eval_classifier(args: argparse.Namespace) -> int:
     from refinery.classifiers.evaluation import evaluate
 
-    result = evaluate(args.model_dir, args.labels, args.output, args.run)
+    result = evaluate(args.model_dir, args.labels, args.output)
     line = {name: result["student"][name] for name in ("accuracy", "macro_f1", "spearman")}
     print(json.dumps({"student": line, **{k: v for k, v in result.items() if k in ("student_f1_over_ceiling",)}}))
     for name, values in [*result["baselines"].items(), ("teacher_self_agreement", result["teacher_self_agreement"])]:

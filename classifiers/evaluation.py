@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from refinery.classifiers.dataset import LabelledData, load_labelled
-from refinery.classifiers.evaluation_page import write_evaluation_page
 from refinery.classifiers.labelling import store
 from refinery.classifiers.students.base import load_student, score_of
 
@@ -121,11 +120,8 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
     plt.close(figure)
 
 
-def evaluate(
-    model_dir: str | Path, labels_dir: str | Path, output: str | Path | None = None, run_dir: str | None = None
-) -> dict[str, Any]:
-    """Evaluate the student in ``model_dir`` on the held-out split of ``labels_dir``; writes eval.json, the PNG and
-    eval.html (linked from ``run_dir``'s report when given: the run the label set was sampled from)."""
+def evaluate(model_dir: str | Path, labels_dir: str | Path, output: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate the student in ``model_dir`` on the held-out split of ``labels_dir``; writes eval.json + PNG."""
     student = load_student(model_dir)
     prompt = student.config["prompt"]
     data = load_labelled(labels_dir, prompt)
@@ -157,5 +153,7 @@ def evaluate(
         output / "confusion.png",
     )
     (output / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_evaluation_page(result, output, run_dir)
+    from refinery.classifiers.evaluation_page import write_evaluation_page
+
+    write_evaluation_page(result, output)  # eval.html; ``write_evaluation_page(..., run_dir)`` links it from a run
     return result
