@@ -112,8 +112,10 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
     axis.set_xlabel("student")
     axis.set_ylabel("teacher")
     axis.set_title(title)
+    dark = matrix.max() / 2 if matrix.size else 0
     for (row, column), value in np.ndenumerate(matrix):
-        axis.text(column, row, str(value), ha="center", va="center", fontsize=8)
+        colour = "white" if value > dark else "black"  # readable on the dark cells too
+        axis.text(column, row, str(value), ha="center", va="center", fontsize=8, color=colour)
     figure.tight_layout()
     figure.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(figure)
@@ -166,4 +168,7 @@ def evaluate(
         output / "confusion.png",
     )
     (output / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    from refinery.classifiers.evaluation_page import write_evaluation_page
+
+    write_evaluation_page(result, output)  # eval.html; ``write_evaluation_page(..., run_dir)`` links it from a run
     return result

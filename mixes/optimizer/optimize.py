@@ -4,6 +4,7 @@ Output directory::
 
     manifest.json, shards/, heldout/   the chosen mix, written by the shards writer (train on this manifest)
     mix_report.json                    everything below, plus timings
+    mix_report.html                    the same as a page (plots included), linked from the run's report.html
     plots/*.png                        see :mod:`refinery.mixes.optimizer.report`
     optimizer/buckets.json             step 1: documents, tokens, held-out and available tokens, epoch caps
     optimizer/pool/                    the pool mix (held-out sets, vocabulary source; see buckets.py)
@@ -40,7 +41,7 @@ from .candidates import Mix, candidate_mixes, validation_mixes
 from .config import MixConfig, load_config
 from .fit import choose_model
 from .proxies import ProxyContext, ProxySpec, base_fingerprint, run_proxies, weights_file
-from .report import slice_curves, write_plots
+from .report import slice_curves, write_page, write_plots
 from .search import search
 from .targets import objective, quality_target_name, target_weights, write_quality_target
 from .validate import heldout_validation, seed_comparison
@@ -268,4 +269,5 @@ def optimize(
     timings["total"] = round(time.perf_counter() - started, 3)
     report["timings"] = timings | {"proxy_core_seconds": round(proxy_seconds, 3), "workers": workers}
     _json(output / REPORT, report)
+    write_page(report, output)  # mix_report.html, linked from the run's report
     return report
