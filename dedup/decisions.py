@@ -28,9 +28,13 @@ SHARDS_FILE = "shards.json"
 
 
 def write_shard_list(context: GlobalContext) -> tuple[str, str]:
-    """Write ``work/shards.json`` (sorted shard names and their input files); return its path and sha256."""
+    """Write ``work/shards.json`` (sorted shard names and their input files, relative to the run directory, so a
+    moved run keeps the same file); return its path and sha256."""
+    run_dir = context.work_dir.rstrip("/").rsplit("/segments/", 1)[0] + "/"
+    inputs = [context.input_path(name) for name in context.shard_names]
+    relative = [path[len(run_dir) :] if path.startswith(run_dir) else path for path in inputs]
     data = json.dumps(
-        {"shards": [[name, context.input_path(name)] for name in context.shard_names]}, sort_keys=True
+        {"shards": [list(pair) for pair in zip(context.shard_names, relative, strict=True)]}, sort_keys=True
     ).encode()
     fs, work = storage.filesystem(context.work_dir)
     storage.write_bytes_atomic(fs, storage.join(work, SHARDS_FILE), data)

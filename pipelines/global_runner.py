@@ -174,4 +174,6 @@ def decision_segment(segment: Segment, context: RayGlobalContext) -> Segment:
         raise ValueError(f"the decision stage of {stage.stage_name!r} must report under the same name")
     if [f.name for f in decider.added_columns()] != [f.name for f in stage.added_columns()]:
         raise ValueError(f"the decision stage of {stage.stage_name!r} must add the columns the stage declares")
-    return Segment(segment.index, "global", (decider,), segment.input_schema, segment.recipe_fingerprint)
+    return Segment(
+        segment.index, "global", (decider,), segment.input_schema, segment.recipe_fingerprint, context.run_dir
+    )

@@ -28,6 +28,7 @@ from refinery.pipelines.shard_task import ShardJob, process_shard
 from refinery.pipelines.shards import Shard, discover_shards
 from refinery.pipelines.stages import ShardInfo
 from refinery.pipelines.summary import summarise
+from refinery.pipelines.unique_ids import check_unique_ids
 
 
 class RunDirectoryConflict(RuntimeError):
@@ -163,6 +164,8 @@ def run_recipe(
                 recipe, segment, live, fs, root, in_flight, show_progress, failures, counts, positions, previous_kept
             )
             planned[segment.index] = segment
+            if segment.index == 0 and not failures:
+                _check_unique_ids(recipe, segment, live, results, in_flight)
             stats_by_segment.append({name: r["stats"] for name, r in results.items()})
             markers.update({f"{segment.index}/{name}": r["marker"] for name, r in results.items()})
     accounting = {"ok": True, "error": None}
@@ -236,6 +239,28 @@ def _run_map_segment(
             )
     _remove_temporaries(fs, root, segment)  # left by attempts whose worker died and was retried
     return {name: results[name] for name in sorted(results)}
+
+
+def _check_unique_ids(
+    recipe: Recipe,
+    segment: Segment,
+    shards: list[tuple[Shard, InputSpec]],
+    results: dict[str, dict[str, Any]],
+    in_flight: int,
+) -> None:
+    """Ids taken from an input's ``id_field`` must not repeat (see :mod:`refinery.pipelines.unique_ids`)."""
+    run_dir = recipe.output_dir.rstrip("/")
+    checked = [
+        {
+            "name": shard.name,
+            "file": shard.path,
+            "files": [f"{run_dir}/{segment.path(kind, shard.name)}" for kind in ("kept", "rejected")],
+        }
+        for shard, spec in shards
+        if spec.id_field is not None
+    ]
+    kept = {name: result["marker"].get("kept_sha256") or "" for name, result in results.items()}
+    check_unique_ids(run_dir, checked, kept, recipe.ray.task_retries, in_flight)
 
 
 def fault_directory(run_dir: str) -> str | None:
