@@ -9,6 +9,12 @@ One command: ``.venv/bin/python benchmarks/shards_bench.py [--max-documents N]``
 * shard writing: ``write_mix`` over the same documents laid out as a run directory (10 kept shards with
   ``n_tokens``), on an embedded Ray with one CPU, two epochs of one bucket; MB of text written per second
   (Ray start-up excluded). datatrove has no weighted shard writer: this row has no peer.
+* output-shard scaling (``--output-shards 1,100,1000 [--documents N]``): ``write_mix`` of one epoch of N
+  documents (the sample replicated with distinct ids; 10 kept shards of 500-row row groups) into 1, 100 and
+  1,000 output shards, on an embedded Ray with one CPU: seconds per MB of input Parquet, the ratio to the
+  1-shard write of the same run (the peer: the cost per MB should not grow with the output-shard count), and
+  the bytes read per input byte, counted in a second, in-process write of the same mix (every file read through
+  fsspec's local opener is counted; the run's kept files are the input).
 
 Each contender runs in its own subprocess pinned to one core.
 """
@@ -16,6 +22,7 @@ Each contender runs in its own subprocess pinned to one core.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -94,6 +101,11 @@ def _fake_run(table, folder: Path, shards: int = 10) -> Path:
         path = kept_dir / f"shard-{i:02d}.parquet"
         pq.write_table(table.slice(i * step, step), path, row_group_size=500, **PARQUET_OPTIONS)
         kept.append(str(path.relative_to(folder)))
+    for path in kept:  # as a run records them: each kept file's sha256 in its shard's completion marker
+        file = folder / path
+        done = file.parent.parent / "done" / (file.stem + ".json")
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps({"kept_sha256": hashlib.sha256(file.read_bytes()).hexdigest()}))
     (folder / "run.json").write_text(json.dumps({"outputs": {"kept": kept}, "segments": []}))
     (folder / "recipe.json").write_text(json.dumps({"fingerprint": "bench", "recipe": {"stages": []}}))
     assert pa.concat_tables(pq.read_table(folder / k) for k in kept).num_rows == table.num_rows
@@ -129,11 +141,107 @@ def shard_writing(max_documents: int) -> dict:
     return {"documents": manifest["total_documents"], "seconds": seconds, "text_MB": text_mb, "parquet_MB": written_mb}
 
 
+def replicated_run(documents: int, folder: Path) -> Path:
+    """A run directory of ``documents`` documents: the sample repeated, each copy's ids suffixed (distinct keys)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    base = load_documents()
+    copies = []
+    for copy in range(-(-documents // base.num_rows)):
+        ids = pc.binary_join_element_wise(base.column("id"), pa.scalar(f"#{copy}"), "")
+        copies.append(base.set_column(0, "id", ids))
+    table = pa.concat_tables(copies).slice(0, documents)
+    return _fake_run(table.append_column("mix", pa.array(["all"] * table.num_rows)), folder)
+
+
+def count_reads(run_dir: Path, write) -> dict[str, int]:
+    """Bytes read from the run's kept files and from anything else while ``write()`` runs in this process."""
+    from fsspec.implementations.local import LocalFileOpener
+
+    from refinery.mixes import writer
+
+    counts = {"input": 0, "other": 0}
+    kept_root = str(run_dir / "segments")
+    original_read = LocalFileOpener.read
+
+    def counting_read(self, *args, **kwargs):
+        data = original_read(self, *args, **kwargs)
+        counts["input" if str(self.path).startswith(kept_root) else "other"] += len(data)
+        return data
+
+    # every step in this process, so every read is counted: the writer's one map (or the older ray_map)
+    mapper = "map_items" if hasattr(writer, "map_items") else "ray_map"
+    original_map = getattr(writer, mapper)
+    LocalFileOpener.read = counting_read
+    setattr(writer, mapper, lambda function, items, *a, **k: [function(item) for item in items])
+    try:
+        write()
+    finally:
+        LocalFileOpener.read = original_read
+        setattr(writer, mapper, original_map)
+    return counts
+
+
+def output_shard_scaling(documents: int, counts: list[int]) -> list[dict]:
+    """Per output-shard count: seconds (Ray, 1 CPU), s/MB of input Parquet, bytes read per input byte."""
+    import pyarrow.parquet as pq
+
+    from refinery.mixes.manifest import load_manifest
+    from refinery.mixes.writer import write_mix
+    from refinery.pipelines.ray_session import ray_session
+
+    pin_one_core()
+    rows = []
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        run = replicated_run(documents, Path(tmp) / "run")
+        kept = sorted((run / "segments/00/kept").glob("*.parquet"))
+        input_bytes = sum(p.stat().st_size for p in kept)
+        tokens = sum(pq.read_table(kept).column("n_tokens").to_pylist())
+        with ray_session(None, 1):
+            write_mix(run, {"bucket_column": "mix", "buckets": {"all": {"weight": 1}}}, Path(tmp) / "warm")
+            for count in counts:
+                weights = {
+                    "bucket_column": "mix",
+                    "shard_rows": -(-documents // count),
+                    "buckets": {"all": {"tokens": tokens}},
+                }
+                started = time.perf_counter()
+                manifest = load_manifest(write_mix(run, weights, Path(tmp) / f"mix-{count}"))
+                seconds = time.perf_counter() - started
+                reads = count_reads(run, lambda w=weights, c=count: write_mix(run, w, Path(tmp) / f"reads-{c}"))
+                rows.append(
+                    {
+                        "output_shards": len(manifest["shards"]),
+                        "seconds": round(seconds, 3),
+                        "input_MB": round(input_bytes / 1e6, 3),
+                        "s_per_MB": round(seconds / (input_bytes / 1e6), 4),
+                        "input_bytes_read_per_input_byte": round(reads["input"] / input_bytes, 3),
+                        "other_bytes_read_per_input_byte": round(reads["other"] / input_bytes, 3),
+                    }
+                )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=(*CONTENDERS, "shards"), help=argparse.SUPPRESS)
     parser.add_argument("--max-documents", type=int, default=int(os.environ.get(MAX_DOCUMENTS, 1000)))
+    parser.add_argument("--output-shards", help="comma-separated output-shard counts: the scaling benchmark only")
+    parser.add_argument("--documents", type=int, default=8000, help="documents of the scaling benchmark's run")
     args = parser.parse_args()
+    if args.output_shards:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        rows = output_shard_scaling(args.documents, [int(c) for c in args.output_shards.split(",")])
+        print(f"{'output shards':>14}{'seconds':>9}{'input MB':>10}{'s/MB':>8}{'x 1 shard':>10}{'input read':>11}")
+        for row in rows:
+            print(
+                f"{row['output_shards']:>14}{row['seconds']:>9.2f}{row['input_MB']:>10.2f}{row['s_per_MB']:>8.3f}"
+                f"{row['s_per_MB'] / rows[0]['s_per_MB']:>10.2f}{row['input_bytes_read_per_input_byte']:>11.2f}"
+            )
+        print("x 1 shard = s/MB against the first count's write of the same run; input read = bytes read / input bytes")
+        print(json.dumps(rows))
+        return
     if args.worker == "shards":
         print(json.dumps(shard_writing(args.max_documents)))
         return

@@ -47,11 +47,11 @@ def shards(args: argparse.Namespace) -> int:
         print(f"refinery shards: invalid weights: {error}", file=sys.stderr)
         return 2
     manifest = load_manifest(path)
-    print(f"{'bucket':<28}{'weight':>8}{'documents':>11}{'tokens':>14}{'epochs':>8}{'held out':>10}")
+    print(f"{'bucket':<28}{'declared':>9}{'realised':>9}{'documents':>11}{'tokens':>14}{'epochs':>8}{'held out':>10}")
     for name, bucket in manifest["buckets"].items():
         print(
-            f"{name:<28}{bucket['weight']:>8.4f}{bucket['documents']:>11,}{bucket['tokens']:>14,}"
-            f"{bucket['epochs']:>8.3f}{bucket['heldout_documents']:>10,}"
+            f"{name:<28}{bucket['declared_share']:>9.4f}{bucket['realised_share']:>9.4f}{bucket['documents']:>11,}"
+            f"{bucket['tokens']:>14,}{bucket['epochs']:>8.3f}{bucket['heldout_documents']:>10,}"
         )
     print(
         f"{len(manifest['shards'])} shards, {manifest['total_documents']:,} documents, "

@@ -4,7 +4,7 @@ Up-sampling repeats a bucket's documents ``floor(target / available)`` whole tim
 takes the rest from one more, partial epoch; down-sampling is that partial epoch alone. A partial epoch takes
 documents in ``sample_key`` order (a seeded hash of the id: without replacement, uniformly at random) up to
 the cutoff whose cumulative tokens come closest to the remainder, so a bucket's tokens are within one document
-of its target. Cutoffs come from key histograms (:func:`refinery.mixes.buckets.key_histograms`) and the rows
+of its target. Cutoffs come from key histograms (:func:`refinery.mixes.shard_index.key_histograms`) and the rows
 of the one bin the cutoff falls in, so no process ever sorts a whole bucket.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .buckets import BIN_SHIFT, BINS, KEY_SPACE
+from .shard_index import BIN_SHIFT, BINS, KEY_SPACE
 from .weights import WeightsSpec
 
 
@@ -173,3 +173,87 @@ def cutoff_in_bin(boundary: Boundary, keys: list[int], tokens: list[int], target
     upper = (boundary.bin + 1) << int(BIN_SHIFT)
     cutoff = int(sorted_keys[take]) if take < len(sorted_keys) else min(upper, KEY_SPACE)
     return cutoff, boundary.count_before + take, boundary.tokens_before + int(sorted_tokens[:take].sum())
+
+
+def share_tolerance(plan: BucketPlan, realised_total: int) -> float:
+    """How far a bucket's realised share may be from its declared one: max(0.01, one document's share).
+
+    One document is the bucket's mean document (outside its held-out set): a sampler that stops within one
+    document of the target cannot do better than that.
+    """
+    if plan.available_documents <= 0 or realised_total <= 0:
+        return 0.01
+    return max(0.01, plan.available_tokens / plan.available_documents / realised_total)
+
+
+def share_is_off(realised: float, declared: float, tolerance: float, target_tokens: int, documents: int) -> bool:
+    """The rule: off by more than the tolerance, or a bucket with a target that got no document at all."""
+    return abs(realised - declared) > tolerance or (target_tokens > 0 and documents == 0)
+
+
+def capping_bucket(spec: WeightsSpec, plans: dict[str, BucketPlan]) -> tuple[str, int] | None:
+    """The weighted bucket whose ``max_epochs`` allows the smallest total, and that total (None: no weights)."""
+    weighted = {n: spec.bucket(n).weight for n in plans if spec.bucket(n).weight}
+    weight_sum = sum(weighted.values())
+    fixed = sum(spec.bucket(n).tokens or 0 for n in plans)
+    caps = {
+        name: fixed + math.floor(plans[name].available_tokens * plans[name].max_epochs * weight_sum / weight)
+        for name, weight in weighted.items()
+    }
+    if not caps:
+        return None
+    name = min(caps, key=lambda n: (caps[n], n))
+    return name, caps[name]
+
+
+def unmet_shares(spec: WeightsSpec, plans: dict[str, BucketPlan]) -> str | None:
+    """Why the planned mix does not honour its weights, or None when it does.
+
+    A bucket is off when its realised share of the output's training tokens is further than
+    :func:`share_tolerance` from its declared share (its target's share), or when it has a positive target and
+    gets no document at all. The message names each such bucket with its tokens, and the bucket whose epoch cap
+    sets the largest total the weights allow (its tokens, its ``max_epochs``, that total).
+    """
+    realised_total = sum(p.output_tokens for p in plans.values())
+    problems = []
+    for name, plan in sorted(plans.items()):
+        if plan.target_tokens == 0 and plan.output_tokens == 0:
+            continue
+        realised = plan.output_tokens / realised_total if realised_total else 0.0
+        tolerance = share_tolerance(plan, realised_total)
+        if share_is_off(realised, plan.weight, tolerance, plan.target_tokens, plan.output_documents):
+            mean = plan.available_tokens / plan.available_documents if plan.available_documents else 0
+            problems.append(
+                f"bucket {name!r}: declared share {plan.weight:.4f}, realised {realised:.4f} "
+                f"({plan.output_tokens:,} of {realised_total:,} tokens in {plan.output_documents:,} documents; "
+                f"target {plan.target_tokens:,} tokens, {plan.available_tokens:,} available in "
+                f"{plan.available_documents:,} documents of {mean:,.0f} tokens on average; tolerance {tolerance:.4f})"
+            )
+    if not problems:
+        return None
+    message = "the weights cannot be honoured: " + "; ".join(problems)
+    cap = capping_bucket(spec, plans)
+    if cap is not None:
+        name, total = cap
+        plan = plans[name]
+        message += (
+            f". The largest total is {total:,} tokens, set by bucket {name!r} ({plan.available_tokens:,} tokens "
+            f"available, max_epochs {plan.max_epochs:g}): raise its max_epochs, lower its weight, or set a "
+            "total_tokens the other buckets can be sampled at"
+        )
+    return message
+
+
+def shares_honoured(buckets: dict[str, dict]) -> bool:
+    """The same rule as :func:`unmet_shares`, from a manifest's bucket entries (declared and realised shares)."""
+    total = sum(entry["tokens"] for entry in buckets.values())
+    for entry in buckets.values():
+        if entry["target_tokens"] == 0 and entry["tokens"] == 0:
+            continue
+        available = entry["available_documents"]
+        one_document = entry["available_tokens"] / available / total if available and total else 0.0
+        tolerance = max(0.01, one_document)
+        realised, declared = entry["realised_share"], entry["declared_share"]
+        if share_is_off(realised, declared, tolerance, entry["target_tokens"], entry["documents"]):
+            return False
+    return True

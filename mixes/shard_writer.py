@@ -1,18 +1,28 @@
-"""Phases 2 and 3 of a mix: route every selected (document, epoch) to an output unit, then assemble each unit.
+"""Phases 3 and 4 of a mix: route every selected (document, epoch) to an output unit in one pass, then assemble.
 
-Units are the training shards ``0 .. S-1`` and one held-out set per bucket (``S + i``). Routing (a Ray task
-per input shard) reads only that shard's index and writes ``_work/routing/NNNNN.parquet``: ``unit``, ``row``,
-``epoch``, ``order``, ``n_tokens``, ``bucket``, sorted by unit so a unit's rows are a few row groups. Both the
-unit and the position inside it come from seeded 64-bit mixes of the document's sample key and epoch, so the
-concatenated shards are one uniform shuffle of the whole mix across buckets, decided without any process
-seeing more than one shard's index.
+Units are the training shards ``0 .. S-1`` and one held-out set per bucket (``S + i``). Units are grouped into
+partitions (consecutive training shards share one; every held-out set lies in one more), the number of
+partitions chosen from the output's size, never from the shard count alone.
 
-Assembly (a Ray task per unit) reads, from each input shard, the routing rows of its unit and only the row
-groups of the input that hold them, repeats rows for their epochs, adds ``bucket``, ``n_tokens`` and
-``epoch``, sorts by ``order`` and writes zstd Parquet under a temporary name, renames it into place and writes
-a completion marker (rows, tokens, bytes, sha256) last. A unit whose marker carries the plan's fingerprint and
-whose file still has the marker's size and sha256 is not written again: a rerun redoes only missing or
-corrupt shards, and since nothing depends on timing or placement the redone shard is byte-identical.
+**Scatter** (a task per input shard, :func:`scatter_shard`): read the shard's index, decide for every selected
+(document, epoch) its unit and its position inside it (seeded 64-bit mixes of the document's sample key and
+epoch), read the input file once — only the row groups holding a selected row — repeat rows for their epochs and
+write them, split by partition, with :func:`refinery.pipelines.partitions.write_partitioned`
+(``_work/partitions/part-PPPPP/NNNNN.parquet``, each file's rows, bytes and sha256 recorded by its writer).
+
+**Assemble** (a task per partition, :func:`assemble_partition`): read the partition's files (checked against
+their writers' records), sort each unit's rows by position, write each unit as zstd Parquet under a temporary
+name, rename it into place and write its completion marker (rows, tokens, bytes and the sha256 its writer
+computed while writing) last.
+
+So every input byte is read at most twice whatever the number of output shards (the index reads a few columns,
+the scatter reads the rows once) and every partition file once; the cost per MB does not grow with the shard
+count. The concatenated shards are one uniform shuffle of the whole mix across buckets, and since no decision
+depends on timing, placement or the partition count, the same plan always gives the same bytes.
+
+Resume: a unit whose marker carries the plan's fingerprint and whose file still has the marker's size and row
+count (its Parquet footer) is not written again; a partition whose units are all done is not read. Digests are
+computed once, while writing, and trusted through the markers: ``refinery verify`` is the full check.
 """
 
 from __future__ import annotations
@@ -26,24 +36,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.pipelines import storage
-from refinery.pipelines.partitions import splitmix64
+from refinery.pipelines.partitions import read_checked, splitmix64, write_partitioned
 
-from .buckets import BUCKET, EPOCH, below, file_sha256, read_index
+from .buckets import BUCKET, EPOCH
+from .shard_index import below, read_index
 from .token_count import N_TOKENS, N_TOKENS_TYPE
 
-ROUTING_SCHEMA = pa.schema(
-    [
-        pa.field("unit", pa.int32()),
-        pa.field("row", pa.int64()),
-        pa.field(EPOCH, pa.int32()),
-        pa.field("order", pa.uint64()),
-        pa.field(N_TOKENS, pa.int64()),
-        pa.field(BUCKET, pa.string()),
-    ]
-)
-ROUTING_GROUP_ROWS = 65_536
+UNIT = "_unit"  # scatter-file columns only: never in an output shard
+ORDER = "_order"
 UNIT_SALT = np.uint64(0x9E3779B97F4A7C15)
 ORDER_SALT = np.uint64(0xD1B54A32D192ED03)
+#: Target estimated output bytes per partition: one assembly task holds about this much.
+PARTITION_BYTES = 256_000_000
 
 
 def _next(values: np.ndarray) -> np.ndarray:
@@ -66,27 +70,35 @@ def output_schema(input_schema: pa.Schema) -> pa.Schema:
     return schema
 
 
-def route_shard(job: dict[str, Any]) -> dict[str, Any]:
-    """Phase 2 for one input shard: write its routing file (unless its marker is current); return row counts.
+def partition_count(num_shards: int, estimated_bytes: float, parallelism: int) -> int:
+    """Partitions of the training shards: one per ``PARTITION_BYTES`` of output, at least ``parallelism``.
 
-    ``job``: ``index_path``, ``routing_path``, ``marker_path``, ``fingerprint``, ``num_shards``, and
-    ``buckets``: per bucket in the mix ``{unit, whole_epochs, sample_cutoff, heldout_cutoff}``.
+    Never more than the shard count, and independent of it otherwise: a thousand small shards share a few
+    partitions, so the number of scatter files (inputs x partitions) stays bounded by the output's size.
     """
-    fs, marker = storage.filesystem(job["marker_path"])
-    if fs.exists(marker):
-        try:
-            done = storage.read_json(fs, marker)
-        except ValueError:
-            done = {}
-        if done.get("fingerprint") == job["fingerprint"] and fs.exists(storage.filesystem(job["routing_path"])[1]):
-            return done["summary"]
+    by_size = int(np.ceil(estimated_bytes / PARTITION_BYTES))
+    return max(1, min(num_shards, max(by_size, parallelism)))
+
+
+def unit_partitions(num_shards: int, num_partitions: int, heldout_units: int) -> np.ndarray:
+    """The partition of every unit: consecutive training shards share one; the held-out sets are the last."""
+    training = (np.arange(num_shards, dtype=np.int64) * num_partitions) // num_shards
+    return np.concatenate([training, np.full(heldout_units, num_partitions, np.int64)])
+
+
+def routing_table(job: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every selected (document, epoch) of one input shard: unit, row, epoch, order, tokens, bucket position.
+
+    Sorted by (unit, row, epoch). ``job``: ``index_path``, ``num_shards`` and ``buckets`` (per bucket in the mix
+    ``{unit, whole_epochs, sample_cutoff, heldout_cutoff}``).
+    """
     index = read_index(job["index_path"])
     labels = index.column(BUCKET).to_numpy(zero_copy_only=False)
     rows = index.column("row").to_numpy()
     tokens = index.column(N_TOKENS).to_numpy()
     heldout_keys = index.column("heldout_key").to_numpy()
     sample_keys = index.column("sample_key").to_numpy()
-    parts: list[tuple[np.ndarray, ...]] = []  # (unit, row, epoch, order source key, tokens, bucket-position)
+    parts: list[tuple[np.ndarray, ...]] = []  # (unit, row, epoch, order source key, tokens, bucket position)
     names = sorted(job["buckets"])
     for position, name in enumerate(names):
         plan = job["buckets"][name]
@@ -117,33 +129,92 @@ def route_shard(job: dict[str, Any]) -> dict[str, Any]:
     if parts:
         unit, row, epoch, keys, n_tokens, bucket_position = (np.concatenate(p) for p in zip(*parts, strict=True))
     else:
-        unit = row = epoch = keys = n_tokens = bucket_position = np.zeros(0, np.int64)
-        keys = keys.astype(np.uint64)
+        unit = row = epoch = n_tokens = bucket_position = np.zeros(0, np.int64)
+        keys = np.zeros(0, np.uint64)
     order = np.lexsort((epoch, row, unit))
-    routing = pa.Table.from_arrays(
-        [
-            pa.array(unit[order], pa.int32()),
-            pa.array(row[order], pa.int64()),
-            pa.array(epoch[order], pa.int32()),
-            pa.array(_mix(keys[order], epoch[order], ORDER_SALT), pa.uint64()),
-            pa.array(n_tokens[order], pa.int64()),
-            pa.array(np.asarray(names, dtype=object)[bucket_position[order]] if len(order) else [], pa.string()),
-        ],
-        schema=ROUTING_SCHEMA,
-    )
-    out_fs, inner = storage.filesystem(job["routing_path"])
-    sink = storage.ParquetSink(out_fs, inner, ROUTING_SCHEMA)
-    for start in range(0, routing.num_rows, ROUTING_GROUP_ROWS):
-        sink.write(routing.slice(start, ROUTING_GROUP_ROWS))
-    sink.commit()
-    units, counts = np.unique(unit, return_counts=True)
-    summary = {"rows": int(routing.num_rows), "units": {int(u): int(c) for u, c in zip(units, counts, strict=True)}}
+    return {
+        "unit": unit[order],
+        "row": row[order],
+        "epoch": epoch[order],
+        "order": _mix(keys[order], epoch[order], ORDER_SALT),
+        "n_tokens": n_tokens[order],
+        "bucket": np.asarray(names, dtype=object)[bucket_position[order]] if len(order) else np.zeros(0, object),
+    }
+
+
+def read_rows(path: str, rows: np.ndarray) -> tuple[pa.Table, int]:
+    """The given (sorted, unique) row positions of a Parquet file and the compressed bytes read for them.
+
+    Only the row groups holding a wanted row are read, each once.
+    """
+    fs, inner = storage.filesystem(path)
+    with fs.open(inner, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        metadata = parquet.metadata
+        sizes = np.array([metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)], np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        group_of = np.searchsorted(starts, rows, side="right") - 1
+        groups = np.unique(group_of)
+        table = parquet.read_row_groups(groups.tolist()) if len(groups) else parquet.schema_arrow.empty_table()
+        read_bytes = sum(
+            metadata.row_group(g).column(c).total_compressed_size
+            for g in groups.tolist()
+            for c in range(metadata.num_columns)
+        )
+    offsets = np.concatenate([[0], np.cumsum(sizes[groups])])
+    local = offsets[np.searchsorted(groups, group_of)] + rows - starts[group_of]
+    return table.take(pa.array(local, pa.int64())), int(read_bytes)
+
+
+def scatter_shard(job: dict[str, Any]) -> dict[str, Any]:
+    """Phase 3 for one input shard: its selected rows, once each epoch, written into their partitions.
+
+    ``job``: ``input_path``, ``index_path``, ``writer`` (the file name inside every partition), ``directory``
+    (the partitions' folder), ``marker_path``, ``fingerprint``, ``num_shards``, ``buckets`` (as
+    :func:`routing_table`), ``unit_partitions`` (list: partition of every unit), ``schema`` (serialised output
+    schema). Returns ``{"rows", "files": {partition: record}, "input_bytes_read"}``; the marker holds the same.
+    """
+    fs, marker = storage.filesystem(job["marker_path"])
+    if fs.exists(marker):
+        try:
+            done = storage.read_json(fs, marker)
+        except ValueError:
+            done = {}
+        if done.get("fingerprint") == job["fingerprint"]:
+            return done["summary"] | {"input_bytes_read": 0}
+    routing = routing_table(job)
+    schema = pa.ipc.read_schema(pa.py_buffer(job["schema"]))
+    unique_rows, inverse = np.unique(routing["row"], return_inverse=True)
+    documents, read_bytes = read_rows(job["input_path"], unique_rows)
+    expanded = documents.take(pa.array(inverse.astype(np.int64), pa.int64()))
+    added = {
+        BUCKET: pa.array(routing["bucket"], pa.string()),
+        N_TOKENS: pa.array(routing["n_tokens"], pa.int64()),
+        EPOCH: pa.array(routing["epoch"], pa.int32()),
+    }
+    for name, column in added.items():
+        column = column.cast(schema.field(name).type)
+        if name in expanded.column_names:
+            expanded = expanded.set_column(expanded.column_names.index(name), name, column)
+        else:
+            expanded = expanded.append_column(name, column)
+    table = expanded.select(schema.names).cast(schema)
+    table = table.append_column(UNIT, pa.array(routing["unit"], pa.int32()))
+    table = table.append_column(ORDER, pa.array(routing["order"], pa.uint64()))
+    partitions = np.asarray(job["unit_partitions"], np.int64)[routing["unit"]]
+    count = int(max(job["unit_partitions"])) + 1
+    index = write_partitioned(job["directory"], job["writer"], table, partitions, count)
+    summary = {"rows": table.num_rows, "files": index["files"]}
     storage.write_json_atomic(fs, marker, {"fingerprint": job["fingerprint"], "summary": summary})
-    return summary
+    return summary | {"input_bytes_read": read_bytes}
 
 
 def unit_is_done(marker_path: str, output_path: str, fingerprint: str) -> dict[str, Any] | None:
-    """The marker of a finished unit whose file is still intact (size and sha256), else None."""
+    """The marker of a finished unit whose file is still there with the marker's size and row count, else None.
+
+    The sha256 is the one computed while the file was written, trusted through the marker (no re-hash on every
+    rerun); a truncated or overwritten file fails the size or footer check, and ``refinery verify`` hashes all.
+    """
     fs, marker = storage.filesystem(marker_path)
     if not fs.exists(marker):
         return None
@@ -151,80 +222,67 @@ def unit_is_done(marker_path: str, output_path: str, fingerprint: str) -> dict[s
         done = storage.read_json(fs, marker)
     except ValueError:
         return None
-    if done.get("fingerprint") != fingerprint or not fs.exists(storage.filesystem(output_path)[1]):
+    _, output = storage.filesystem(output_path)
+    if done.get("fingerprint") != fingerprint or not fs.exists(output) or fs.size(output) != done.get("bytes"):
         return None
-    if file_sha256(output_path) != (done.get("bytes"), done.get("sha256")):
+    try:
+        with fs.open(output, "rb") as handle:
+            rows = pq.ParquetFile(handle).metadata.num_rows
+    except (OSError, ValueError, pa.ArrowException):
         return None
-    return done
+    return done if rows == done.get("rows") else None
 
 
-def _read_rows(path: str, rows: np.ndarray) -> pa.Table:
-    """The given (sorted, unique) row positions of a Parquet file, reading only the row groups that hold them."""
-    fs, inner = storage.filesystem(path)
-    with fs.open(inner, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        sizes = np.array([parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)], np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        group_of = np.searchsorted(starts, rows, side="right") - 1
-        groups = np.unique(group_of)
-        table = parquet.read_row_groups(groups.tolist())
-    offsets = np.concatenate([[0], np.cumsum(sizes[groups])])
-    local = offsets[np.searchsorted(groups, group_of)] + rows - starts[group_of]
-    return table.take(pa.array(local, pa.int64()))
-
-
-def assemble_unit(job: dict[str, Any]) -> dict[str, Any]:
-    """Phase 3 for one unit: write its Parquet file from the input shards and its marker; return the marker.
-
-    ``job``: ``unit``, ``inputs`` (list of ``[input_path, routing_path]``), ``output_path``, ``marker_path``,
-    ``path`` (relative, for the manifest), ``fingerprint``, ``schema`` (serialised output schema),
-    ``row_group_rows``.
-    """
-    done = unit_is_done(job["marker_path"], job["output_path"], job["fingerprint"])
-    if done is not None:
-        return done
-    schema = pa.ipc.read_schema(pa.py_buffer(job["schema"]))
-    pieces = []
-    orders = []
-    for input_path, routing_path in job["inputs"]:
-        routing_fs, routing_inner = storage.filesystem(routing_path)
-        with routing_fs.open(routing_inner, "rb") as handle:
-            routing = pq.read_table(handle, filters=[("unit", "=", job["unit"])])
-        if not routing.num_rows:
-            continue
-        wanted = routing.column("row").to_numpy()
-        unique_rows = np.unique(wanted)
-        documents = _read_rows(input_path, unique_rows)
-        expanded = documents.take(pa.array(np.searchsorted(unique_rows, wanted), pa.int64()))
-        for name in (BUCKET, N_TOKENS, EPOCH):
-            column = routing.column(name).cast(schema.field(name).type)
-            if name in expanded.column_names:
-                expanded = expanded.set_column(expanded.column_names.index(name), name, column)
-            else:
-                expanded = expanded.append_column(name, column)
-        pieces.append(expanded.select(schema.names).cast(schema))
-        orders.append(routing.column("order").to_numpy())
-    table = pa.concat_tables(pieces) if pieces else schema.empty_table()
-    if pieces:
-        table = table.take(pa.array(np.argsort(np.concatenate(orders), kind="stable"), pa.int64()))
-    fs, inner = storage.filesystem(job["output_path"])
-    sink = storage.ParquetSink(fs, inner, schema)
+def write_unit(table: pa.Table, job: dict[str, Any], unit: dict[str, Any]) -> dict[str, Any]:
+    """Write one unit's (already ordered) rows and then its marker; return the marker."""
+    fs, inner = storage.filesystem(unit["output_path"])
+    sink = storage.ParquetSink(fs, inner, table.schema)
     for start in range(0, table.num_rows, job["row_group_rows"]):
         sink.write(table.slice(start, job["row_group_rows"]))
     sink.commit()
-    size, sha = file_sha256(job["output_path"])
     tokens = int(pc.sum(table.column(N_TOKENS)).as_py() or 0) if table.num_rows else 0
     marker = {
         "fingerprint": job["fingerprint"],
-        "path": job["path"],
+        "path": unit["path"],
         "rows": table.num_rows,
         "tokens": tokens,
-        "bytes": size,
-        "sha256": sha,
+        "bytes": fs.size(inner),
+        "sha256": sink.sha256,
     }
-    marker_fs, marker_inner = storage.filesystem(job["marker_path"])
+    marker_fs, marker_inner = storage.filesystem(unit["marker_path"])
     storage.write_json_atomic(marker_fs, marker_inner, marker)
     return marker
+
+
+def assemble_partition(job: dict[str, Any]) -> dict[str, Any]:
+    """Phase 4 for one partition: write every unit of it not already done; return their markers and bytes read.
+
+    ``job``: ``units`` (list of ``{unit, path, output_path, marker_path}``), ``files`` (``[path, record]`` of this
+    partition's scatter files, in writer order), ``fingerprint``, ``schema`` (serialised output schema),
+    ``row_group_rows``.
+    """
+    markers: dict[int, dict[str, Any]] = {}
+    for unit in job["units"]:
+        done = unit_is_done(unit["marker_path"], unit["output_path"], job["fingerprint"])
+        if done is not None:
+            markers[unit["unit"]] = done
+    todo = [u for u in job["units"] if u["unit"] not in markers]
+    read_bytes = 0
+    if todo:
+        schema = pa.ipc.read_schema(pa.py_buffer(job["schema"]))
+        tables = [read_checked(path, record) for path, record in job["files"]]
+        read_bytes = sum(record["bytes"] for _, record in job["files"])
+        table = pa.concat_tables(tables) if tables else schema.append(pa.field(UNIT, pa.int32())).empty_table()
+        units = table.column(UNIT).to_numpy() if table.num_rows else np.zeros(0, np.int32)
+        orders = table.column(ORDER).to_numpy() if table.num_rows else np.zeros(0, np.uint64)
+        order = np.lexsort((orders, units))  # stable: ties keep writer order, as one shard was always built
+        sorted_units = units[order]
+        # one take for the whole partition, then zero-copy slices: a take per unit would copy it per unit
+        ordered = table.select(schema.names).take(pa.array(order, pa.int64())).cast(schema)
+        for unit in todo:
+            start, end = np.searchsorted(sorted_units, [unit["unit"], unit["unit"] + 1])
+            markers[unit["unit"]] = write_unit(ordered.slice(int(start), int(end - start)), job, unit)
+    return {"markers": [markers[u["unit"]] for u in job["units"]], "bytes_read": read_bytes}
 
 
 def unit_paths(output_dir: str, relative: str) -> tuple[str, str]:

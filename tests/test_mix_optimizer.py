@@ -18,11 +18,13 @@ import psutil
 import pytest
 from run_helpers import STAGES, copy_inputs, recipe_for
 
-from refinery.mixes.optimizer.buckets import BucketTable
+from refinery.mixes.optimizer.bucket_table import BucketTable
 from refinery.mixes.optimizer.candidates import candidate_mixes, project_capped_simplex, validation_mixes
 from refinery.mixes.optimizer.config import CandidateSettings, MixConfig, SearchSettings, load_config
 from refinery.mixes.optimizer.fit import FittedModel, choose_model, fit_family
 from refinery.mixes.optimizer.search import search
+from refinery.mixes.optimizer.validate import trained_weights
+from refinery.mixes.sampling import shares_honoured
 from refinery.pipelines.manifest import load_manifest, verify_manifest
 
 # A small optimisation: tiny model, 256-token steps, 5 candidates, 1 held-out mix, one comparison seed.
@@ -275,6 +277,11 @@ def test_every_proxy_is_scored_on_the_same_heldout_files(resumed):
             assert entry["epochs"] <= entry["max_epochs"] + 1e-9, f"{folder.name}/{bucket} beyond its epoch cap"
         result = json.loads((folder / "result.json").read_text())
         assert set(result["losses"]) == targets and result["tokens"] == 3072
+        # trained on what was written: the realised shares, and whether they honour the drawn weights
+        realised = {b: e["realised_share"] for b, e in written["buckets"].items()}
+        assert result["realised_weights"] == pytest.approx(realised)
+        assert result["honoured"] == shares_honoured(written["buckets"])
+        assert trained_weights(result) == result["realised_weights"]
 
 
 def test_report_fit_validation_and_the_chosen_mix_as_shards(resumed):
@@ -286,7 +293,14 @@ def test_report_fit_validation_and_the_chosen_mix_as_shards(resumed):
     assert fit["candidates"] == ["natural", "uniform", "c000", "c001", "c002"]
     held = report["validation"]["heldout"]
     assert [m["name"] for m in held["mixes"]] == ["v000", "chosen-s0"]
-    assert -1.0 <= held["spearman"] <= 1.0
+    from scipy.stats import spearmanr
+
+    objectives = {p["name"]: p["objective"] for p in report["proxies"]}
+    assert [m["actual"] for m in held["mixes"]] == [objectives[m["name"]] for m in held["mixes"]]
+    predicted, actual = [m["predicted"] for m in held["mixes"]], [m["actual"] for m in held["mixes"]]
+    expected = spearmanr(predicted, actual).statistic
+    assert held["spearman"] == pytest.approx(expected if np.isfinite(expected) else 0.0), "these mixes' Spearman"
+    assert held["rmse"] == pytest.approx(float(np.sqrt(np.mean((np.subtract(predicted, actual)) ** 2))))
     summary = report["comparison"]["summary"]
     assert {"chosen", "natural", "uniform"} <= set(summary) and summary["chosen"]["seeds"] == [0]
     manifest = load_manifest(out / "manifest.json")
@@ -311,7 +325,7 @@ def test_report_fit_validation_and_the_chosen_mix_as_shards(resumed):
 
 
 def test_buckets_from_a_combination_of_columns(resumed):
-    from refinery.mixes.optimizer.buckets import scan_buckets
+    from refinery.mixes.optimizer.bucket_table import scan_buckets
 
     base, _, _ = resumed
     by_source = scan_buckets(str(base / "run"), ["source"])

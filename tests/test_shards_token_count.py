@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from refinery.mixes.buckets import index_shard, read_index
+from refinery.mixes.shard_index import index_shard, read_index
 from refinery.mixes.token_count import TokenCount
 from refinery.pipelines.models import DEFAULT_TOKENIZER, load_tokenizer, tokenizer_file
 from refinery.pipelines.recipe import RecipeError, parse_recipe

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -91,6 +92,13 @@ def test_weights_honoured_within_one_document(mix: Path, kept: pa.Table):
         )
     # no max_epochs beyond 1 for web/copyright: the default total is the largest one every cap allows
     assert any(manifest["buckets"][b]["epochs"] > 0.9 for b in BUCKETS)
+    weight_sum = sum(w["weight"] for w in MIX["buckets"].values())
+    for bucket in BUCKETS:  # declared and realised shares recorded, within max(0.01, one document's share)
+        entry = manifest["buckets"][bucket]
+        assert entry["declared_share"] == pytest.approx(MIX["buckets"][bucket]["weight"] / weight_sum, abs=1e-3)
+        assert entry["realised_share"] == pytest.approx(entry["tokens"] / total)
+        one_document = entry["available_tokens"] / entry["available_documents"] / total
+        assert abs(entry["realised_share"] - entry["declared_share"]) <= max(0.01, one_document), bucket
     assert manifest["selection"] == {"method": "test"} and manifest["seed"] == 7
 
 
@@ -319,3 +327,134 @@ def test_projection_counts_gpu_hours_for_stages_that_hold_gpus(run_dir: Path, mo
     lid = by_stage["language_id"]
     assert lid["gpu_hours"] == pytest.approx(lid["seconds"] * projection["scale"] / 3600)
     assert by_stage["length"]["gpu_hours"] is None and projection["total_gpu_hours"] == lid["gpu_hours"]
+
+
+def one_document_bucket_run(run_dir: Path, kept: pa.Table, folder: Path) -> tuple[Path, int]:
+    """The run plus one more kept shard holding a bucket ``tiny`` of one document (the run's shortest): the
+    shape of the default run's ``debian_changelog`` (one document of 57 tokens). Returns (run, its tokens)."""
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("*.html", "projection.json"))
+    shortest = kept.take([int(np.argmin(kept["n_tokens"].to_numpy()))])
+    shortest = shortest.set_column(shortest.schema.get_field_index("source"), "source", pa.array(["tiny"]))
+    (folder / "segments/99/kept").mkdir(parents=True)
+    pq.write_table(shortest, folder / "segments/99/kept/tiny.parquet")
+    run = json.loads((folder / "run.json").read_text())
+    run["outputs"]["kept"].append("segments/99/kept/tiny.parquet")
+    (folder / "run.json").write_text(json.dumps(run))
+    return folder, int(shortest["n_tokens"][0].as_py())
+
+
+def test_weights_that_cannot_be_honoured_are_refused_naming_the_capping_bucket(
+    run_dir: Path, kept: pa.Table, tmp_path: Path, capsys
+):
+    """Weights 0.25 x 4 with max_epochs 2 and a bucket of one short document (the default run's 0.2 x 5 case):
+    the tiny bucket caps the total at 8 of its documents, where the others cannot be sampled at their shares.
+
+    Before, this exited 0 with shards that were almost all the tiny bucket and a manifest recording weight 0.25
+    for buckets holding no document.
+    """
+    run, tiny_tokens = one_document_bucket_run(run_dir, kept, tmp_path / "run")
+    weights = tmp_path / "equal.yaml"
+    weights.write_text("max_epochs: 2\nbuckets:\n" + "".join(f"  {b}: {{weight: 0.25}}\n" for b in (*BUCKETS, "tiny")))
+    out = tmp_path / "refused"
+    assert cli(["shards", str(run), "--weights", str(weights), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "bucket 'tiny'" in err and f"{tiny_tokens:,} tokens available" in err
+    assert f"largest total is {8 * tiny_tokens:,} tokens" in err  # its 2 epochs are a quarter of the total
+    assert "bucket 'copyright': declared share 0.2500, realised 0.0000" in err
+    assert not (out / "manifest.json").exists()
+    # what the mix optimizer does with such a candidate: write it, and record what it really is
+    recorded = load_manifest(write_mix(run, weights, tmp_path / "recorded", unmet_weights="record"))
+    shares = {b: recorded["buckets"][b]["realised_share"] for b in (*BUCKETS, "tiny")}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert all(entry["declared_share"] == pytest.approx(0.25) for entry in recorded["buckets"].values())
+    assert shares["tiny"] > 0.25 + 0.01, "the tiny bucket is over-represented: that is why it was refused"
+
+
+@contextlib.contextmanager
+def counting_reads():
+    """Bytes read per local file (through fsspec) while the block runs in this process."""
+    from fsspec.implementations.local import LocalFileOpener
+
+    reads: dict[str, int] = {}
+    original = LocalFileOpener.read
+
+    def counting(self, *args, **kwargs):
+        data = original(self, *args, **kwargs)
+        reads[str(self.path)] = reads.get(str(self.path), 0) + len(data)
+        return data
+
+    LocalFileOpener.read = counting
+    try:
+        yield reads
+    finally:
+        LocalFileOpener.read = original
+
+
+def test_every_input_byte_is_read_at_most_twice_whatever_the_shard_count(run_dir: Path, tmp_path: Path):
+    """Count the bytes each file read in this process (``in_process``: every step here): the input's bytes read
+    do not grow with the number of output shards, and neither does anything else read.
+
+    Before, each output-shard task read every routing file and every input row group holding one of its rows.
+    """
+    inputs = {str(p) for p in (run_dir / "segments").rglob("kept/*.parquet")}
+    input_bytes = sum(Path(p).stat().st_size for p in inputs)
+    weights = {"buckets": {"*": {"weight": 1}}, "heldout_fraction": 0.1}
+    read = {}
+    for rows_per_shard in (10_000, 5, 1):
+        with counting_reads() as reads:
+            path = write_mix(
+                run_dir, weights | {"shard_rows": rows_per_shard}, tmp_path / str(rows_per_shard), in_process=True
+            )
+        shards = len(load_manifest(path)["shards"])
+        from_inputs = sum(n for p, n in reads.items() if p in inputs)
+        read[shards] = (from_inputs, sum(reads.values()))
+        assert from_inputs <= 2 * input_bytes, (shards, from_inputs / input_bytes)
+    counts = sorted(read)
+    assert counts[0] == 1 and counts[-1] >= 100, counts
+    few, many = read[counts[0]], read[counts[-1]]
+    assert many[0] <= few[0] * 1.05, f"input bytes read grew with the shard count: {read}"
+    assert many[1] <= few[1] * 1.5, f"bytes read grew with the shard count: {read}"
+
+
+def test_digests_are_taken_from_markers_not_recomputed(run_dir: Path, tmp_path: Path):
+    """The run's recorded kept_sha256 is the input's digest, and a finished mix rerun reads no input and hashes no
+    shard (only the shards' footers are read: the marker's sha256 is trusted; ``verify`` is the full check)."""
+    inputs = sorted((run_dir / "segments").rglob("kept/*.parquet"))
+    weights = {"shard_rows": 300, "buckets": {"*": {"weight": 1}}}  # shards of a few hundred KB
+    manifest = load_manifest(write_mix(run_dir, weights, tmp_path / "once", in_process=True))
+    recorded = hashlib.sha256(
+        "".join(
+            f"{p.relative_to(run_dir)}\x00"
+            + json.loads((p.parent.parent / "done" / (p.stem + ".json")).read_text())["kept_sha256"]
+            + "\n"
+            for p in inputs
+        ).encode()
+    ).hexdigest()
+    assert manifest["run"]["fingerprint"] == recorded
+    with counting_reads() as reads:
+        again = load_manifest(write_mix(run_dir, weights, tmp_path / "once", in_process=True))
+    assert again == manifest
+    assert not any(str(p) in reads for p in inputs), "a finished mix read its input again"
+    for entry in manifest["shards"]:
+        assert reads.get(str(tmp_path / "once" / entry["path"]), 0) < entry["bytes"] / 2, "a shard was re-hashed"
+
+
+def test_a_lost_scatter_file_is_scattered_again(mix: Path, run_dir: Path, tmp_path: Path, monkeypatch):
+    """A partition file missing when its partition is assembled (a killed run, a cleaned disk): the scatter runs
+    again and the mix is the same, byte for byte."""
+    from refinery.mixes import writer
+
+    real, calls = writer.assemble_partition, []
+
+    def losing_a_file(job: dict) -> dict:
+        if not calls and job["files"]:
+            Path(job["files"][0][0]).unlink()
+        calls.append(job)
+        return real(job)
+
+    monkeypatch.setattr(writer, "assemble_partition", losing_a_file)
+    again = write_mix(run_dir, MIX, tmp_path / "lost", seed=7, selection={"method": "test"}, in_process=True)
+    assert len(calls) > 1, "the first assembly failed and was redone"
+    expected = {k: v for k, v in tree_digests(mix.parent).items() if not k.startswith("_work")}
+    assert {k: v for k, v in tree_digests(again.parent).items() if not k.startswith("_work")} == expected
+    assert not (tmp_path / "lost/_work/partitions").exists()

@@ -73,7 +73,7 @@ def test_resume_gives_the_same_loss_curve(manifest, tmp_path):
     assert resumed["packing"] == whole["packing"]
 
 
-def test_corrupted_shard_refuses_to_train(manifest, tmp_path):
+def test_corrupted_shard_refuses_to_train(manifest, tmp_path, capsys):
     copy = tmp_path / "manifest"
     shutil.copytree(manifest.parent, copy, ignore=shutil.ignore_patterns("run*"))
     shard = copy / "shards" / "part-00001.parquet"
@@ -89,7 +89,10 @@ def test_corrupted_shard_refuses_to_train(manifest, tmp_path):
     with pytest.raises(TrainingError, match=r"part-00001\.parquet: \d+ bytes"):
         Trainer(copy / "manifest.json", tmp_path / "out", preset("tiny"))
     (copy / "heldout" / "python_docs.parquet").unlink()
+    capsys.readouterr()
     assert main(["train", str(copy / "manifest.json"), "--output", str(tmp_path / "out"), "--quiet"]) == 2
+    printed = capsys.readouterr()
+    assert "refinery train:" in printed.err and "python_docs.parquet" in printed.err and not printed.out
 
 
 def test_api_returns_per_bucket_losses_from_a_ray_task(manifest, ray_local):

@@ -28,6 +28,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 @register_command("train", "train a decoder on a manifest's shards; held-out loss per bucket", _configure)
 def train_command(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     from refinery.training.trainer import TrainingError, preset, train
 
@@ -42,7 +43,7 @@ def train_command(args: argparse.Namespace) -> int:
             verify_shards=args.verify_shards,
         )
     except TrainingError as error:
-        print(f"refinery train: {error}")
+        print(f"refinery train: {error}", file=sys.stderr)
         return 2
     print(json.dumps({k: summary[k] for k in ("steps", "tokens", "eval_losses", "mean_eval_loss")}, indent=2))
     return 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .buckets import BucketTable
+from .bucket_table import BucketTable
 from .config import CandidateSettings
 
 CANDIDATE_STREAM, VALIDATION_STREAM, SEARCH_STREAM = 0, 1, 2

@@ -14,7 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-FAMILIES = ("linear", "lightgbm", "mixing_law")
+from .fit import FAMILIES as FIT_FAMILIES
+
+FAMILIES = tuple(FIT_FAMILIES)  # the fit's registry, in its tie-break order
 
 
 class _Strict(BaseModel):
@@ -95,8 +97,16 @@ class TargetSettings(_Strict):
 class FitSettings(_Strict):
     """Regressions of each target loss on the weights; the family with the best cross-validated Spearman wins."""
 
-    families: list[Literal["linear", "lightgbm", "mixing_law"]] = Field(default_factory=lambda: list(FAMILIES))
+    families: list[str] = Field(default_factory=lambda: list(FAMILIES))
     folds: int = Field(default=5, ge=2)
+
+    @field_validator("families")
+    @classmethod
+    def _registered(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in FIT_FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown fit families {unknown}; known: {', '.join(FIT_FAMILIES)}")
+        return value
 
 
 class SearchSettings(_Strict):

@@ -22,6 +22,7 @@ actual objective wins (ties: the simpler family, in the order above). It is then
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,9 +119,40 @@ def _predict_mixing_law(params: dict[str, Any], x: np.ndarray) -> np.ndarray:
     return params["c"] + np.exp(np.clip(x @ np.asarray(params["t"]), -50, 50))
 
 
-FITTERS = {"linear": _fit_linear, "lightgbm": _fit_lightgbm, "mixing_law": _fit_mixing_law}
-PREDICTORS = {"linear": _predict_linear, "lightgbm": _predict_lightgbm, "mixing_law": _predict_mixing_law}
-LOADERS = {"lightgbm": _load_lightgbm}  # params -> what the predictor takes (default: the params themselves)
+def _as_is(params: dict[str, Any]) -> Any:
+    return params
+
+
+@dataclass(frozen=True)
+class FitFamily:
+    """One regression family: how it fits a target column, how its JSON parameters are loaded, how it predicts.
+
+    ``fit(x, y, seed) -> params`` (JSON-serialisable, stored in ``fit.json``); ``load(params)`` gives what
+    ``predict(loaded, x)`` takes. Order in :data:`FAMILIES` is the tie-break order (simplest first).
+    """
+
+    name: str
+    fit: Callable[[np.ndarray, np.ndarray, int], dict[str, Any]]
+    predict: Callable[[Any, np.ndarray], np.ndarray]
+    load: Callable[[dict[str, Any]], Any] = _as_is
+
+
+#: The one registry of fit families: the config validates names against it, the fit and the report use it.
+FAMILIES: dict[str, FitFamily] = {
+    family.name: family
+    for family in (
+        FitFamily("linear", _fit_linear, _predict_linear),
+        FitFamily("lightgbm", _fit_lightgbm, _predict_lightgbm, _load_lightgbm),
+        FitFamily("mixing_law", _fit_mixing_law, _predict_mixing_law),
+    )
+}
+
+
+def family(name: str) -> FitFamily:
+    """The registered family ``name``; a ``ValueError`` lists the known ones."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown fit family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
 
 
 @dataclass
@@ -133,13 +165,13 @@ class FittedModel:
     params: dict[str, dict[str, Any]]
 
     def __post_init__(self) -> None:
-        load = LOADERS.get(self.family, lambda p: p)
-        self._loaded = {t: load(self.params[t]) for t in self.targets}
+        self._loaded = {t: family(self.family).load(self.params[t]) for t in self.targets}
 
     def predict(self, weights: np.ndarray) -> np.ndarray:
         """Predicted losses, shape ``(mixes, targets)`` in :attr:`targets` order."""
         x = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-        return np.stack([PREDICTORS[self.family](self._loaded[t], x) for t in self.targets], axis=1)
+        predict = family(self.family).predict
+        return np.stack([predict(self._loaded[t], x) for t in self.targets], axis=1)
 
     def objective(self, weights: np.ndarray) -> np.ndarray:
         a = np.asarray([self.target_weights[t] for t in self.targets])
@@ -158,10 +190,11 @@ class FittedModel:
         return cls(data["family"], list(data["targets"]), dict(data["target_weights"]), dict(data["params"]))
 
 
-def fit_family(family: str, x: np.ndarray, losses: np.ndarray, targets: list[str], weights: dict, seed: int):
-    """Fit ``family`` to every target column of ``losses`` (shape ``(mixes, targets)``)."""
-    params = {t: FITTERS[family](x, losses[:, i], seed) for i, t in enumerate(targets)}
-    return FittedModel(family, list(targets), dict(weights), params)
+def fit_family(name: str, x: np.ndarray, losses: np.ndarray, targets: list[str], weights: dict, seed: int):
+    """Fit family ``name`` to every target column of ``losses`` (shape ``(mixes, targets)``)."""
+    fit = family(name).fit
+    params = {t: fit(x, losses[:, i], seed) for i, t in enumerate(targets)}
+    return FittedModel(name, list(targets), dict(weights), params)
 
 
 def fold_ids(rows: int, folds: int, seed: int) -> np.ndarray:

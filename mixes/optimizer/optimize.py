@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +37,15 @@ import numpy as np
 from refinery.pipelines import storage
 from refinery.pipelines.manifest import load_manifest
 
-from .buckets import BucketTable, bucket_table, scan_buckets, write_pool
+from .bucket_table import BucketTable, bucket_table, scan_buckets, write_pool
 from .candidates import Mix, candidate_mixes, validation_mixes
 from .config import MixConfig, load_config
-from .fit import choose_model
+from .fit import FittedModel, choose_model
 from .proxies import ProxyContext, ProxySpec, base_fingerprint, run_proxies, weights_file
 from .report import slice_curves, write_page, write_plots
 from .search import search
 from .targets import objective, quality_target_name, target_weights, write_quality_target
-from .validate import heldout_validation, seed_comparison
+from .validate import heldout_validation, seed_comparison, trained_weights
 
 REPORT = "mix_report.json"
 
@@ -105,7 +106,8 @@ def _selection(report: dict[str, Any]) -> dict[str, Any]:
         "config": report["config"],
         "objective": report["objective"],
         "proxies": [
-            {k: p[k] for k in ("name", "role", "seed", "weights", "losses", "objective")} for p in report["proxies"]
+            {k: p[k] for k in ("name", "role", "seed", "weights", "realised_weights", "losses", "objective") if k in p}
+            for p in report["proxies"]
         ],
         "fit": {
             "family": fit["family"],
@@ -131,143 +133,232 @@ def _selection(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class StepClock:
+    """Seconds per step for the report (and a progress line per step on stderr)."""
+
+    def __init__(self, progress: bool) -> None:
+        self.progress = progress
+        self.started = self.clock = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.clock, 3)
+        self.clock = now
+        self.say(f"{name}: {self.timings[name]:.1f} s")
+
+    def say(self, message: str) -> None:
+        if self.progress:
+            print(f"[mix] {message}", file=sys.stderr)
+
+
+@dataclass
+class Objective:
+    """Step 1's outcome besides the buckets: the proxies' shared context and the objective's target weights."""
+
+    context: ProxyContext
+    weights_by_target: dict[str, float]
+    quality: dict[str, Any] | None
+
+
 def optimize(
     run_dir: str | Path, config: str | Path | dict | MixConfig, output_dir: str | Path, progress: bool = True
 ) -> dict[str, Any]:
     """Run steps 1–6 (see the module docstring); returns the report also written to ``mix_report.json``."""
-    from refinery.mixes.writer import write_mix
     from refinery.pipelines.ray_session import ray_session
 
     config = load_config(config)
     run_dir, output = str(run_dir).rstrip("/"), Path(output_dir)
-    work = output / "optimizer"
-    timings: dict[str, float] = {}
-    started = clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 3)
-        clock = now
-        if progress:
-            print(f"[mix] {name}: {timings[name]:.1f} s", file=sys.stderr)
-
-    def say(message: str) -> None:
-        if progress:
-            print(f"[mix] {message}", file=sys.stderr)
-
+    clock = StepClock(progress)
     with ray_session(config.ray.address, config.ray.num_cpus) as resources:
         workers = config.ray.workers or max(1, int(resources.get("CPU", 1)))
-        # 1. buckets and the pool
-        scan = scan_buckets(run_dir, config.buckets.columns)
-        pool = write_pool(
-            run_dir, config.buckets, scan, config.proxy.vocabulary_tokens, work / "pool", config.proxy.seed
-        )
-        table: BucketTable = bucket_table(config.buckets, scan, pool)
-        _json(work / "buckets.json", table.to_dict())
-        vocabulary = ensure_vocabulary(pool, config, work / "vocabulary.safetensors")
-        quality = None
-        if config.targets.quality is not None:
-            quality = write_quality_target(pool, config.targets.quality, work / "targets" / "quality.parquet")
-        extra = {quality["name"]: Path(quality["path"]) for quality in [quality] if quality is not None}
-        with_heldout = [n for n, d in zip(table.names, table.heldout_documents, strict=True) if d > 0]
-        weights_by_target = target_weights(
-            config.targets, table.names, with_heldout, quality_target_name(config.targets.quality) if quality else None
-        )
-        lap("buckets")
-        sizes = zip(table.names, table.available_tokens, strict=True)
-        say("buckets: " + ", ".join(f"{n} ({t:,} tokens)" for n, t in sizes))
-        # 2. candidates
-        budget = config.proxy.token_budget
-        candidates = candidate_mixes(table, config.candidates, budget, config.seed)
-        held = validation_mixes(table, config.candidates, budget, config.seed, config.validation.heldout_mixes)
-        context = ProxyContext(
-            run_dir=run_dir,
-            root=work,
-            table=table,
-            buckets=config.buckets,
-            proxy=config.proxy,
-            vocabulary_path=vocabulary,
-            extra_targets=extra,
-            base_fingerprint=base_fingerprint(pool, vocabulary, config.proxy, extra),
-        )
-        seed = config.proxy.seed
-        specs = [ProxySpec(m.name, m.weights, seed, "candidate") for m in candidates]
-        specs += [ProxySpec(m.name, m.weights, seed, "validation") for m in held]
-        lap("candidates")
-        # 3. proxies (candidates and held-out mixes in one parallel batch)
-        results = run_proxies(context, specs, workers, progress)
-        lap("proxies")
-        # 4. fit and search (candidates only)
-        names = [m.name for m in candidates]
-        x = np.asarray([m.weights for m in candidates])
-        targets = list(weights_by_target)
-        losses = np.asarray([[results[n]["losses"][t] for t in targets] for n in names])
-        model, cv = choose_model(
-            list(config.fit.families), x, losses, targets, weights_by_target, config.fit.folds, config.seed
-        )
-        found = search(
-            model, table, config.search, config.candidates.concentrations, budget, config.output.total_tokens, x
-        )
-        _json(work / "fit.json", {"model": model.to_dict(), "cross_validation": cv})
-        lap("fit")
-        # 5. validation: the chosen mix at every seed, natural and uniform beside it
+        table, goal = scan_buckets_and_pool(run_dir, config, output / "optimizer", clock)  # 1
+        candidates, held, specs = draw_candidates(table, config, clock)  # 2
+        results = run_proxies(goal.context, specs, workers, progress)  # 3
+        clock.lap("proxies")
+        model, cv, found = fit_and_search(table, config, goal, candidates, results, clock)  # 4
         chosen = tuple(found["weights"])
-        comparison_specs, comparison_names = _comparison_specs(config, chosen, candidates[:2])
-        results.update(run_proxies(context, comparison_specs, workers, progress))
-        lap("validation")
-        chosen_at_seed = comparison_names["chosen"].get(seed)
-        validation_names = [m.name for m in held] + ([chosen_at_seed] if chosen_at_seed else [])
-        report: dict[str, Any] = {
-            "format": "refinery-mix-report",
-            "run_dir": run_dir,
-            "config": config.model_dump(mode="json"),
-            "buckets": table.to_dict() | {"natural": table.natural.tolist(), "uniform": table.uniform.tolist()},
-            "objective": {"targets": weights_by_target, "quality_target": quality},
-            "proxies": [
-                {**results[s.name], "objective": objective(results[s.name]["losses"], weights_by_target)}
-                for s in specs + comparison_specs
-            ],
-            "fit": {
-                "family": model.family,
-                "cv_spearman": next(s["spearman"] for s in cv if s["family"] == model.family),
-                "cross_validation": cv,
-                "candidates": names,
-            },
-            "search": found
-            | {"slices": slice_curves(model, table.names, found["weights"], found["lower"], found["upper"])},
-            "chosen": {
-                "weights": dict(zip(table.names, found["weights"], strict=True)),
-                "predicted_objective": found["predicted_objective"],
-            },
-            "validation": {"heldout": heldout_validation(model, validation_names, results, table.names)},
-            "comparison": {
-                "mixes": {
-                    "chosen": dict(zip(table.names, chosen, strict=True)),
-                    "natural": dict(zip(table.names, candidates[0].weights, strict=True)),
-                    "uniform": dict(zip(table.names, candidates[1].weights, strict=True)),
-                },
-                "proxies": comparison_names,
-                "summary": seed_comparison(
-                    {m: {s: results[n] for s, n in by.items()} for m, by in comparison_names.items()},
-                    weights_by_target,
-                ),
-            },
-        }
-        # 6. the chosen mix through the shards writer
-        final = weights_file(context, chosen, config.output.total_tokens)
-        final.pop("shard_rows", None)
-        if config.output.shard_rows is not None:
-            final["shard_rows"] = config.output.shard_rows
-        elif config.output.shard_bytes is not None:
-            final["shard_bytes"] = config.output.shard_bytes
-        manifest = write_mix(run_dir, final, output, seed=config.output.seed, selection=_selection(report))
-        lap("write")
+        comparison_specs, comparison_names = _comparison_specs(config, chosen, candidates[:2])  # 5
+        results.update(run_proxies(goal.context, comparison_specs, workers, progress))
+        clock.lap("validation")
+        report = build_report(
+            run_dir,
+            config,
+            table,
+            goal,
+            candidates,
+            held,
+            specs + comparison_specs,
+            results,
+            model,
+            cv,
+            found,
+            comparison_names,
+        )
+        report["comparison"] = compare_mixes(table, chosen, candidates, comparison_names, results, goal)
+        manifest = write_chosen_mix(run_dir, config, goal.context, chosen, output, report)  # 6
+        clock.lap("write")
     report["manifest"] = str(manifest.relative_to(output)) if manifest.is_relative_to(output) else str(manifest)
     report["plots"] = write_plots(report, output / "plots")
     proxy_seconds = sum(p["train_seconds"] + p["write_seconds"] for p in report["proxies"])
-    timings["total"] = round(time.perf_counter() - started, 3)
-    report["timings"] = timings | {"proxy_core_seconds": round(proxy_seconds, 3), "workers": workers}
+    clock.timings["total"] = round(time.perf_counter() - clock.started, 3)
+    report["timings"] = clock.timings | {"proxy_core_seconds": round(proxy_seconds, 3), "workers": workers}
     _json(output / REPORT, report)
     write_page(report, output)  # mix_report.html, linked from the run's report
     return report
+
+
+def scan_buckets_and_pool(
+    run_dir: str, config: MixConfig, work: Path, clock: StepClock
+) -> tuple[BucketTable, Objective]:
+    """Step 1: the buckets, the pool mix, the shared vocabulary, the targets and the objective's weights."""
+    scan = scan_buckets(run_dir, config.buckets.columns)
+    pool = write_pool(run_dir, config.buckets, scan, config.proxy.vocabulary_tokens, work / "pool", config.proxy.seed)
+    table: BucketTable = bucket_table(config.buckets, scan, pool)
+    _json(work / "buckets.json", table.to_dict())
+    vocabulary = ensure_vocabulary(pool, config, work / "vocabulary.safetensors")
+    quality = None
+    if config.targets.quality is not None:
+        quality = write_quality_target(pool, config.targets.quality, work / "targets" / "quality.parquet")
+    extra = {quality["name"]: Path(quality["path"])} if quality is not None else {}
+    with_heldout = [n for n, d in zip(table.names, table.heldout_documents, strict=True) if d > 0]
+    weights_by_target = target_weights(
+        config.targets, table.names, with_heldout, quality_target_name(config.targets.quality) if quality else None
+    )
+    context = ProxyContext(
+        run_dir=run_dir,
+        root=work,
+        table=table,
+        buckets=config.buckets,
+        proxy=config.proxy,
+        vocabulary_path=vocabulary,
+        extra_targets=extra,
+        base_fingerprint=base_fingerprint(pool, vocabulary, config.proxy, extra),
+    )
+    clock.lap("buckets")
+    sizes = zip(table.names, table.available_tokens, strict=True)
+    clock.say("buckets: " + ", ".join(f"{n} ({t:,} tokens)" for n, t in sizes))
+    return table, Objective(context, weights_by_target, quality)
+
+
+def draw_candidates(
+    table: BucketTable, config: MixConfig, clock: StepClock
+) -> tuple[list[Mix], list[Mix], list[ProxySpec]]:
+    """Step 2: the candidates (natural and uniform first) and the held-out mixes, as proxies at the proxy seed."""
+    budget = config.proxy.token_budget
+    candidates = candidate_mixes(table, config.candidates, budget, config.seed)
+    held = validation_mixes(table, config.candidates, budget, config.seed, config.validation.heldout_mixes)
+    seed = config.proxy.seed
+    specs = [ProxySpec(m.name, m.weights, seed, "candidate") for m in candidates]
+    specs += [ProxySpec(m.name, m.weights, seed, "validation") for m in held]
+    clock.lap("candidates")
+    return candidates, held, specs
+
+
+def fit_and_search(
+    table: BucketTable,
+    config: MixConfig,
+    goal: Objective,
+    candidates: list[Mix],
+    results: dict[str, dict[str, Any]],
+    clock: StepClock,
+) -> tuple[FittedModel, list[dict[str, Any]], dict[str, Any]]:
+    """Step 4: every family cross-validated on the candidates (at the weights they were trained on), the search."""
+    names = [m.name for m in candidates]
+    x = np.asarray([[trained_weights(results[n])[b] for b in table.names] for n in names])
+    targets = list(goal.weights_by_target)
+    losses = np.asarray([[results[n]["losses"][t] for t in targets] for n in names])
+    model, cv = choose_model(
+        list(config.fit.families), x, losses, targets, goal.weights_by_target, config.fit.folds, config.seed
+    )
+    budget = config.proxy.token_budget
+    found = search(model, table, config.search, config.candidates.concentrations, budget, config.output.total_tokens, x)
+    _json(goal.context.root / "fit.json", {"model": model.to_dict(), "cross_validation": cv})
+    clock.lap("fit")
+    return model, cv, found
+
+
+def build_report(
+    run_dir: str,
+    config: MixConfig,
+    table: BucketTable,
+    goal: Objective,
+    candidates: list[Mix],
+    held: list[Mix],
+    specs: list[ProxySpec],
+    results: dict[str, dict[str, Any]],
+    model: FittedModel,
+    cv: list[dict[str, Any]],
+    found: dict[str, Any],
+    comparison_names: dict[str, dict[int, str]],
+) -> dict[str, Any]:
+    """Step 5's report: buckets, objective, every proxy, the fit, the search and the held-out validation."""
+    chosen_at_seed = comparison_names["chosen"].get(config.proxy.seed)
+    validation_names = [m.name for m in held] + ([chosen_at_seed] if chosen_at_seed else [])
+    return {
+        "format": "refinery-mix-report",
+        "run_dir": run_dir,
+        "config": config.model_dump(mode="json"),
+        "buckets": table.to_dict() | {"natural": table.natural.tolist(), "uniform": table.uniform.tolist()},
+        "objective": {"targets": goal.weights_by_target, "quality_target": goal.quality},
+        "proxies": [
+            {**results[s.name], "objective": objective(results[s.name]["losses"], goal.weights_by_target)}
+            for s in specs
+        ],
+        "fit": {
+            "family": model.family,
+            "cv_spearman": next(s["spearman"] for s in cv if s["family"] == model.family),
+            "cross_validation": cv,
+            "candidates": [m.name for m in candidates],
+        },
+        "search": found
+        | {"slices": slice_curves(model, table.names, found["weights"], found["lower"], found["upper"])},
+        "chosen": {
+            "weights": dict(zip(table.names, found["weights"], strict=True)),
+            "predicted_objective": found["predicted_objective"],
+        },
+        "validation": {"heldout": heldout_validation(model, validation_names, results, table.names)},
+    }
+
+
+def compare_mixes(
+    table: BucketTable,
+    chosen: tuple[float, ...],
+    candidates: list[Mix],
+    comparison_names: dict[str, dict[int, str]],
+    results: dict[str, dict[str, Any]],
+    goal: Objective,
+) -> dict[str, Any]:
+    """Step 5's seed comparison: the chosen, natural and uniform mixes at every comparison seed."""
+    return {
+        "mixes": {
+            "chosen": dict(zip(table.names, chosen, strict=True)),
+            "natural": dict(zip(table.names, candidates[0].weights, strict=True)),
+            "uniform": dict(zip(table.names, candidates[1].weights, strict=True)),
+        },
+        "proxies": comparison_names,
+        "summary": seed_comparison(
+            {m: {s: results[n] for s, n in by.items()} for m, by in comparison_names.items()},
+            goal.weights_by_target,
+        ),
+    }
+
+
+def write_chosen_mix(
+    run_dir: str,
+    config: MixConfig,
+    context: ProxyContext,
+    chosen: tuple[float, ...],
+    output: Path,
+    report: dict[str, Any],
+) -> Path:
+    """Step 6: the chosen weights through the shards writer into the output directory (refused if unmet)."""
+    from refinery.mixes.writer import write_mix
+
+    final = weights_file(context, chosen, config.output.total_tokens)
+    final.pop("shard_rows", None)
+    if config.output.shard_rows is not None:
+        final["shard_rows"] = config.output.shard_rows
+    elif config.output.shard_bytes is not None:
+        final["shard_bytes"] = config.output.shard_bytes
+    return write_mix(run_dir, final, output, seed=config.output.seed, selection=_selection(report))

@@ -32,7 +32,7 @@ from refinery.pipelines import storage
 from refinery.pipelines.executor import map_tasks
 from refinery.pipelines.manifest import load_manifest
 
-from .buckets import BucketTable
+from .bucket_table import BucketTable
 from .config import BucketSettings, ProxySettings
 
 RESULT = "result.json"
@@ -117,8 +117,58 @@ def load_result(path: Path, fingerprint: str) -> dict[str, Any] | None:
     return result
 
 
+def realised_weights(manifest_path: Path, names: list[str]) -> dict[str, float]:
+    """Each bucket's share of the tokens the writer really wrote (what the proxy is trained on)."""
+    buckets = load_manifest(manifest_path)["buckets"]
+    return {name: float(buckets[name]["realised_share"]) if name in buckets else 0.0 for name in names}
+
+
+def run_proxy(job: dict[str, Any]) -> dict[str, Any]:
+    """One proxy, inside its own task: write its mix (in this process), train on it, write ``result.json``.
+
+    The mix is written with ``unmet_weights="record"``: a candidate whose drawn weights the writer cannot honour
+    (a bucket too small for its share at the proxy's budget) is trained on what was written, and its result
+    carries those realised weights, which the fit and the validation use in place of the drawn ones.
+    """
+    context, spec = job["context"], job["spec"]
+    folder = context.directory(spec)
+    if (folder / RESULT).exists():  # another fingerprint: its shards and run are of other settings
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest, write_seconds = write_proxy_mix(context, spec)
+    realised = realised_weights(manifest, context.table.names)
+    drawn = dict(zip(context.table.names, spec.weights, strict=True))
+    return train_proxy(
+        {
+            "name": spec.name,
+            "role": spec.role,
+            "fingerprint": job["fingerprint"],
+            "weights": drawn,
+            "realised_weights": realised,
+            "honoured": _honoured(manifest),
+            "seed": spec.seed,
+            "manifest": str(manifest),
+            "train_dir": str(folder / "train"),
+            "result_path": str(folder / RESULT),
+            "vocabulary_path": str(context.vocabulary_path),
+            "config": context.proxy.config,
+            "token_budget": context.proxy.token_budget,
+            "eval_sequences": context.proxy.eval_sequences,
+            "overrides": dict(context.proxy.overrides),
+            "write_seconds": round(write_seconds, 3),
+        }
+    )
+
+
+def _honoured(manifest_path: Path) -> bool:
+    """Whether every realised share is within the writer's tolerance of its declared share."""
+    from refinery.mixes.sampling import shares_honoured
+
+    return shares_honoured(load_manifest(manifest_path)["buckets"])
+
+
 def train_proxy(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one proxy and write its ``result.json`` (runs inside a Ray task; one torch thread there)."""
+    """Train one proxy on its written mix and write its ``result.json`` (one torch thread in a task)."""
     from refinery.training.api import read_log, train_on_manifest
     from refinery.training.vocab import load_vocabulary
 
@@ -145,6 +195,8 @@ def train_proxy(job: dict[str, Any]) -> dict[str, Any]:
         "role": job["role"],
         "fingerprint": job["fingerprint"],
         "weights": job["weights"],
+        "realised_weights": job["realised_weights"],
+        "honoured": job["honoured"],
         "seed": job["seed"],
         "losses": summary["eval_losses"],
         "tokens": summary["tokens"],
@@ -161,10 +213,10 @@ def train_proxy(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_proxy_mix(context: ProxyContext, spec: ProxySpec) -> tuple[Path, float]:
-    """The proxy's shards through the shards writer; returns (the manifest it trains on, seconds)."""
+    """The proxy's shards through the shards writer, in this process; returns (its training manifest, seconds)."""
     from refinery.mixes.writer import write_mix
 
-    from .buckets import seed_index
+    from .bucket_table import seed_index
     from .targets import proxy_manifest
 
     started = time.perf_counter()
@@ -176,6 +228,8 @@ def write_proxy_mix(context: ProxyContext, spec: ProxySpec) -> tuple[Path, float
         folder,
         seed=spec.seed,
         selection={"method": "refinery-mix proxy", "proxy": spec.name, "role": spec.role},
+        in_process=True,
+        unmet_weights="record",
     )
     return proxy_manifest(manifest, context.extra_targets), time.perf_counter() - started
 
@@ -183,51 +237,29 @@ def write_proxy_mix(context: ProxyContext, spec: ProxySpec) -> tuple[Path, float
 def run_proxies(
     context: ProxyContext, specs: list[ProxySpec], workers: int, progress: bool = True
 ) -> dict[str, dict[str, Any]]:
-    """Results of every spec: finished ones read back, the others written and trained (``workers`` at once)."""
+    """Results of every spec: finished ones read back, the others written and trained in parallel tasks.
 
+    Each unfinished proxy is one task (``workers`` at once) that writes its own mix and then trains on it, so
+    the proxies' mixes are written in parallel, not one after another on the driver before any proxy trains.
+    """
     results: dict[str, dict[str, Any]] = {}
-    pending: list[tuple[ProxySpec, str]] = []
+    jobs: list[dict[str, Any]] = []
     for spec in specs:
         fingerprint = proxy_fingerprint(context, spec)
         done = load_result(context.directory(spec) / RESULT, fingerprint)
         if done is not None:
             results[spec.name] = done
         else:
-            pending.append((spec, fingerprint))
+            jobs.append({"context": context, "spec": spec, "fingerprint": fingerprint})
     if progress:
-        print(f"proxies: {len(results)} done before, {len(pending)} to train", file=sys.stderr)
-    jobs = []
-    for spec, fingerprint in pending:
-        folder = context.directory(spec)
-        stale = folder / RESULT
-        if stale.exists():  # another fingerprint: its shards and run are of other settings
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        manifest, write_seconds = write_proxy_mix(context, spec)
-        jobs.append(
-            {
-                "name": spec.name,
-                "role": spec.role,
-                "fingerprint": fingerprint,
-                "weights": dict(zip(context.table.names, spec.weights, strict=True)),
-                "seed": spec.seed,
-                "manifest": str(manifest),
-                "train_dir": str(folder / "train"),
-                "result_path": str(folder / RESULT),
-                "vocabulary_path": str(context.vocabulary_path),
-                "config": context.proxy.config,
-                "token_budget": context.proxy.token_budget,
-                "eval_sequences": context.proxy.eval_sequences,
-                "overrides": dict(context.proxy.overrides),
-                "write_seconds": round(write_seconds, 3),
-            }
-        )
-    trained = map_tasks(train_proxy, jobs, in_flight=workers, description="proxies" if progress else None)
+        print(f"proxies: {len(results)} done before, {len(jobs)} to write and train", file=sys.stderr)
+    trained = map_tasks(run_proxy, jobs, in_flight=workers, description="proxies" if progress else None)
     for job, result in zip(jobs, trained, strict=True):
-        results[job["name"]] = result
+        results[job["spec"].name] = result
         if progress:
             print(
-                f"proxy {job['name']}: {result['train_seconds']:.1f} s, losses "
+                f"proxy {job['spec'].name}: written in {result['write_seconds']:.1f} s, trained in "
+                f"{result['train_seconds']:.1f} s, losses "
                 + ", ".join(f"{k}={v:.3f}" for k, v in sorted(result["losses"].items())),
                 file=sys.stderr,
             )

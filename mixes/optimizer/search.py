@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .buckets import BucketTable
+from .bucket_table import BucketTable
 from .candidates import SEARCH_STREAM, dirichlet_draws, project_capped_simplex
 from .config import SearchSettings
 from .fit import FittedModel

@@ -21,11 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from refinery.mixes.buckets import seeded_keys
+from refinery.mixes.shard_index import seeded_keys
 from refinery.pipelines.manifest import load_manifest, write_manifest
 from refinery.pipelines.storage import file_digest
 
-from .buckets import heldout_table
+from .bucket_table import heldout_table
 from .config import QualityTarget, TargetSettings
 
 QUALITY_PREFIX = "@top:"

@@ -20,11 +20,16 @@ from .fit import FittedModel, spearman
 from .targets import objective
 
 
+def trained_weights(result: dict[str, Any]) -> dict[str, float]:
+    """The weights a proxy was really trained on: the writer's realised shares (the drawn ones before they existed)."""
+    return result.get("realised_weights") or result["weights"]
+
+
 def heldout_validation(
     model: FittedModel, names: list[str], results: dict[str, dict[str, Any]], buckets: list[str]
 ) -> dict[str, Any]:
     """Predicted against actual objective (and per target) for the named proxies."""
-    x = np.asarray([[results[n]["weights"][b] for b in buckets] for n in names])
+    x = np.asarray([[trained_weights(results[n])[b] for b in buckets] for n in names])
     actual = np.asarray([objective(results[n]["losses"], model.target_weights) for n in names])
     predicted = model.objective(x) if len(names) else np.zeros(0)
     per_target = {}

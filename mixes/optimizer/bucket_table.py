@@ -2,7 +2,7 @@
 
 Token counts come in two passes, both through the shards writer's own code so nothing here can disagree with it:
 
-1. :func:`scan_buckets` — a Ray task per final kept shard reads only the bucket column(s) and ``n_tokens`` (or
+1. :func:`scan_buckets` — a task per final kept shard reads only the bucket column(s) and ``n_tokens`` (or
    counts tokens like the ``token_count`` stage when the run has no ``n_tokens``) and returns per-bucket totals;
    their shares are the natural distribution the candidates are drawn around.
 2. :func:`write_pool` — one mix of every bucket at its natural share, at most once over each document (capped at
@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refinery.mixes import buckets as writer_buckets
+from refinery.mixes.buckets import bucket_labels
 from refinery.mixes.token_count import N_TOKENS, cached_tokenizer, count_tokens
 from refinery.pipelines.manifest import load_manifest
 
@@ -51,7 +51,7 @@ def _scan_shard(job: tuple[str, list[str], str]) -> dict[str, list[int]]:
                 tokens = table.column(N_TOKENS).fill_null(0).to_numpy().astype(np.int64)
             else:
                 tokens = count_tokens(cached_tokenizer(tokenizer), table.column("text")).astype(np.int64)
-            labels = writer_buckets.bucket_labels(table, columns).to_numpy(zero_copy_only=False)
+            labels = bucket_labels(table, columns).to_numpy(zero_copy_only=False)
             names_here, inverse = np.unique(labels, return_inverse=True)
             docs = np.bincount(inverse, minlength=len(names_here))
             sums = np.bincount(inverse, weights=tokens, minlength=len(names_here))
@@ -63,14 +63,15 @@ def _scan_shard(job: tuple[str, list[str], str]) -> dict[str, list[int]]:
 
 
 def scan_buckets(run_dir: str, columns: list[str], tokenizer: str | None = None) -> dict[str, dict[str, int]]:
-    """``{bucket: {"documents", "tokens"}}`` over the run's final kept shards (Ray tasks, one per shard)."""
-    from refinery.mixes.writer import ray_map, read_run, recipe_tokenizer
+    """``{bucket: {"documents", "tokens"}}`` over the run's final kept shards (a task per shard)."""
+    from refinery.mixes.writer import read_run, recipe_tokenizer
     from refinery.pipelines import storage
+    from refinery.pipelines.executor import map_tasks
     from refinery.pipelines.models import DEFAULT_TOKENIZER
 
     _run, recipe, kept = read_run(run_dir)
     reference = recipe_tokenizer(recipe) or tokenizer or DEFAULT_TOKENIZER
-    parts = ray_map(_scan_shard, [(storage.join(run_dir, k), columns, reference) for k in kept])
+    parts = map_tasks(_scan_shard, [(storage.join(run_dir, k), columns, reference) for k in kept])
     merged: dict[str, list[int]] = {}
     for part in parts:
         for name, (docs, tokens) in part.items():
