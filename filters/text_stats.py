@@ -52,19 +52,36 @@ def tokenize(text: str) -> tuple[str, ...]:
     Whitespace chunks lose prefix and suffix punctuation one mark at a time (``...`` stays whole; a final ``.``
     stays on abbreviations, single letters and known short forms); hyphens, slashes and colons between letters
     split; ``n't`` and ``'s``-style clitics split off; e-mail addresses and URLs stay whole. Plain words, the
-    large majority, take a C-speed fast path.
+    large majority, take a C-speed fast path; the other chunks repeat a lot across documents (``*``, ``-``,
+    ``(c)``, ``file.``), so their split is memoised per process (:func:`split_chunk`).
     """
     tokens: list[str] = []
     append, extend = tokens.append, tokens.extend
+    cached = _CHUNK_TOKENS.get
     for chunk in text.split():
         if chunk.isalnum() and chunk not in SPLIT_WORDS:
             append(chunk)
-        elif chunk[-1] in ",;:!?)" and chunk[:-1].isalnum() and chunk[:-1] not in SPLIT_WORDS:
-            append(chunk[:-1])
-            append(chunk[-1])
         else:
-            extend(_split_chunk(chunk))
+            parts = cached(chunk)
+            extend(parts if parts is not None else split_chunk(chunk))
     return tuple(tokens)
+
+
+#: chunk -> its tokens, for chunks that are not a plain word; cleared when full (bounded memory).
+_CHUNK_TOKENS: dict[str, tuple[str, ...]] = {}
+CHUNK_CACHE_SIZE = 200_000
+
+
+def split_chunk(chunk: str) -> tuple[str, ...]:
+    """The tokens of one whitespace chunk that is not a plain word, memoised (a pure function of the chunk)."""
+    if chunk[-1] in ",;:!?)" and chunk[:-1].isalnum() and chunk[:-1] not in SPLIT_WORDS:
+        parts: tuple[str, ...] = (chunk[:-1], chunk[-1])
+    else:
+        parts = tuple(_split_chunk(chunk))
+    if len(_CHUNK_TOKENS) >= CHUNK_CACHE_SIZE:
+        _CHUNK_TOKENS.clear()
+    _CHUNK_TOKENS[chunk] = parts
+    return parts
 
 
 @lru_cache(maxsize=1024)
