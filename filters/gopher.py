@@ -22,20 +22,16 @@ first failing rule is the one reported; words come from :func:`refinery.filters.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
-from refinery.filters.text_stats import duplicates, is_symbol, token_ids, words
+from refinery.filters.text_stats import duplicates, is_symbol, split_lines, split_paragraphs, token_ids, words
 from refinery.pipelines.documents import TEXT
 from refinery.pipelines.per_language import LanguageAwareMapStage
 from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
-PARAGRAPHS = re.compile(r"\n{2,}")
-LINES = re.compile(r"\n+")
 
 
 class _DocumentRuleFilter(LanguageAwareMapStage):
@@ -121,13 +117,13 @@ class GopherRepetitionFilter(_DocumentRuleFilter):
     def first_failure(self, text: str) -> str | None:
         if not text:
             return "empty"
-        paragraphs = PARAGRAPHS.split(text.strip())
+        paragraphs = split_paragraphs(text.strip())
         repeated, repeated_chars = duplicates(paragraphs)
         if self.dup_para_frac and repeated / len(paragraphs) > self.dup_para_frac:
             return "dup_para_frac"
         if self.dup_para_char_frac and repeated_chars / len(text) > self.dup_para_char_frac:
             return "dup_para_char_frac"
-        lines = LINES.split(text)
+        lines = split_lines(text)
         repeated, repeated_chars = duplicates(lines)
         if self.dup_line_frac and repeated / len(lines) > self.dup_line_frac:
             return "dup_line_frac"
