@@ -134,3 +134,33 @@ def first_ngram_failure(
         if ids.size >= n and duplicated_ngram_chars_kernel(ids, lengths, n, limit) / text_length > dup_fractions[rule]:
             return top_ns.size + rule
     return -1
+
+
+@njit(cache=True, nogil=True)
+def repeated_ngram_coverage(ids: np.ndarray, lengths: np.ndarray, n: int) -> float:
+    """Share of the token characters inside an n-gram that occurred earlier in the sequence (0.0 without any).
+
+    The compiled form of :func:`refinery.filters.line_repetition.duplicated_ngram_coverage`'s statistic: a start
+    whose n-gram was seen before covers its n tokens; covered tokens' lengths over all tokens' lengths.
+    """
+    grams = _ngram_hashes(ids, n)
+    if grams.size == 0:
+        return 0.0
+    bits = _slot_bits(grams.size)
+    mask = (1 << bits) - 1
+    keys = np.zeros(1 << bits, dtype=np.int64)
+    used = np.zeros(1 << bits, dtype=np.uint8)
+    covered_until = 0
+    covered = 0
+    for position in range(grams.size):
+        slot = _find_slot(keys, used, grams[position], mask)
+        if used[slot] != _EMPTY:
+            for token in range(max(position, covered_until), position + n):
+                covered += lengths[token]
+            covered_until = position + n
+        else:
+            used[slot] = 1
+            keys[slot] = grams[position]
+    if covered == 0:
+        return 0.0
+    return covered / lengths.sum()

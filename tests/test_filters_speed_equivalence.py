@@ -1,10 +1,11 @@
 """The fast paths of the heuristic filters compute exactly what the straightforward rules they replaced compute.
 
 Each reference below is the previous implementation, kept here as the specification: the NumPy ``np.unique``
-n-gram statistics of ``gopher_repetition`` (now compiled kernels), the tokeniser without its per-chunk memo,
-``re.split`` for lines and paragraphs (now ``str.split``), and the word-list counts that doubled and counted every
-document (now only those with a match). They are compared on real documents of the sample corpus (and, for the
-word lists, copies with listed words spliced in), statistic by statistic and decision by decision.
+n-gram statistics of ``gopher_repetition`` and ``line_ngram_repetition`` (now compiled kernels), the tokeniser
+without its per-chunk memo, ``re.split`` for lines and paragraphs (now ``str.split``), and the word-list counts
+that doubled and counted every document (now only those with a match). They are compared on real documents of
+the sample corpus (and, for the word lists, copies with listed words spliced in), statistic by statistic and
+decision by decision.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from refinery.filters import text_stats
 from refinery.filters.gopher import GopherRepetitionFilter
+from refinery.filters.line_repetition import duplicated_ngram_coverage
 from refinery.filters.ngram_kernels import duplicated_ngram_chars_kernel, top_ngram_chars_kernel
 from refinery.filters.text_stats import (
     SPLIT_WORDS,
@@ -129,6 +131,34 @@ def test_ngram_kernels_equal_the_numpy_rules(texts):
             )
             checked += 1
     assert checked > 500
+
+
+def reference_line_coverage(tokens: tuple[str, ...], n: int) -> float:
+    """Previous implementation of the line n-gram coverage (np.unique and a difference array)."""
+    if len(tokens) < n + 1:
+        return 0.0
+    grams = ngram_ids(token_ids(tokens), n)
+    _, first, inverse = np.unique(grams, return_index=True, return_inverse=True)
+    repeated_starts = first[inverse] < np.arange(grams.size)
+    if not repeated_starts.any():
+        return 0.0
+    delta = np.zeros(len(tokens) + 1, dtype=np.int64)
+    starts = np.flatnonzero(repeated_starts)
+    np.add.at(delta, starts, 1)
+    np.add.at(delta, starts + n, -1)
+    covered = np.cumsum(delta[:-1]) > 0
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    return float(lengths[covered].sum() / lengths.sum())
+
+
+def test_line_coverage_kernel_equals_the_numpy_rule(texts):
+    words = re.compile(r"\w+")
+    lines = [tuple(words.findall(line)) for text in texts for line in text.split("\n")]
+    lines = [tokens for tokens in lines if len(tokens) >= 5]
+    for n in (2, 4):
+        got = [duplicated_ngram_coverage(tokens, n) for tokens in lines]
+        assert got == [reference_line_coverage(tokens, n) for tokens in lines]
+        assert sum(0 < value < 1 for value in got) > 50
 
 
 def reference_repetition_failure(stage: GopherRepetitionFilter, text: str) -> str | None:
