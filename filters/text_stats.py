@@ -52,18 +52,27 @@ def tokenize(text: str) -> tuple[str, ...]:
     Whitespace chunks lose prefix and suffix punctuation one mark at a time (``...`` stays whole; a final ``.``
     stays on abbreviations, single letters and known short forms); hyphens, slashes and colons between letters
     split; ``n't`` and ``'s``-style clitics split off; e-mail addresses and URLs stay whole. Plain words, the
-    large majority, take a C-speed fast path; the other chunks repeat a lot across documents (``*``, ``-``,
-    ``(c)``, ``file.``), so their split is memoised per process (:func:`split_chunk`).
+    large majority, are found in one C-speed pass and copied over in slices; the other chunks repeat a lot across
+    documents (``*``, ``-``, ``(c)``, ``file.``), so their split is memoised per process (:func:`split_chunk`).
     """
+    chunks = text.split()
+    special = np.flatnonzero(~np.fromiter(map(str.isalnum, chunks), dtype=bool, count=len(chunks)))
+    if not SPLIT_WORDS.keys().isdisjoint(chunks):
+        special = np.union1d(special, [i for i, chunk in enumerate(chunks) if chunk in SPLIT_WORDS])
+    if special.size == 0:
+        return tuple(chunks)
+    # plain words go over in slices (C speed); only the other chunks are looked at one by one
     tokens: list[str] = []
-    append, extend = tokens.append, tokens.extend
+    extend = tokens.extend
     cached = _CHUNK_TOKENS.get
-    for chunk in text.split():
-        if chunk.isalnum() and chunk not in SPLIT_WORDS:
-            append(chunk)
-        else:
-            parts = cached(chunk)
-            extend(parts if parts is not None else split_chunk(chunk))
+    start = 0
+    for index in special.tolist():
+        extend(chunks[start:index])
+        chunk = chunks[index]
+        parts = cached(chunk)
+        extend(parts if parts is not None else split_chunk(chunk))
+        start = index + 1
+    extend(chunks[start:])
     return tuple(tokens)
 
 
@@ -74,8 +83,11 @@ CHUNK_CACHE_SIZE = 200_000
 
 def split_chunk(chunk: str) -> tuple[str, ...]:
     """The tokens of one whitespace chunk that is not a plain word, memoised (a pure function of the chunk)."""
-    if chunk[-1] in ",;:!?)" and chunk[:-1].isalnum() and chunk[:-1] not in SPLIT_WORDS:
-        parts: tuple[str, ...] = (chunk[:-1], chunk[-1])
+    stem = chunk[:-1]
+    if chunk[-1] in ",;:!?)" and stem.isalnum() and stem not in SPLIT_WORDS:
+        parts: tuple[str, ...] = (stem, chunk[-1])
+    elif chunk[-1] == "." and len(stem) > 1 and stem.isalnum() and stem not in SPLIT_WORDS and not _keeps_period(stem):
+        parts = (stem, ".")  # a word ending a sentence
     else:
         parts = tuple(_split_chunk(chunk))
     if len(_CHUNK_TOKENS) >= CHUNK_CACHE_SIZE:
@@ -137,6 +149,8 @@ def _keeps_period(stem: str) -> bool:
 
 
 def _infix(core: str) -> list[str]:
+    if core.isalnum():  # no infix mark, no URL mark: one token (the common case, without a regex)
+        return [core]
     if core in WHOLE or URL_LIKE.search(core) or not INFIX.search(core):
         return [core]
     return [part for part in INFIX.split(core) if part]
