@@ -5,7 +5,7 @@ same machine) with only what a run needs, the way ``ray start --head --no-monito
 would: no autoscaler monitor (nothing to scale on one machine), no dashboard, no metrics collection or usage
 stats, a short temp dir (Ray's socket paths fail beyond 107 bytes), and token authentication off (local,
 single-user). The log monitor stays: it forwards the workers' output to the console. Ray's own helpers that
-the raylet always starts (dashboard agent, runtime-env agent) remain; see ``docs/architecture.md``
+the raylet always starts (dashboard agent, runtime-env agent) remain; see ``docs/filters.md``
 (Performance) for what that start costs. With an address (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) the
 same code runs on a cluster; there every node must have Refinery installed and reach the run directory.
 """
