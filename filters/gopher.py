@@ -22,6 +22,8 @@ first failing rule is the one reported; words come from :func:`refinery.filters.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
@@ -66,12 +68,18 @@ class GopherQualityFilter(_DocumentRuleFilter):
     def first_failure(self, text: str) -> str | None:
         tokens = words(text)
         n_words = len(tokens)
-        non_symbol = [t for t in tokens if not is_symbol(t)]
-        if self.min_doc_words and len(non_symbol) < self.min_doc_words:
+        # per distinct token (a C-speed count first): the same sums as per token, far fewer Python steps
+        distinct = Counter(tokens)
+        n_non_symbol = non_symbol_chars = 0
+        for token, count in distinct.items():
+            if not is_symbol(token):
+                n_non_symbol += count
+                non_symbol_chars += len(token) * count
+        if self.min_doc_words and n_non_symbol < self.min_doc_words:
             return "too_few_words"
-        if self.max_doc_words and len(non_symbol) > self.max_doc_words:
+        if self.max_doc_words and n_non_symbol > self.max_doc_words:
             return "too_many_words"
-        mean_length = sum(map(len, non_symbol)) / len(non_symbol) if non_symbol else float("nan")
+        mean_length = non_symbol_chars / n_non_symbol if n_non_symbol else float("nan")
         if self.min_avg_word_length and mean_length < self.min_avg_word_length:
             return "short_mean_word"
         if self.max_avg_word_length and mean_length > self.max_avg_word_length:
@@ -92,10 +100,10 @@ class GopherQualityFilter(_DocumentRuleFilter):
             if ellipses / len(lines) > self.max_ellipsis_lines_ratio:
                 return "too_many_end_ellipses"
         if self.min_alpha_words_ratio:
-            alpha = sum(1 for t in tokens if any(c.isalpha() for c in t))
+            alpha = sum(count for token, count in distinct.items() if any(map(str.isalpha, token)))
             if alpha / n_words < self.min_alpha_words_ratio:
                 return "too_few_alpha_words"
-        if self.min_stop_words and len(set(self.stop_words).intersection(tokens)) < self.min_stop_words:
+        if self.min_stop_words and len(set(self.stop_words).intersection(distinct)) < self.min_stop_words:
             return "too_few_stop_words"
         return None
 

@@ -19,18 +19,20 @@ import pyarrow.compute as pc
 import pytest
 
 from refinery.filters import text_stats
-from refinery.filters.gopher import GopherRepetitionFilter
+from refinery.filters.gopher import GopherQualityFilter, GopherRepetitionFilter
 from refinery.filters.line_repetition import duplicated_ngram_coverage
 from refinery.filters.ngram_kernels import duplicated_ngram_chars_kernel, top_ngram_chars_kernel
 from refinery.filters.text_stats import (
     SPLIT_WORDS,
     _split_chunk,
+    is_symbol,
     ngram_ids,
     split_lines,
     split_paragraphs,
     token_ids,
     tokenize,
     window_sums,
+    words,
 )
 from refinery.filters.word_lists import (
     UNSPACED_LANGUAGES,
@@ -175,6 +177,54 @@ def reference_repetition_failure(stage: GopherRepetitionFilter, text: str) -> st
         if grams.size and reference_duplicated_ngram_chars(grams, lengths, n) / len(text) > fraction:
             return f"duplicated_{n}_n_grams"
     return None
+
+
+def reference_quality_failure(stage, text: str) -> str | None:
+    """Previous implementation of ``GopherQualityFilter.first_failure`` (per-token sums)."""
+    tokens = words(text)
+    n_words = len(tokens)
+    non_symbol = [t for t in tokens if not is_symbol(t)]
+    if stage.min_doc_words and len(non_symbol) < stage.min_doc_words:
+        return "too_few_words"
+    if stage.max_doc_words and len(non_symbol) > stage.max_doc_words:
+        return "too_many_words"
+    mean_length = sum(map(len, non_symbol)) / len(non_symbol) if non_symbol else float("nan")
+    if stage.min_avg_word_length and mean_length < stage.min_avg_word_length:
+        return "short_mean_word"
+    if stage.max_avg_word_length and mean_length > stage.max_avg_word_length:
+        return "long_mean_word"
+    if n_words == 0:
+        return "too_few_words"
+    if stage.max_symbol_word_ratio and text.count("#") / n_words > stage.max_symbol_word_ratio:
+        return "too_many_hashes"
+    if stage.max_symbol_word_ratio and (text.count("...") + text.count("…")) / n_words > stage.max_symbol_word_ratio:
+        return "too_many_ellipses"
+    lines = text.splitlines() or [""]
+    if stage.max_bullet_lines_ratio:
+        bullets = sum(line.lstrip().startswith(("•", "-")) for line in lines)
+        if bullets / len(lines) > stage.max_bullet_lines_ratio:
+            return "too_many_bullets"
+    if stage.max_ellipsis_lines_ratio:
+        ellipses = sum(line.rstrip().endswith(("...", "…")) for line in lines)
+        if ellipses / len(lines) > stage.max_ellipsis_lines_ratio:
+            return "too_many_end_ellipses"
+    if stage.min_alpha_words_ratio:
+        alpha = sum(1 for t in tokens if any(c.isalpha() for c in t))
+        if alpha / n_words < stage.min_alpha_words_ratio:
+            return "too_few_alpha_words"
+    if stage.min_stop_words and len(set(stage.stop_words).intersection(tokens)) < stage.min_stop_words:
+        return "too_few_stop_words"
+    return None
+
+
+def test_quality_decisions_unchanged(texts):
+    stage = GopherQualityFilter()
+    got = [stage.first_failure(text) for text in texts]
+    assert got == [reference_quality_failure(stage, text) for text in texts]
+    assert len({reason for reason in got if reason}) >= 3, "documents that fail several different rules"
+    # every rule's statistic reached: with the length rules off, the later rules decide
+    relaxed = GopherQualityFilter(min_doc_words=None, min_avg_word_length=None, max_avg_word_length=None)
+    assert [relaxed.first_failure(t) for t in texts] == [reference_quality_failure(relaxed, t) for t in texts]
 
 
 def test_repetition_decisions_unchanged(texts):
