@@ -187,8 +187,8 @@ def output_shard_scaling(documents: int, counts: list[int]) -> list[dict]:
     """Per output-shard count: seconds (Ray, 1 CPU), s/MB of input Parquet, bytes read per input byte."""
     import pyarrow.parquet as pq
 
-    from refinery.pipelines.manifest import load_manifest
     from refinery.mixes.writer import write_mix
+    from refinery.pipelines.manifest import load_manifest
     from refinery.pipelines.ray_session import ray_session
 
     pin_one_core()
