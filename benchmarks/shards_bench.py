@@ -22,6 +22,7 @@ Each contender runs in its own subprocess pinned to one core.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -100,6 +101,11 @@ def _fake_run(table, folder: Path, shards: int = 10) -> Path:
         path = kept_dir / f"shard-{i:02d}.parquet"
         pq.write_table(table.slice(i * step, step), path, row_group_size=500, **PARQUET_OPTIONS)
         kept.append(str(path.relative_to(folder)))
+    for path in kept:  # as a run records them: each kept file's sha256 in its shard's completion marker
+        file = folder / path
+        done = file.parent.parent / "done" / (file.stem + ".json")
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps({"kept_sha256": hashlib.sha256(file.read_bytes()).hexdigest()}))
     (folder / "run.json").write_text(json.dumps({"outputs": {"kept": kept}, "segments": []}))
     (folder / "recipe.json").write_text(json.dumps({"fingerprint": "bench", "recipe": {"stages": []}}))
     assert pa.concat_tables(pq.read_table(folder / k) for k in kept).num_rows == table.num_rows
@@ -181,8 +187,8 @@ def output_shard_scaling(documents: int, counts: list[int]) -> list[dict]:
     """Per output-shard count: seconds (Ray, 1 CPU), s/MB of input Parquet, bytes read per input byte."""
     import pyarrow.parquet as pq
 
-    from refinery.mixes.manifest import load_manifest
     from refinery.mixes.writer import write_mix
+    from refinery.pipelines.manifest import load_manifest
     from refinery.pipelines.ray_session import ray_session
 
     pin_one_core()

@@ -28,6 +28,8 @@ def _configure_label(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store-chars", type=int, default=6000, help="characters of each document kept in the set")
     parser.add_argument("--chunk-size", type=int, default=64, help="documents per written part (resume granularity)")
     parser.add_argument("--retry-errors", action="store_true", help="ask again where the teacher failed")
+    parser.add_argument("--address", default=None, help="Ray address for the sampling tasks (default: embedded)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
     local = parser.add_argument_group("local teacher")
     local.add_argument("--model", default=None, help="model folder, .gguf or package:DIST/file (default: SmolLM2)")
     local.add_argument("--batch-size", type=int, default=8)
@@ -44,11 +46,17 @@ def _configure_label(parser: argparse.ArgumentParser) -> None:
 def label(args: argparse.Namespace) -> int:
     from refinery.classifiers.labelling import store
     from refinery.classifiers.labelling.prompts import load_prompt
-    from refinery.classifiers.labelling.run import ensure_sample, label_documents
+    from refinery.classifiers.labelling.run import ensure_sample, label_documents, needs_sample
     from refinery.pipelines.models import DEFAULT_TEACHER
+    from refinery.pipelines.ray_session import ray_session
 
     prompt = load_prompt(args.prompt)
-    documents = ensure_sample(args.run_dir, args.output, args.size, args.seed, args.include_rejected, args.store_chars)
+    sample_args = (args.run_dir, args.output, args.size, args.seed, args.include_rejected, args.store_chars)
+    if needs_sample(args.output):
+        with ray_session(args.address, args.num_cpus):
+            documents = ensure_sample(*sample_args)
+    else:
+        documents = ensure_sample(*sample_args)
     if args.teacher == "local":
         from refinery.classifiers.labelling.local import LocalTeacher
 
@@ -68,6 +76,14 @@ def label(args: argparse.Namespace) -> int:
             max_retries=args.max_retries,
             requests_per_second=args.rate_limit,
         )
+    settings = store.sample_settings(args.output)
+    store_chars = settings.get("store_chars", args.store_chars)
+    if store_chars != args.store_chars:
+        print(
+            f"refinery label: {args.output} stores texts clipped to {store_chars} characters (fixed when it was "
+            f"sampled); --store-chars {args.store_chars} is ignored",
+            file=sys.stderr,
+        )
     summary = label_documents(
         documents,
         args.output,
@@ -80,6 +96,7 @@ def label(args: argparse.Namespace) -> int:
         split=args.split,
         same_as=args.same_as,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        store_chars=store_chars,
     )
     summary["command"] = " ".join(["refinery", *sys.argv[1:]]) if sys.argv[0].endswith("refinery") else None
     summary["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -155,6 +172,9 @@ def train_classifier(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             seed=args.seed,
         )
+    from refinery.classifiers.provenance import record_training
+
+    record_training(args.output, args.labels, data, train, every_document=args.all)
     print(
         json.dumps(
             {"output": args.output, "documents": len(train.ids), "seconds": round(time.perf_counter() - started, 1)}
@@ -167,15 +187,29 @@ def _configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", help="a student folder written by refinery train-classifier")
     parser.add_argument("labels", help="the label set it was trained on (its held-out split is used)")
     parser.add_argument("--output", default=None, help="where eval.json and confusion.png go (default MODEL_DIR/eval)")
+    parser.add_argument(
+        "--allow-training-overlap",
+        action="store_true",
+        help="evaluate even where held-out documents were training documents (marked in the output)",
+    )
 
 
 @register_command("eval-classifier", "evaluate a student against its teacher on held-out labels", _configure_eval)
 def eval_classifier(args: argparse.Namespace) -> int:
     from refinery.classifiers.evaluation import evaluate
+    from refinery.classifiers.provenance import TrainingOverlapError
 
-    result = evaluate(args.model_dir, args.labels, args.output)
+    try:
+        result = evaluate(args.model_dir, args.labels, args.output, args.allow_training_overlap)
+    except TrainingOverlapError as error:
+        print(f"refinery eval-classifier: {error}", file=sys.stderr)
+        return 2
+    honesty = result["training_overlap"]
+    if honesty["status"] != "disjoint":
+        print(f"refinery eval-classifier: WARNING: {honesty['message']}", file=sys.stderr)
     line = {name: result["student"][name] for name in ("accuracy", "macro_f1", "spearman")}
-    print(json.dumps({"student": line, **{k: v for k, v in result.items() if k in ("student_f1_over_ceiling",)}}))
+    extra = {k: v for k, v in result.items() if k in ("student_f1_over_ceiling",)}
+    print(json.dumps({"student": line, **extra, "training_overlap": honesty["status"]}))
     for name, values in [*result["baselines"].items(), ("teacher_self_agreement", result["teacher_self_agreement"])]:
         if values:
             print(json.dumps({name: {m: values[m] for m in ("accuracy", "macro_f1", "spearman")}}))

@@ -17,6 +17,7 @@ import numpy as np
 
 from refinery.classifiers.dataset import LabelledData, load_labelled
 from refinery.classifiers.labelling import store
+from refinery.classifiers.provenance import TrainingOverlapError, training_overlap
 from refinery.classifiers.students.base import load_student, score_of
 
 
@@ -111,19 +112,34 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
     axis.set_xlabel("student")
     axis.set_ylabel("teacher")
     axis.set_title(title)
+    dark = matrix.max() / 2 if matrix.size else 0
     for (row, column), value in np.ndenumerate(matrix):
-        axis.text(column, row, str(value), ha="center", va="center", fontsize=8)
+        colour = "white" if value > dark else "black"  # readable on the dark cells too
+        axis.text(column, row, str(value), ha="center", va="center", fontsize=8, color=colour)
     figure.tight_layout()
     figure.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(figure)
 
 
-def evaluate(model_dir: str | Path, labels_dir: str | Path, output: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate the student in ``model_dir`` on the held-out split of ``labels_dir``; writes eval.json + PNG."""
+def evaluate(
+    model_dir: str | Path,
+    labels_dir: str | Path,
+    output: str | Path | None = None,
+    allow_training_overlap: bool = False,
+) -> dict[str, Any]:
+    """Evaluate the student in ``model_dir`` on the held-out split of ``labels_dir``; writes eval.json + PNG.
+
+    Raises :class:`TrainingOverlapError` when held-out documents were the student's training documents (a
+    student trained with ``--all``), unless ``allow_training_overlap``; the result's ``training_overlap`` says
+    which documents it was scored on either way (see ``provenance``).
+    """
     student = load_student(model_dir)
     prompt = student.config["prompt"]
     data = load_labelled(labels_dir, prompt)
     train, test = data.split(test=False), data.split(test=True)
+    honesty = training_overlap(model_dir, student.config, test.ids)
+    if honesty["status"] == "overlap" and not allow_training_overlap:
+        raise TrainingOverlapError(f"{honesty['message']}; refusing (--allow-training-overlap evaluates anyway)")
     probabilities = student.predict_proba(test.texts)
     predicted = probabilities.argmax(axis=1)
     k = len(data.classes)
@@ -134,6 +150,7 @@ def evaluate(model_dir: str | Path, labels_dir: str | Path, output: str | Path |
         "task": data.task,
         "classes": data.classes,
         "train_documents": len(train.ids),
+        "training_overlap": honesty,
         "teacher_failed": data.failed,
         "student": metrics(test.labels, predicted, test.scores, score_of(data.task, data.classes, probabilities), k),
         "baselines": baselines(train, test),
@@ -151,4 +168,7 @@ def evaluate(model_dir: str | Path, labels_dir: str | Path, output: str | Path |
         output / "confusion.png",
     )
     (output / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    from refinery.classifiers.evaluation_page import write_evaluation_page
+
+    write_evaluation_page(result, output)  # eval.html; ``write_evaluation_page(..., run_dir)`` links it from a run
     return result

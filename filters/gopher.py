@@ -22,20 +22,18 @@ first failing rule is the one reported; words come from :func:`refinery.filters.
 
 from __future__ import annotations
 
-import re
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
-from refinery.filters.text_stats import duplicates, is_symbol, ngram_ids, token_ids, window_sums, words
+from refinery.filters.text_stats import duplicates, is_symbol, split_lines, split_paragraphs, token_ids, words
 from refinery.pipelines.documents import TEXT
 from refinery.pipelines.per_language import LanguageAwareMapStage
 from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
-PARAGRAPHS = re.compile(r"\n{2,}")
-LINES = re.compile(r"\n+")
 
 
 class _DocumentRuleFilter(LanguageAwareMapStage):
@@ -70,12 +68,18 @@ class GopherQualityFilter(_DocumentRuleFilter):
     def first_failure(self, text: str) -> str | None:
         tokens = words(text)
         n_words = len(tokens)
-        non_symbol = [t for t in tokens if not is_symbol(t)]
-        if self.min_doc_words and len(non_symbol) < self.min_doc_words:
+        # per distinct token (a C-speed count first): the same sums as per token, far fewer Python steps
+        distinct = Counter(tokens)
+        n_non_symbol = non_symbol_chars = 0
+        for token, count in distinct.items():
+            if not is_symbol(token):
+                n_non_symbol += count
+                non_symbol_chars += len(token) * count
+        if self.min_doc_words and n_non_symbol < self.min_doc_words:
             return "too_few_words"
-        if self.max_doc_words and len(non_symbol) > self.max_doc_words:
+        if self.max_doc_words and n_non_symbol > self.max_doc_words:
             return "too_many_words"
-        mean_length = sum(map(len, non_symbol)) / len(non_symbol) if non_symbol else float("nan")
+        mean_length = non_symbol_chars / n_non_symbol if n_non_symbol else float("nan")
         if self.min_avg_word_length and mean_length < self.min_avg_word_length:
             return "short_mean_word"
         if self.max_avg_word_length and mean_length > self.max_avg_word_length:
@@ -96,10 +100,10 @@ class GopherQualityFilter(_DocumentRuleFilter):
             if ellipses / len(lines) > self.max_ellipsis_lines_ratio:
                 return "too_many_end_ellipses"
         if self.min_alpha_words_ratio:
-            alpha = sum(1 for t in tokens if any(c.isalpha() for c in t))
+            alpha = sum(count for token, count in distinct.items() if any(map(str.isalpha, token)))
             if alpha / n_words < self.min_alpha_words_ratio:
                 return "too_few_alpha_words"
-        if self.min_stop_words and len(set(self.stop_words).intersection(tokens)) < self.min_stop_words:
+        if self.min_stop_words and len(set(self.stop_words).intersection(distinct)) < self.min_stop_words:
             return "too_few_stop_words"
         return None
 
@@ -116,76 +120,44 @@ class GopherRepetitionFilter(_DocumentRuleFilter):
     dup_n_grams: list[tuple[int, float]] = Field(
         default_factory=lambda: [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]
     )
+    _rule_arrays: tuple[np.ndarray, ...] | None = PrivateAttr(default=None)
 
     def first_failure(self, text: str) -> str | None:
         if not text:
             return "empty"
-        paragraphs = PARAGRAPHS.split(text.strip())
+        paragraphs = split_paragraphs(text.strip())
         repeated, repeated_chars = duplicates(paragraphs)
         if self.dup_para_frac and repeated / len(paragraphs) > self.dup_para_frac:
             return "dup_para_frac"
         if self.dup_para_char_frac and repeated_chars / len(text) > self.dup_para_char_frac:
             return "dup_para_char_frac"
-        lines = LINES.split(text)
+        lines = split_lines(text)
         repeated, repeated_chars = duplicates(lines)
         if self.dup_line_frac and repeated / len(lines) > self.dup_line_frac:
             return "dup_line_frac"
         if self.dup_line_char_frac and repeated_chars / len(text) > self.dup_line_char_frac:
             return "dup_line_char_frac"
+        from refinery.filters.ngram_kernels import first_ngram_failure  # numba: loaded when first needed
+
         tokens = words(text)
-        ids = token_ids(tokens)
-        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        for n, fraction in self.top_n_grams:
-            grams = ngram_ids(ids, n)
-            if grams.size and top_ngram_chars(grams, lengths, n) / len(text) > fraction:
-                return f"top_{n}_gram"
-        for n, fraction in self.dup_n_grams:
-            grams = ngram_ids(ids, n)
-            if grams.size and duplicated_ngram_chars(grams, lengths, n, fraction * len(text)) / len(text) > fraction:
-                return f"duplicated_{n}_n_grams"
-        return None
+        failed = first_ngram_failure(
+            token_ids(tokens),
+            np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)),
+            len(text),
+            *self._ngram_rules(),
+        )
+        return None if failed < 0 else self._ngram_rule_names()[failed]
 
+    def _ngram_rules(self) -> tuple[np.ndarray, ...]:
+        """The n-gram thresholds as arrays for the compiled kernel: top ns, top fractions, dup ns, dup fractions."""
+        if self._rule_arrays is None:
+            self._rule_arrays = (
+                np.array([n for n, _ in self.top_n_grams], dtype=np.int64),
+                np.array([f for _, f in self.top_n_grams], dtype=np.float64),
+                np.array([n for n, _ in self.dup_n_grams], dtype=np.int64),
+                np.array([f for _, f in self.dup_n_grams], dtype=np.float64),
+            )
+        return self._rule_arrays
 
-def top_ngram_chars(grams: np.ndarray, lengths: np.ndarray, n: int) -> int:
-    """Characters of the most frequent n-gram (space-joined) times its count; ties go to the first seen."""
-    _, first, counts = np.unique(grams, return_index=True, return_counts=True)
-    best = counts.max()
-    candidates = np.flatnonzero(counts == best)
-    winner = candidates[np.argmin(first[candidates])]
-    start = first[winner]
-    return int((lengths[start : start + n].sum() + n - 1) * best)
-
-
-def duplicated_ngram_chars(grams: np.ndarray, lengths: np.ndarray, n: int, stop_above: float = np.inf) -> int:
-    """Characters (words joined without spaces) in repeated n-grams, skipping past each repeat as datatrove does.
-
-    datatrove walks every position; we jump between the positions whose n-gram occurred earlier (the only ones
-    that can be repeats), adding the n-grams in between in bulk, which gives the same sum. ``stop_above`` ends
-    the walk once the answer is known to exceed a threshold.
-    """
-    _, first, inverse = np.unique(grams, return_index=True, return_inverse=True)
-    candidates = np.flatnonzero(first[inverse] < np.arange(grams.size))
-    if candidates.size == 0:
-        return 0
-    chars = window_sums(lengths, n)
-    values = grams.tolist()
-    seen: set[int] = set()
-    repeated = 0
-    index = 0
-    cursor = 0
-    while cursor < candidates.size:
-        candidate = int(candidates[cursor])
-        if candidate < index:
-            cursor = int(np.searchsorted(candidates, index))
-            continue
-        seen.update(values[index:candidate])
-        if values[candidate] in seen:
-            repeated += int(chars[candidate])
-            if repeated > stop_above:
-                return repeated
-            index = candidate + n
-        else:
-            seen.add(values[candidate])
-            index = candidate + 1
-        cursor += 1
-    return repeated
+    def _ngram_rule_names(self) -> list[str]:
+        return [f"top_{n}_gram" for n, _ in self.top_n_grams] + [f"duplicated_{n}_n_grams" for n, _ in self.dup_n_grams]

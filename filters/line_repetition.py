@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from refinery.filters.text_stats import ngram_ids, token_ids
+from refinery.filters.text_stats import token_ids
 from refinery.pipelines.documents import TEXT
 from refinery.pipelines.per_language import LanguageAwareMapStage
 from refinery.pipelines.stages import StageResult, register_stage, split_edited
@@ -26,23 +26,14 @@ def duplicated_ngram_coverage(tokens: tuple[str, ...], n: int) -> float:
     """Share of the characters of ``tokens`` inside a repeat of an n-gram seen earlier in the same sequence.
 
     First occurrences do not count (as in Gopher's duplicated n-gram fraction), so prose with a parallel
-    sentence or two is not taken for a log line.
+    sentence or two is not taken for a log line. Computed by a compiled kernel (one hash pass).
     """
     if len(tokens) < n + 1:
         return 0.0
-    grams = ngram_ids(token_ids(tokens), n)
-    _, first, inverse = np.unique(grams, return_index=True, return_inverse=True)
-    repeated_starts = first[inverse] < np.arange(grams.size)
-    if not repeated_starts.any():
-        return 0.0
-    # positions covered by a repeated n-gram: a start at i covers i..i+n-1 (difference array, one cumsum)
-    delta = np.zeros(len(tokens) + 1, dtype=np.int64)
-    starts = np.flatnonzero(repeated_starts)
-    np.add.at(delta, starts, 1)
-    np.add.at(delta, starts + n, -1)
-    covered = np.cumsum(delta[:-1]) > 0
+    from refinery.filters.ngram_kernels import repeated_ngram_coverage  # numba: loaded when first needed
+
     lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-    return float(lengths[covered].sum() / lengths.sum())
+    return float(repeated_ngram_coverage(token_ids(tokens), lengths, n))
 
 
 WORDS = re.compile(r"\w+")

@@ -67,6 +67,20 @@ def alternation(words: tuple[str, ...], spaced: bool) -> str:
     return rf"(?i)(?:{body})"
 
 
+SINGLE_SEPARATED = r"^[\p{L}\p{N}_]+(?:[^\p{L}\p{N}_][\p{L}\p{N}_]+)*$"
+
+
+@cache
+def doubling_keeps_absence(words: tuple[str, ...]) -> bool:
+    """Whether a text without a match keeps none once its word-break runs are doubled (true for these lists).
+
+    Holds when every entry is words joined by single separators: in the doubled text a separator run is at least
+    two characters long, so a multi-word entry cannot match there at all, and a one-word entry matches there
+    only on a whole word of the doubled text, which is a whole word of the plain text as well.
+    """
+    return bool(pc.all(pc.match_substring_regex(pa.array(words, pa.string()), SINGLE_SEPARATED)).as_py())
+
+
 class WordDensityFilter(LanguageAwareMapStage):
     """Counts listed words per document and rejects pages with too many or too dense matches."""
 
@@ -86,36 +100,56 @@ class WordDensityFilter(LanguageAwareMapStage):
             return pc.fill_null(batch.column(LANG_COLUMN), self.default_language).to_numpy(zero_copy_only=False)
         return np.full(batch.num_rows, self.default_language, dtype=object)
 
-    def word_counts(self, batch: pa.Table) -> np.ndarray:
+    def word_counts(self, text: pa.ChunkedArray | pa.Array, languages: np.ndarray) -> np.ndarray:
         """Words per document; in scripts without spaces, letters / 2 (about one word per two characters)."""
-        text = pc.fill_null(batch.column(TEXT), "")
-        spaced_words = pc.count_substring_regex(text, WORD).to_numpy(zero_copy_only=False)
-        letters = pc.count_substring_regex(text, r"\p{L}").to_numpy(zero_copy_only=False)
-        unspaced = np.isin(self.languages(batch), list(UNSPACED_LANGUAGES))
-        return np.maximum(np.where(unspaced, letters // 2, spaced_words), 1)
+        unspaced = np.isin(languages, list(UNSPACED_LANGUAGES))
+        counts = np.zeros(len(text), dtype=np.int64)
+        for rows, pattern in ((np.flatnonzero(~unspaced), WORD), (np.flatnonzero(unspaced), r"\p{L}")):
+            if rows.size:
+                found = pc.count_substring_regex(text.take(pa.array(rows)), pattern).to_numpy(zero_copy_only=False)
+                counts[rows] = found // 2 if pattern != WORD else found
+        return np.maximum(counts, 1)
 
     def counts(self, batch: pa.Table) -> np.ndarray:
         """Listed-word matches per document."""
-        text = pc.fill_null(batch.column(TEXT), "")
-        languages = self.languages(batch)
-        counts = np.zeros(batch.num_rows, dtype=np.int64)
+        return self.text_counts(pc.fill_null(batch.column(TEXT), ""), self.languages(batch))
+
+    def text_counts(self, text: pa.ChunkedArray | pa.Array, languages: np.ndarray) -> np.ndarray:
+        """Listed-word matches per text, each text in its language.
+
+        Matches must not share a boundary character, so they are counted on the text with every run of word
+        breaks doubled. For lists whose entries are words joined by single separators (the shipped lists),
+        doubling changes how many matches there are, never whether there is one (see
+        :func:`doubling_keeps_absence`), so only the documents with a match in the plain text (few) are doubled
+        and counted again; other lists double every document.
+        """
+        counts = np.zeros(len(text), dtype=np.int64)
         for language in sorted(set(languages.tolist())):
             spaced = self.spaced(language)
             # a single character of a script without spaces is usually an ordinary word part (性 in 性能)
             words = tuple(w for w in self.words_for(language) if spaced or len(w) > 1)
             if not words:
                 continue
-            rows = np.flatnonzero(languages == language)
-            subset = text.take(pa.array(rows))
             pattern = alternation(words, spaced)
-            # matches share no boundary character: count words by spacing each text's word breaks apart
-            doubled = pc.replace_substring_regex(subset, r"([^\p{L}\p{N}_]+)", r"\1\1")
-            counts[rows] = pc.count_substring_regex(doubled, pattern).to_numpy(zero_copy_only=False)
+            rows = np.flatnonzero(languages == language)
+            found = pc.count_substring_regex(text.take(pa.array(rows)), pattern).to_numpy(zero_copy_only=False)
+            if doubling_keeps_absence(words):
+                rows = rows[found > 0]
+            if rows.size:
+                doubled = pc.replace_substring_regex(text.take(pa.array(rows)), r"([^\p{L}\p{N}_]+)", r"\1\1")
+                counts[rows] = pc.count_substring_regex(doubled, pattern).to_numpy(zero_copy_only=False)
         return counts
 
     def process_batch(self, batch: pa.Table) -> StageResult:
-        counts = self.counts(batch)
-        density = counts / self.word_counts(batch)
+        text = pc.fill_null(batch.column(TEXT), "")
+        languages = self.languages(batch)
+        counts = self.text_counts(text, languages)
+        density = np.zeros(batch.num_rows, dtype=np.float64)
+        # no match, no density: words are counted only where a listed word was found and the count is in range
+        dense_candidates = np.flatnonzero((counts > 0) & (counts <= self.max_count))
+        if dense_candidates.size:
+            words = self.word_counts(text.take(pa.array(dense_candidates)), languages[dense_candidates])
+            density[dense_candidates] = counts[dense_candidates] / words
         reasons = np.where(
             counts > self.max_count,
             self.reason("too_many"),

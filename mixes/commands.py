@@ -1,4 +1,4 @@
-"""CLI verbs of the mixes family: ``refinery shards``, ``refinery verify``, ``refinery project``.
+"""CLI verbs of the mixes family: ``refinery shards``, ``refinery project`` (``refinery verify``: exports/commands.py).
 
 Heavy imports stay inside the handlers so ``refinery --help`` stays fast.
 """
@@ -47,41 +47,16 @@ def shards(args: argparse.Namespace) -> int:
         print(f"refinery shards: invalid weights: {error}", file=sys.stderr)
         return 2
     manifest = load_manifest(path)
-    print(f"{'bucket':<28}{'weight':>8}{'documents':>11}{'tokens':>14}{'epochs':>8}{'held out':>10}")
+    print(f"{'bucket':<28}{'declared':>9}{'realised':>9}{'documents':>11}{'tokens':>14}{'epochs':>8}{'held out':>10}")
     for name, bucket in manifest["buckets"].items():
         print(
-            f"{name:<28}{bucket['weight']:>8.4f}{bucket['documents']:>11,}{bucket['tokens']:>14,}"
-            f"{bucket['epochs']:>8.3f}{bucket['heldout_documents']:>10,}"
+            f"{name:<28}{bucket['declared_share']:>9.4f}{bucket['realised_share']:>9.4f}{bucket['documents']:>11,}"
+            f"{bucket['tokens']:>14,}{bucket['epochs']:>8.3f}{bucket['heldout_documents']:>10,}"
         )
     print(
         f"{len(manifest['shards'])} shards, {manifest['total_documents']:,} documents, "
         f"{manifest['total_tokens']:,} tokens; manifest: {path}"
     )
-    return 0
-
-
-def _configure_verify(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="a manifest.json written by refinery shards")
-
-
-@register_command(
-    "verify", "check every shard a manifest lists (size and sha256); non-zero exit on any mismatch", _configure_verify
-)
-def verify(args: argparse.Namespace) -> int:
-    from refinery.pipelines.manifest import Manifest, ManifestError
-
-    try:
-        manifest = Manifest.read(args.manifest)
-        problems = manifest.verify(full=True)
-    except ManifestError as error:
-        print(f"refinery verify: {error}", file=sys.stderr)
-        return 2
-    for problem in problems:
-        print(f"BAD {problem}", file=sys.stderr)
-    if problems:
-        print(f"refinery verify: {len(problems)} bad file(s) in {args.manifest}", file=sys.stderr)
-        return 1
-    print(f"ok: {len(manifest.entries())} files match {args.manifest}")
     return 0
 
 

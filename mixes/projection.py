@@ -77,6 +77,45 @@ def _input_bytes(recipe: dict[str, Any]) -> int | None:
     return total or None
 
 
+#: Below this many input documents a run's keep rate and per-stage cost say little about a corpus: warn.
+MIN_DOCUMENTS = 100_000
+#: The keep rate's 95% interval relative to the rate above which the projection warns (too few documents kept).
+MAX_RELATIVE_INTERVAL = 0.10
+Z95 = 1.959964
+
+
+def wilson_interval(kept: int, total: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a binomial proportion (95% by default); None without trials."""
+    if total <= 0:
+        return None
+    p = kept / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def sample_warnings(input_documents: int, output_documents: int, interval: tuple[float, float] | None) -> list[str]:
+    """Why the run may be too small to extrapolate from (empty when it is not)."""
+    warnings = []
+    if input_documents < MIN_DOCUMENTS:
+        warnings.append(
+            f"The run read {input_documents:,} input documents (fewer than {MIN_DOCUMENTS:,}): its keep rate and "
+            "per-stage costs depend on which pages it happened to read and on fixed costs (model loading, task "
+            "start-up); treat the projection as an order of magnitude."
+        )
+    if interval is not None and output_documents:
+        rate = output_documents / input_documents
+        if rate > 0 and (interval[1] - interval[0]) / rate > MAX_RELATIVE_INTERVAL:
+            warnings.append(
+                f"The keep rate's 95% interval ({interval[0]:.2%} to {interval[1]:.2%}) spans more than "
+                f"{MAX_RELATIVE_INTERVAL:.0%} of the rate: the input needed is uncertain by as much."
+            )
+    if not output_documents:
+        warnings.append("The run kept no documents: nothing to extrapolate from.")
+    return warnings
+
+
 def stage_gpus(recipe: dict[str, Any]) -> dict[str, float]:
     """GPUs each recipe stage's tasks hold (``Stage.resources()``); stages that cannot be rebuilt count 0."""
     from refinery.pipelines.stages import stage_registry
@@ -121,6 +160,7 @@ def project_run(
     needed_chars = target_tokens / sample["tokens_per_char"]
     scale = needed_chars / output_chars
     input_bytes = _input_bytes(recipe)
+    interval = wilson_interval(last["kept"], first["in"])
     gpus = stage_gpus(recipe)
     stages = []
     for segment in segments:
@@ -162,6 +202,7 @@ def project_run(
             "output_tokens_estimate": output_chars * sample["tokens_per_char"],
             "keep_rate_documents": last["kept"] / first["in"] if first["in"] else None,
             "keep_rate_chars": output_chars / first["chars_in"] if first["chars_in"] else None,
+            "keep_rate_documents_95": list(interval) if interval else None,
             "stage_seconds": stage_seconds,
             "task_overhead_seconds": overhead,
         },
@@ -170,6 +211,11 @@ def project_run(
             "input_documents": first["in"] * scale,
             "input_chars": first["chars_in"] * scale,
             "input_bytes": input_bytes * scale if input_bytes else None,
+            "input_documents_95": (
+                [last["kept"] * scale / interval[1], last["kept"] * scale / interval[0]]
+                if interval and interval[0] > 0
+                else None
+            ),
             "output_documents": last["kept"] * scale,
             "output_chars": needed_chars,
         },
@@ -179,6 +225,7 @@ def project_run(
         "io_overhead_core_hours": overhead * scale / 3600,
         "total_gpu_hours": sum(gpu) if gpu else None,
         "assumptions": ASSUMPTIONS,
+        "warnings": sample_warnings(first["in"], last["kept"], interval),
     }
 
 
@@ -235,28 +282,61 @@ def projection_table(projection: dict[str, Any]) -> str:
         f"tokens per character {sample['tokens_per_char']:.4f} ({sample['documents']} kept documents); "
         f"keep rate {m['keep_rate_documents']:.2%} of documents, {m['keep_rate_chars']:.2%} of characters",
         f"input needed: {_human(n['input_documents'], ' documents')}, {_human(n['input_chars'], ' chars')} extracted, "
-        f"{_human(n['input_bytes'], 'B')} raw (scale x{projection['scale']:,.0f} of this run)",
+        f"{_human(n['input_bytes'], 'B')} of input files as stored (scale x{projection['scale']:,.0f} of this run)",
+        *[f"WARNING: {w}" for w in projection.get("warnings", [])],
     ]
     return "\n".join(lines)
 
 
+#: Said on the page beside the assumptions: what "input bytes" are.
+BYTES_NOTE = (
+    "Input bytes are the input files as stored (compressed .warc.gz / .jsonl.zst / Parquet), not extracted text."
+)
+
+
 def projection_html(projection: dict[str, Any]) -> str:
-    """An HTML fragment (a heading, the stage table, the input needed and the assumptions) for report.html."""
+    """An HTML fragment for report.html: warnings first, the figures, what they rest on (sample size, keep rate with
+    its 95% interval, compressed input bytes), the stage table and the assumptions."""
+    from refinery.pipelines.report_page import table
+
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _rows(projection))
     m, n, sample = projection["measured"], projection["needed"], projection["sample"]
-    summary = (
-        f"<p>{e(_human(projection['target_tokens'], 'tokens'))} of output need "
-        f"<b>{projection['total_core_hours']:,.0f} core-hours</b> ({projection['stage_core_hours']:,.0f} in stages, "
-        f"{projection['io_overhead_core_hours']:,.0f} task I/O and overhead) and "
-        f"{e(_human(n['input_documents'], ' documents'))} of input ({e(_human(n['input_bytes'], 'B'))} raw), "
-        f"at {sample['tokens_per_char']:.4f} tokens per character and a keep rate of "
-        f"{m['keep_rate_documents']:.2%} of documents ({m['keep_rate_chars']:.2%} of characters).</p>"
+    warnings = "".join(f'<p class="warning"><b>Warning:</b> {e(w)}</p>' for w in projection.get("warnings", []))
+    interval = m.get("keep_rate_documents_95")
+    needed_95 = n.get("input_documents_95")
+    keep = f"{m['keep_rate_documents']:.2%}" + (
+        f" (95% interval {interval[0]:.2%} to {interval[1]:.2%}, Wilson)" if interval else ""
     )
-    assumptions = "".join(f"<li>{e(a)}</li>" for a in projection["assumptions"])
+    needed_docs = e(_human(n["input_documents"], " documents")) + (
+        f" (95%: {e(_human(needed_95[0]))} to {e(_human(needed_95[1]))})" if needed_95 else ""
+    )
+    phases = (
+        f", {projection['phase_core_hours']:,.0f} in global phases"
+        if projection.get("phase_core_hours") is not None
+        else ""
+    )
+    summary = (
+        f"<p>{e(_human(projection['target_tokens'], ' tokens'))} of output need "
+        f"<b>{projection['total_core_hours']:,.0f} core-hours</b> ({projection['stage_core_hours']:,.0f} in stages, "
+        f"{projection['io_overhead_core_hours']:,.0f} task I/O and overhead{phases}) and {needed_docs} of input, "
+        f"{e(_human(n['input_chars'], ' characters'))} of extracted text, "
+        f"{e(_human(n['input_bytes'], 'B'))} of input files as stored (compressed).</p>"
+    )
+    basis_rows = [
+        ["input documents read by this run", f"{m['input_documents']:,}"],
+        ["documents kept", f"{m['output_documents']:,}"],
+        ["document keep rate", keep],
+        ["character keep rate", f"{m['keep_rate_chars']:.2%}"],
+        ["tokens per character", f"{sample['tokens_per_char']:.4f} ({sample['documents']:,} kept documents)"],
+        ["input bytes (files as stored, compressed)", _human(m.get("input_bytes"), "B")],
+        ["scale (projected / this run)", f"x{projection['scale']:,.0f}"],
+    ]
+    if m.get("cores") is not None:
+        basis_rows.append(["cores (global phases: wall seconds x cores)", f"{m['cores']:,}"])
+    basis = table(["what the projection rests on", "value"], basis_rows, numeric=(1,))
+    stages = table(list(HEADER), [list(row) for row in _rows(projection)], numeric=range(1, 6))
+    assumptions = "".join(f"<li>{e(a)}</li>" for a in [*projection["assumptions"], BYTES_NOTE])
     return (
-        '<section class="projection"><h2>Cost projection</h2>'
-        f"{summary}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        f"<ul>{assumptions}</ul></section>"
+        '<section class="projection" id="projection"><h2>Cost projection</h2>'
+        f"{warnings}{summary}{basis}{stages}<ul>{assumptions}</ul></section>"
     )

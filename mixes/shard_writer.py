@@ -277,11 +277,11 @@ def assemble_partition(job: dict[str, Any]) -> dict[str, Any]:
         orders = table.column(ORDER).to_numpy() if table.num_rows else np.zeros(0, np.uint64)
         order = np.lexsort((orders, units))  # stable: ties keep writer order, as one shard was always built
         sorted_units = units[order]
+        # one take for the whole partition, then zero-copy slices: a take per unit would copy it per unit
+        ordered = table.select(schema.names).take(pa.array(order, pa.int64())).cast(schema)
         for unit in todo:
             start, end = np.searchsorted(sorted_units, [unit["unit"], unit["unit"] + 1])
-            rows = table.take(pa.array(order[start:end], pa.int64())) if end > start else None
-            piece = rows.select(schema.names).cast(schema) if rows is not None else schema.empty_table()
-            markers[unit["unit"]] = write_unit(piece, job, unit)
+            markers[unit["unit"]] = write_unit(ordered.slice(int(start), int(end - start)), job, unit)
     return {"markers": [markers[u["unit"]] for u in job["units"]], "bytes_read": read_bytes}
 
 

@@ -47,7 +47,7 @@ from refinery.pipelines import storage
 from refinery.pipelines.executor import map_tasks
 from refinery.pipelines.manifest import FORMAT, FORMAT_VERSION, write_manifest
 from refinery.pipelines.models import DEFAULT_TOKENIZER, file_sha256, tokenizer_file
-from refinery.pipelines.partitions import partition_path
+from refinery.pipelines.partitions import IntermediateError, partition_path
 
 from . import shard_index as bk
 from .buckets import bucket_file_name
@@ -370,11 +370,14 @@ def _session_cpus() -> int:
     return max(1, int(session_resources().get("CPU", 1)))
 
 
-def write_units(mix: MixWrite, plans: dict[str, BucketPlan], layout: UnitLayout) -> list[dict[str, Any]]:
+def write_units(
+    mix: MixWrite, plans: dict[str, BucketPlan], layout: UnitLayout, retried: bool = False
+) -> list[dict[str, Any]]:
     """Step 4: scatter (a task per input shard) then assemble (a task per partition); every unit's marker.
 
     A unit already written by this plan is kept; when every unit is, nothing is read at all. The scatter files
-    are removed once every unit is written (a later repair scatters again).
+    are removed once every unit is written (a later repair scatters again). A scatter file that fails its
+    writer's record (an :class:`IntermediateError`) makes the scatter run again, once.
     """
     unit_files = {
         unit: dict(zip(("output_path", "marker_path"), unit_paths(mix.output_dir, relative), strict=True))
@@ -433,17 +436,28 @@ def write_units(mix: MixWrite, plans: dict[str, BucketPlan], layout: UnitLayout)
         for partition, units in sorted(by_partition.items())
         if any(done[u] is None for u in units)
     ]
-    assembled = mix.map(assemble_partition, assemble_jobs, "shards: assemble")
+    try:
+        assembled = mix.map(assemble_partition, assemble_jobs, "shards: assemble")
+    except IntermediateError:  # a scatter file lost or altered since its writer recorded it: scatter again, once
+        _remove_scatter(mix)
+        if retried:
+            raise
+        return write_units(mix, plans, layout, retried=True)
     unit_of_path = {relative: unit for unit, relative in layout.units}
     for result in assembled:
         for marker in result["markers"]:
             done[unit_of_path[marker["path"]]] = marker
     _record_reads(mix, scattered, assembled)
+    _remove_scatter(mix)
+    return [done[unit] for unit, _ in layout.units]
+
+
+def _remove_scatter(mix: MixWrite) -> None:
+    """Drop the scatter markers, then the partition files (markers first: a kill in between leaves files only)."""
     fs, root = storage.filesystem(mix.work)
-    for folder in ("partitions", "scattered"):
+    for folder in ("scattered", "partitions"):
         if fs.exists(storage.join(root, folder)):
             fs.rm(storage.join(root, folder), recursive=True)
-    return [done[unit] for unit, _ in layout.units]
 
 
 def _record_reads(mix: MixWrite, scattered: list[dict], assembled: list[dict]) -> None:

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "refinery.mixes.optimizer.commands",
     "refinery.mixes.ablation.commands",
     "refinery.training.commands",
+    "refinery.exports.commands",
 )
 
 

@@ -16,6 +16,7 @@ found while a later phase reads it (:class:`IntermediateError`) invalidates the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -174,6 +175,5 @@ def decision_segment(segment: Segment, context: RayGlobalContext) -> Segment:
         raise ValueError(f"the decision stage of {stage.stage_name!r} must report under the same name")
     if [f.name for f in decider.added_columns()] != [f.name for f in stage.added_columns()]:
         raise ValueError(f"the decision stage of {stage.stage_name!r} must add the columns the stage declares")
-    return Segment(
-        segment.index, "global", (decider,), segment.input_schema, segment.recipe_fingerprint, context.run_dir
-    )
+    # keeps the planned fields (the loaded files' digest); the run directory makes its paths run-relative
+    return dataclasses.replace(segment, stages=(decider,), location=context.run_dir)

@@ -46,6 +46,7 @@ costs one ``stat`` per file (the trainer's start-up check).
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -86,7 +87,7 @@ class Manifest(BaseModel):
     shards: list[ShardRecord] = Field(default_factory=list)
     heldout: dict[str, ShardRecord] = Field(default_factory=dict)
 
-    _folder: Path | None = PrivateAttr(default=None)
+    _folder: Path | str | None = PrivateAttr(default=None)
 
     # -- reading ------------------------------------------------------------------------------------------------
     @classmethod
@@ -110,19 +111,20 @@ class Manifest(BaseModel):
     @classmethod
     def read(cls, path: str | Path) -> Manifest:
         """Read, validate and confine a manifest file (every listed path resolves inside its folder)."""
-        path = Path(path)
+        path = location(path)
         try:
-            data = json.loads(path.read_text())
+            fs, inner = storage.filesystem(str(path))
+            data = json.loads(fs.cat_file(inner))
         except (OSError, json.JSONDecodeError) as error:
             raise ManifestError(f"{path}: cannot read manifest: {error}") from None
         manifest = cls.parse(data, path)
-        manifest._folder = path.parent
+        manifest._folder = path.parent if isinstance(path, Path) else posixpath.dirname(path)
         for record in manifest.records():
-            confined(path.parent, record.path)
+            manifest.file(record)
         return manifest
 
     @property
-    def folder(self) -> Path:
+    def folder(self) -> Path | str:
         if self._folder is None:
             raise ManifestError("this manifest was not read from a file: its shards have no location")
         return self._folder
@@ -138,9 +140,17 @@ class Manifest(BaseModel):
             entries += [ManifestEntry.of(self.heldout[bucket], bucket) for bucket in sorted(self.heldout)]
         return entries
 
-    def file(self, entry: ManifestEntry | ShardRecord) -> Path:
-        """The local file of an entry, confined to the manifest's folder (resolved paths)."""
+    def file(self, entry: ManifestEntry | ShardRecord) -> Path | str:
+        """The file of an entry, confined to the manifest's folder: a local path (resolved paths checked) or, for
+        a manifest on an object store (no symlinks there), the URL joined to its lexically checked path."""
+        if isinstance(self.folder, str):
+            return storage.join(self.folder, lexically_safe(entry.path))
         return confined(self.folder, entry.path)
+
+    def open(self, entry: ManifestEntry | ShardRecord) -> Any:
+        """The entry's file opened for reading (local or object store), e.g. for ``pyarrow.parquet.ParquetFile``."""
+        fs, inner = storage.filesystem(str(self.file(entry)))
+        return fs.open(inner, "rb")
 
     def data(self) -> dict[str, Any]:
         """The manifest as JSON data (unknown keys included)."""
@@ -152,10 +162,11 @@ class Manifest(BaseModel):
         problems: list[str] = []
         for entry in self.entries():
             file = self.file(entry)
-            if not file.is_file():
+            fs, inner = storage.filesystem(str(file))
+            if not fs.isfile(inner):
                 problems.append(f"{entry.path}: missing")
                 continue
-            size = file.stat().st_size
+            size = fs.size(inner)
             if size != entry.bytes:
                 problems.append(f"{entry.path}: {size} bytes, manifest says {entry.bytes}")
                 continue
@@ -211,7 +222,12 @@ def write_manifest(folder: str | Path, data: dict[str, Any], name: str = MANIFES
             confined(Path(folder), record.path)
     fs, root = storage.filesystem(str(folder))
     storage.write_json_atomic(fs, storage.join(root, name), data)
-    return Path(folder) / name
+    return location(storage.join(str(folder), name))
+
+
+def location(path: str | Path) -> Path | str:
+    """A manifest's location: a local ``Path``, or an fsspec URL kept as a string (``Path`` would fold ``//``)."""
+    return path if isinstance(path, str) and "://" in path else Path(path)
 
 
 def verify_manifest(path: str | Path, full: bool = True) -> list[str]:

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from refinery.pipelines import storage
 from refinery.pipelines.documents import BASE_SCHEMA, ERROR_FIELDS, REASON
+from refinery.pipelines.file_digests import loaded_files_digest
 from refinery.pipelines.stages import Stage
 
 OUTPUT_KINDS = ("kept", "rejected", "errors")
@@ -43,6 +44,8 @@ class Segment:
     #: reads those paths relative to the run, so a run directory moved elsewhere keeps its fingerprints (and its
     #: completion markers stay valid when it is resumed there).
     location: str = ""
+    #: Digest of the files this segment's stages and every earlier segment's load (``Stage.loaded_files``).
+    loaded_files_digest: str = ""
 
     @property
     def directory(self) -> str:
@@ -91,6 +94,8 @@ class Segment:
         if self.location:
             prefix = json.dumps(self.location.rstrip("/") + "/")[1:-1]
             data["stages"] = json.loads(json.dumps(data["stages"]).replace(prefix, "RUN/"))
+        if self.loaded_files_digest:
+            data["loaded_files"] = self.loaded_files_digest
         return storage.fingerprint(data, 16)
 
     def path(self, kind: str, shard_name: str) -> str:
@@ -110,8 +115,18 @@ def plan_segments(stages: list[Stage], recipe_fingerprint: str) -> list[Segment]
     groups = [group for index, group in enumerate(groups) if index == 0 or group[1]]
     segments: list[Segment] = []
     schema = BASE_SCHEMA
+    loaded: list[str] = []  # files loaded so far: a changed model recomputes its segment and the ones after
     for index, (kind, members) in enumerate(groups):
-        segment = Segment(index, kind, tuple(members), schema, recipe_fingerprint)  # type: ignore[arg-type]
+        loaded += [path for stage in members for path in stage.loaded_files()]
+        digest = loaded_files_digest(loaded) if loaded else ""
+        segment = Segment(
+            index,
+            kind,  # type: ignore[arg-type]
+            tuple(members),
+            schema,
+            recipe_fingerprint,
+            loaded_files_digest=digest,
+        )
         schema = segment.kept_schema
         segments.append(segment)
     return segments

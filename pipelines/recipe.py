@@ -27,6 +27,9 @@ class RecipeError(ValueError):
     """A recipe that cannot run; the message names every problem with its location."""
 
 
+REDACTED = "<redacted>"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -108,8 +111,15 @@ class Recipe(_Strict):
         return [{"stage": stage.stage_name, **stage.model_dump(mode="json")} for stage in self.stages]
 
     def to_data(self) -> dict[str, Any]:
-        """The recipe as plain data, the form it is saved in inside the run directory."""
+        """The recipe as plain data, the form it is saved in inside the run directory.
+
+        The values of every input's ``storage_options`` are replaced by ``REDACTED``: they may hold credentials,
+        and this data is written to ``recipe.json`` and into manifests (and hashed into the fingerprint, which
+        should not change when a key is rotated). Only the option names are kept.
+        """
         data = self.model_dump(mode="json", exclude={"stages"})
+        for spec in data["inputs"]:
+            spec["storage_options"] = {name: REDACTED for name in sorted(spec["storage_options"])}
         data["stages"] = self.stage_config()
         return data
 

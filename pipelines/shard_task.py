@@ -161,13 +161,15 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
     segment = job.segment
     stages = prepared_stages(segment)
     info = job.info or ShardInfo(job.shard.name, job.shard.source, 0)
-    for stage in stages:
-        stage.begin_shard(info)
     tallies = [StageTally(name) for name in segment.stage_names]
     seconds = [0.0] * len(tallies)
+    started, started_at, cpu_started = time.perf_counter(), time.time(), time.process_time()
+    for offset, stage in enumerate(stages):  # a decision list loaded here counts as its stage's time
+        clock = time.perf_counter()
+        stage.begin_shard(info)
+        seconds[len(tallies) - len(stages) + offset] += time.perf_counter() - clock
     outputs = _Outputs(job, fs, root)
     file_errors: list[str] = []
-    started = time.perf_counter()
     try:
         batches = _input_batches(job, fs, root)
         batch_count = 0
@@ -217,6 +219,9 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
         "fingerprint": segment.fingerprint,
         "seconds": [{"stage": t.stage, "seconds": round(s, 6)} for t, s in zip(tallies, seconds, strict=True)],
         "wall_seconds": round(time.perf_counter() - started, 6),
+        # when and how much CPU (this worker process, Arrow's threads included): the report's CPU-per-node plot
+        "started_at": round(started_at, 3),
+        "cpu_seconds": round(time.process_time() - cpu_started, 6),
         "kept_sha256": outputs.kept.sha256,
         "kept_rows": outputs.kept.rows,
         "worker": storage.worker_identity(),

@@ -59,6 +59,25 @@ class Stage(BaseModel):
         """The ``stage:rule`` string recorded on a rejected row."""
         return f"{self.stage_name}:{rule}"
 
+    def loaded_files(self) -> list[str]:
+        """Files and folders this stage loads (models, tokenizers, word lists, prompts).
+
+        Their contents' digests join the segment fingerprint (``plan.py``), so a model retrained into the same
+        path recomputes this segment and every later one instead of reusing their shards. The default covers
+        every field named ``*model_path`` or ``tokenizer`` holding a reference that resolves; a stage that loads
+        other files overrides it.
+        """
+        from refinery.pipelines.models import resolve_model_path
+
+        paths = []
+        for name, value in self:
+            if isinstance(value, str) and (name.endswith("model_path") or name == "tokenizer"):
+                try:
+                    paths.append(str(resolve_model_path(value)))
+                except FileNotFoundError:
+                    continue
+        return paths
+
 
 @dataclass(frozen=True)
 class ShardInfo:

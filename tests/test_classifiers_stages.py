@@ -55,7 +55,7 @@ def test_scores_land_in_kept_shards_of_a_run(ray_local, tmp_path):
             "model_path": EDU,
             "column": "edu_score",
             "min_percentile": 0.25,
-            "sample_per_shard": 40,
+            "sample_size": 200,
         },
     ]
     recipe = recipe_for(tmp_path / "in", tmp_path / "out", stages)

@@ -96,3 +96,24 @@ def test_resources_are_what_the_task_holds(ray_local) -> None:
 def test_workers_leave_a_fault_log(ray_local, tmp_path: Path) -> None:
     map_tasks(slow_square, [1, 2], fault_dir=str(tmp_path / "faults"))
     assert list((tmp_path / "faults").glob("worker-*.log"))
+
+
+def mark_then_sleep(marker: str) -> str:
+    import time
+
+    Path(marker).write_text("started")
+    time.sleep(3)
+    return marker
+
+
+def test_ctrl_c_cancels_pending_tasks(ray_local, tmp_path: Path) -> None:
+    import _thread
+    import threading
+    import time
+
+    markers = [str(tmp_path / f"m{i}") for i in range(8)]
+    threading.Timer(1.5, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        map_tasks(mark_then_sleep, markers, in_flight=2)
+    time.sleep(4)  # anything still queued would have started by now
+    assert len(list(tmp_path.glob("m*"))) <= 2, "only the tasks in flight ever started"

@@ -23,6 +23,8 @@ from refinery.mixes.optimizer.candidates import candidate_mixes, project_capped_
 from refinery.mixes.optimizer.config import CandidateSettings, MixConfig, SearchSettings, load_config
 from refinery.mixes.optimizer.fit import FittedModel, choose_model, fit_family
 from refinery.mixes.optimizer.search import search
+from refinery.mixes.optimizer.validate import trained_weights
+from refinery.mixes.sampling import shares_honoured
 from refinery.pipelines.manifest import load_manifest, verify_manifest
 
 # A small optimisation: tiny model, 256-token steps, 5 candidates, 1 held-out mix, one comparison seed.
@@ -275,6 +277,11 @@ def test_every_proxy_is_scored_on_the_same_heldout_files(resumed):
             assert entry["epochs"] <= entry["max_epochs"] + 1e-9, f"{folder.name}/{bucket} beyond its epoch cap"
         result = json.loads((folder / "result.json").read_text())
         assert set(result["losses"]) == targets and result["tokens"] == 3072
+        # trained on what was written: the realised shares, and whether they honour the drawn weights
+        realised = {b: e["realised_share"] for b, e in written["buckets"].items()}
+        assert result["realised_weights"] == pytest.approx(realised)
+        assert result["honoured"] == shares_honoured(written["buckets"])
+        assert trained_weights(result) == result["realised_weights"]
 
 
 def test_report_fit_validation_and_the_chosen_mix_as_shards(resumed):

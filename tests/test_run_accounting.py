@@ -114,7 +114,7 @@ def test_report_shows_funnel_rules_and_time(clean_run):
     (base / "out" / "report.html").unlink()
     assert cli(["report", str(base / "out")]) == 0
     page = (base / "out" / "report.html").read_text()
-    assert page.count("<svg") == 3 and "0·language_id" in page and "ingest:non_html" in page
+    assert page.count("<svg") == 4 and "0·language_id" in page and "ingest:non_html" in page  # + CPU per node
     report = json.loads((base / "out" / "report.json").read_text())
     assert [step["stage"] for step in report["funnel"]] == ["ingest", "length", "language_id"]
     assert all(step["seconds"] >= 0 for step in report["funnel"])

@@ -437,3 +437,24 @@ def test_digests_are_taken_from_markers_not_recomputed(run_dir: Path, tmp_path: 
     assert not any(str(p) in reads for p in inputs), "a finished mix read its input again"
     for entry in manifest["shards"]:
         assert reads.get(str(tmp_path / "once" / entry["path"]), 0) < entry["bytes"] / 2, "a shard was re-hashed"
+
+
+def test_a_lost_scatter_file_is_scattered_again(mix: Path, run_dir: Path, tmp_path: Path, monkeypatch):
+    """A partition file missing when its partition is assembled (a killed run, a cleaned disk): the scatter runs
+    again and the mix is the same, byte for byte."""
+    from refinery.mixes import writer
+
+    real, calls = writer.assemble_partition, []
+
+    def losing_a_file(job: dict) -> dict:
+        if not calls and job["files"]:
+            Path(job["files"][0][0]).unlink()
+        calls.append(job)
+        return real(job)
+
+    monkeypatch.setattr(writer, "assemble_partition", losing_a_file)
+    again = write_mix(run_dir, MIX, tmp_path / "lost", seed=7, selection={"method": "test"}, in_process=True)
+    assert len(calls) > 1, "the first assembly failed and was redone"
+    expected = {k: v for k, v in tree_digests(mix.parent).items() if not k.startswith("_work")}
+    assert {k: v for k, v in tree_digests(again.parent).items() if not k.startswith("_work")} == expected
+    assert not (tmp_path / "lost/_work/partitions").exists()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from refinery.pipelines.manifest import Manifest
+from refinery.pipelines.manifest import Manifest, location
 from refinery.training.packing import PackConfig, PackedBatch, Packer, tokenize_documents
 
 
@@ -27,7 +27,7 @@ class ManifestStream:
     """An endless stream of packed sequences over a manifest's training shards."""
 
     def __init__(self, manifest_path: str | Path, pack: PackConfig, seed: int, tokenizer: Any, read_rows: int = 256):
-        self.manifest_path = Path(manifest_path)
+        self.manifest_path = location(manifest_path)
         self.manifest = Manifest.read(self.manifest_path)
         self.entries = self.manifest.entries(include_heldout=False)
         if not self.entries:
@@ -55,8 +55,7 @@ class ManifestStream:
     def _parquet(self) -> pq.ParquetFile:
         index = int(self.order(self.epoch)[self.cursor])
         if self._file is None or self._file[:2] != (self.epoch, self.cursor):
-            path = self.manifest.file(self.entries[index])
-            self._file = (self.epoch, self.cursor, pq.ParquetFile(path))
+            self._file = (self.epoch, self.cursor, pq.ParquetFile(self.manifest.open(self.entries[index])))
         return self._file[2]
 
     def _read_more(self) -> None:
@@ -106,14 +105,13 @@ def heldout_batches(
     manifest_path: str | Path, pack: PackConfig, tokenizer: Any, max_sequences: int | None
 ) -> dict[str, PackedBatch]:
     """Per bucket, its held-out documents packed (last sequence padded), at most ``max_sequences`` sequences."""
-    manifest_path = Path(manifest_path)
     manifest = Manifest.read(manifest_path)
     out: dict[str, PackedBatch] = {}
     for entry in manifest.entries(include_heldout=True):
         if entry.bucket is None:
             continue
         packer = Packer(pack)
-        parquet = pq.ParquetFile(manifest.file(entry))
+        parquet = pq.ParquetFile(manifest.open(entry))
         for batch in parquet.iter_batches(batch_size=512, columns=["text"]):
             packer.add(tokenize_documents(batch.column(0).to_pylist(), tokenizer, pack))
             if max_sequences is not None and packer.ready >= max_sequences:

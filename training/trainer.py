@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from refinery.pipelines.manifest import Manifest, ManifestError
+from refinery.pipelines.manifest import Manifest, ManifestError, location
 from refinery.pipelines.models import DEFAULT_TOKENIZER, file_sha256, load_tokenizer, tokenizer_file
 from refinery.pipelines.storage import file_digest
 from refinery.training.attention import build_mask, default_backend
@@ -153,7 +153,7 @@ class Trainer:
         device: str | None = None,
         verify_shards: bool = False,
     ):
-        self.manifest_path, self.output = Path(manifest_path), Path(output_dir)
+        self.manifest_path, self.output = location(manifest_path), Path(output_dir)
         self.config, self.resume, self.progress = config, resume, progress
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if not resume and latest_checkpoint(self.output / "checkpoints") is not None:

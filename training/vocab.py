@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from refinery.pipelines import storage
-from refinery.pipelines.manifest import Manifest
+from refinery.pipelines.manifest import Manifest, location
 from refinery.training.model import VOCAB_SIZE
 from refinery.training.packing import BOS_ID, EOS_ID, PackConfig, tokenize_documents
 
@@ -99,10 +99,10 @@ def load_vocabulary(path: str | Path) -> Vocabulary:
     )
 
 
-def _manifest_texts(manifest_path: Path, batch_rows: int) -> Iterable[list[str]]:
+def _manifest_texts(manifest_path: Path | str, batch_rows: int) -> Iterable[list[str]]:
     manifest = Manifest.read(manifest_path)
     for entry in manifest.entries(include_heldout=True):
-        parquet = pq.ParquetFile(manifest.file(entry))
+        parquet = pq.ParquetFile(manifest.open(entry))
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=["text"]):
             yield batch.column(0).to_pylist()
 
@@ -111,7 +111,8 @@ def build_vocabulary(
     manifest_paths: str | Path | Iterable[str | Path], tokenizer, max_size: int, batch_rows: int = 512
 ) -> Vocabulary:
     """The compact vocabulary of one or several manifests (every shard and held-out file, in manifest order)."""
-    paths = [Path(manifest_paths)] if isinstance(manifest_paths, (str, Path)) else [Path(p) for p in manifest_paths]
+    single = isinstance(manifest_paths, (str, Path))
+    paths = [location(manifest_paths)] if single else [location(p) for p in manifest_paths]
     counts = np.zeros(VOCAB_SIZE, dtype=np.int64)
     config = PackConfig(seq_len=2)
     for path in paths:

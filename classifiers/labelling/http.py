@@ -77,6 +77,20 @@ class HttpTeacher:
         self._tokenizer: Any = None
         self.retries = 0
 
+    def identity(self) -> dict[str, Any]:
+        """The endpoint and served model, the stand-in tokenizer's digest (it cuts the documents), decoding."""
+        from refinery.pipelines.file_digests import path_digest
+        from refinery.pipelines.models import tokenizer_file
+
+        return {
+            "backend": "http",
+            "base_url": self.base_url,
+            "model": self.model,
+            "tokenizer_sha256": path_digest(tokenizer_file(self._tokenizer_reference)),
+            "max_tokens": self.max_tokens,
+            "top_logprobs": self.top_logprobs,
+        }
+
     def truncate(self, texts: list[str], max_tokens: int) -> list[str]:
         """The server's tokenizer is unknown here: cut with a stand-in (the Llama 3 tokenizer by default)."""
         if self._tokenizer is None:

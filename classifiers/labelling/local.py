@@ -32,6 +32,14 @@ class LocalTeacher:
         self._prefix_key: tuple[int, ...] | None = None
         self._prefix_kv: Any = None
 
+    def identity(self) -> dict[str, Any]:
+        """The model file's (or folder's) sha256, not just its path: a replaced model is another teacher."""
+        from refinery.pipelines.file_digests import path_digest
+        from refinery.pipelines.models import resolve_model_path
+
+        digest = path_digest(resolve_model_path(self.model_path))
+        return {"backend": "local", "model_sha256": digest, "max_new_tokens": self.max_new_tokens}
+
     def load(self) -> tuple[Any, Any]:
         """The model loads on first use: a resumed labelling with nothing left to ask never loads it."""
         with self._load_lock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from refinery.classifiers.labelling.prompts import Prompt
 
@@ -25,9 +25,15 @@ class Answer:
 
 
 class Teacher(Protocol):
-    """A labelling backend: ``name`` identifies model and backend in the label cache."""
+    """A labelling backend: ``name`` names model and backend in the label rows; ``identity()`` is what the label
+    cache keys on (see ``run.cache_key``)."""
 
     name: str
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that makes this teacher answer differently: backend, model (its files' digest for a local
+        model, the endpoint for a server), the tokenizer that cuts documents, decoding settings."""
+        ...
 
     def truncate(self, texts: list[str], max_tokens: int) -> list[str]:
         """Each text cut to at most ``max_tokens`` tokens of the teacher's tokenizer (or a stand-in)."""

@@ -1,23 +1,24 @@
-"""Phase ``signatures``: word 5-gram shingles and MinHash signatures of whole batches, in NumPy.
+"""Phase ``signatures``: word 5-gram shingles and MinHash signatures of whole batches (compiled loops).
 
 Shingling (documented, and what the benchmark's ground truth uses): the text is FineWeb-normalised
 (:mod:`refinery.dedup.normalise`), split on spaces into words, and every run of ``ngram`` consecutive words is a
 shingle; a document with fewer words than ``ngram`` (but at least one) is one shingle of all its words; a
 document with no word has no signature and is never a duplicate. A word has a seeded 64-bit universal hash; a
 shingle's 64-bit hash is the splitmix64 finaliser of a weighted sum of its words' hashes (a distinct odd
-constant per position), computed for every shingle of the batch at once.
+constant per position). The loops are in :mod:`.kernels` (numba).
 
 Signature: **one-permutation hashing with optimal densification** (Li et al. 2012; Shrivastava 2017) instead of
 ``k`` independent permutations. Each shingle hash falls in one of ``k`` bins (by its high bits) and each bin keeps
 its minimum; an empty bin copies the bin found by a fixed probe sequence (the same for every document). For two
 documents, each bin's values agree with probability equal to their Jaccard similarity, as with ``k`` permutations,
 but the cost is one pass over the shingles instead of ``k``: this is how the stage beats rensa's compiled
-``k``-permutation kernel from NumPy. (rensa was not used as the kernel: its digests are 32-bit and it hashes
+``k``-permutation kernel. (rensa was not used as the kernel: its digests are 32-bit and it hashes
 its own tokens, so its shingling and hashing could not match the documented 64-bit scheme.)
 
 Two sketches come from the same shingles: the LSH signature (``bands × rows`` 64-bit values, banded into
-candidate keys) and a larger verification sketch (``verify_bins`` values of 32 bits, from an independent
-rehash), whose share of equal bins estimates the Jaccard similarity of a candidate pair to about ±0.02.
+candidate keys) and a larger verification sketch (``verify_bins`` values of 16 bits, from an independent
+rehash), whose share of equal bins estimates the Jaccard similarity of a candidate pair (standard error 0.0125
+at J = 0.8 with 1,024 bins; see :mod:`.candidates` for the cut).
 """
 
 from __future__ import annotations
@@ -29,68 +30,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.dedup.keyed import QUALITY, read_columns
+from refinery.dedup.minhash.kernels import shingle_sketches
 from refinery.dedup.minhash.words import word_hashes
 from refinery.pipelines import storage
 from refinery.pipelines.documents import DATE, DATE_TYPE, ID, SOURCE, TEXT
 from refinery.pipelines.partitions import partition_of, splitmix64, write_partitioned
 
-EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 CHUNK_DOCUMENTS = 1_000
 _POSITION = splitmix64(np.arange(1, 65, dtype=np.uint64)) | np.uint64(1)
 _VERIFY_SALT = np.uint64(0x9E3779B97F4A7C15)
 
 
-def shingle_hashes(texts: pa.Array | pa.ChunkedArray, ngram: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(hash of every shingle, index of its document) for a batch of texts."""
-    documents = len(texts)
-    word_hashes_, parent = word_hashes(texts, seed)
-    counts = np.bincount(parent, minlength=documents).astype(np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    per_doc = np.where(counts >= ngram, counts - ngram + 1, np.minimum(counts, 1))
-    total = int(per_doc.sum())
-    doc = np.repeat(np.arange(documents, dtype=np.int64), per_doc)
-    first = np.concatenate([[0], np.cumsum(per_doc)[:-1]]).astype(np.int64)
-    position = np.repeat(starts, per_doc) + (np.arange(total, dtype=np.int64) - np.repeat(first, per_doc))
-    length = counts[doc]
-    padded = np.concatenate([word_hashes_, np.zeros(ngram, np.uint64)])
-    acc = np.zeros(total, np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(ngram):
-            word = padded[position + j]
-            word[length <= j] = 0
-            acc += word * _POSITION[j]
-    return splitmix64(acc ^ np.uint64(seed)), doc
-
-
-def one_permutation(hashes: np.ndarray, doc: np.ndarray, documents: int, bins: int) -> np.ndarray:
-    """(documents, bins) densified one-permutation MinHash; rows of documents with no shingle stay EMPTY."""
-    bin_of = ((hashes >> np.uint64(32)) * np.uint64(bins)) >> np.uint64(32)
-    flat = np.full(documents * bins, EMPTY, dtype=np.uint64)
-    np.minimum.at(flat, doc * bins + bin_of.astype(np.int64), hashes)
-    signature = flat.reshape(documents, bins)
-    filled = np.bincount(doc, minlength=documents) > 0
-    rows, cols = np.nonzero((signature == EMPTY) & filled[:, None])
-    original = signature.copy()
-    attempt = 1
-    while len(rows):
-        with np.errstate(over="ignore"):
-            probe_key = cols.astype(np.uint64) * np.uint64(0x100000001B3) + np.uint64(attempt)
-        probe = ((splitmix64(probe_key) >> np.uint64(32)) * np.uint64(bins)) >> np.uint64(32)
-        values = original[rows, probe.astype(np.int64)]
-        found = values != EMPTY
-        signature[rows[found], cols[found]] = values[found]
-        rows, cols = rows[~found], cols[~found]
-        attempt += 1
-    return signature
-
-
 def sketches(texts: pa.Array, ngram: int, seed: int, lsh_bins: int, verify_bins: int) -> tuple:
-    """(LSH signature uint64 (n, lsh_bins), verification sketch uint32 (n, verify_bins), has-shingles mask)."""
-    hashes, doc = shingle_hashes(texts, ngram, seed)
-    documents = len(texts)
-    lsh = one_permutation(hashes, doc, documents, lsh_bins)
-    verify = one_permutation(splitmix64(hashes ^ _VERIFY_SALT), doc, documents, verify_bins)
-    return lsh, (verify & np.uint64(0xFFFFFFFF)).astype(np.uint32), np.bincount(doc, minlength=documents) > 0
+    """(LSH signature uint64 (n, lsh_bins), verification sketch uint16 (n, verify_bins), has-words mask)."""
+    words, parent = word_hashes(texts, seed)
+    counts = np.bincount(parent, minlength=len(texts)).astype(np.int64)
+    lsh, verify = shingle_sketches(
+        words, counts, ngram, np.uint64(seed), _POSITION[:ngram], _VERIFY_SALT, lsh_bins, verify_bins
+    )
+    return lsh, (verify & np.uint64(0xFFFF)).astype(np.uint16), counts > 0
 
 
 def band_keys(signature: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -139,7 +97,7 @@ def signature_shard(job: dict[str, Any]) -> dict[str, int]:
     )
     sketch_g = np.concatenate([g for g, _ in sketch_parts]) if sketch_parts else np.zeros(0, np.uint64)
     verify_all = (
-        np.concatenate([v for _, v in sketch_parts]) if sketch_parts else np.zeros((0, job["verify_bins"]), np.uint32)
+        np.concatenate([v for _, v in sketch_parts]) if sketch_parts else np.zeros((0, job["verify_bins"]), np.uint16)
     )
     write_partitioned(
         job["sketch_dir"],

@@ -2,11 +2,12 @@
 
 The phases, in order (each a Ray map with a marker and validated partitioned files under ``work/PHASE/``):
 
-1. ``signatures`` — per shard: word 5-gram shingles, a 14 × 8 one-permutation MinHash signature banded into
-   band keys, a verification sketch and document metadata, each hash-partitioned (:mod:`.signatures`);
+1. ``signatures`` — per shard: word 5-gram shingles, an 18 × 6 one-permutation MinHash signature banded into
+   band keys, a 1,024-bin verification sketch and document metadata, each hash-partitioned (:mod:`.signatures`);
 2. ``pairs`` — per band partition: documents sharing a band key become candidate pairs (:mod:`.bands`);
 3. ``join``, ``edges`` — per partition: each candidate pair verified by its estimated Jaccard similarity
-   (``verify_threshold``); verified pairs become edges (:mod:`.candidates`);
+   (``verify_threshold`` less ``recall_margin`` standard errors of the estimate); verified pairs become edges
+   (:mod:`.candidates`);
 4. ``components-r00``, ``-r01``, … — large-star / small-star rounds over edge partitions until the edge set no
    longer changes; ``clusters`` — every node labelled with its component (:mod:`.components`);
 5. ``drops`` — per component, a keeper by ``keep``; the others dropped, per shard (:mod:`.apply`);
@@ -29,7 +30,7 @@ from pydantic import Field
 from refinery.dedup.decisions import check_decision_list, shard_jobs, write_shard_list
 from refinery.dedup.minhash.apply import CLUSTER, DUPLICATE, MinhashDecision, drop_partition
 from refinery.dedup.minhash.bands import pair_partition
-from refinery.dedup.minhash.candidates import edge_partition, join_partition
+from refinery.dedup.minhash.candidates import edge_partition, join_partition, verification_cut
 from refinery.dedup.minhash.components import label_partition, star_round
 from refinery.dedup.minhash.signatures import signature_shard
 from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
@@ -45,10 +46,14 @@ class MinhashDedup(GlobalStage):
     """Remove near-duplicates: MinHash-LSH candidates, verified, clustered by distributed connected components."""
 
     ngram: int = Field(default=5, ge=1, le=64)
-    bands: int = Field(default=14, ge=1)
-    rows: int = Field(default=8, ge=1)
-    verify_bins: int = Field(default=512, ge=16, description="bins of the verification sketch")
-    verify_threshold: float = Field(default=0.8, ge=0.0, le=1.0, description="estimated Jaccard to keep a pair")
+    # 18 x 6: a pair at J = 0.8 collides in some band with probability 0.996 (14 x 8: 0.924)
+    bands: int = Field(default=18, ge=1)
+    rows: int = Field(default=6, ge=1)
+    verify_bins: int = Field(default=1024, ge=16, description="bins of the verification sketch (16 bits each)")
+    verify_threshold: float = Field(default=0.8, ge=0.0, le=1.0, description="target Jaccard of a duplicate pair")
+    recall_margin: float = Field(
+        default=2.5, ge=0.0, le=10.0, description="standard errors of the estimate the cut lies below the target"
+    )
     max_bucket_pairs: int = Field(default=16, ge=1, description="pairs per document inside one large LSH bucket")
     keep: Literal["auto", "recent", "smallest_id"] = "auto"
     num_partitions: int = Field(default=16, ge=1, le=65_536)
@@ -103,7 +108,8 @@ class MinhashDedup(GlobalStage):
         run_phase(
             context, "join", join_partition, self._reduce_jobs(pairs_dir, parts, join_dir, **sketch_args), ["rows"]
         )
-        edge_jobs = self._reduce_jobs(join_dir, parts, edges_dir, verify_threshold=self.verify_threshold, **sketch_args)
+        cut = verification_cut(self.verify_threshold, self.verify_bins, self.recall_margin)
+        edge_jobs = self._reduce_jobs(join_dir, parts, edges_dir, verify_cut=cut, **sketch_args)
         verified = run_phase(context, "edges", edge_partition, edge_jobs, partitioned=["rows"])
 
         current, hashes, rounds = edges_dir, [], 0
@@ -142,6 +148,7 @@ class MinhashDedup(GlobalStage):
                     "documents": sum(s["documents"] for s in sketched),
                     "candidate_pairs": sum(v["candidates"] for v in verified),
                     "verified_pairs": sum(v["verified"] for v in verified),
+                    "verify_cut": f"{cut} of {self.verify_bins} bins equal",
                     "component_rounds": rounds,
                     "removed_by_source": dict(sum((Counter(s["removed_by_source"]) for s in stats), Counter())),
                 },

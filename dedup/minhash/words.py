@@ -1,4 +1,4 @@
-"""FineWeb-normalised words of a batch and their 64-bit hashes, from the raw UTF-8 bytes in NumPy.
+"""FineWeb-normalised words of a batch and their 64-bit hashes, from the raw UTF-8 bytes (NumPy + a numba loop).
 
 The text of every document is normalised as :func:`refinery.dedup.normalise.normalise` does with ``fineweb``
 and split on spaces; this module gets the same words several times faster by working on the batch's byte
@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from refinery.dedup.minhash.kernels import word_spans
 from refinery.dedup.normalise import normalise
 from refinery.pipelines.partitions import splitmix64
 
@@ -45,28 +46,6 @@ def _keys(seed: int) -> np.ndarray:
     return splitmix64(np.arange(KEYS, dtype=np.uint64) + np.uint64(seed) * np.uint64(KEYS) + np.uint64(1))
 
 
-def _span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Multilinear hash of each byte span ``data[start : start + length]`` (every length at least 1)."""
-    if not len(lengths):
-        return np.zeros(0, np.uint64)
-    firsts = np.cumsum(lengths) - lengths
-    within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(firsts, lengths)
-    with np.errstate(over="ignore"):
-        products = data[np.repeat(starts, lengths) + within].astype(np.uint64) * keys[np.minimum(within, KEYS - 1)]
-        sums = np.add.reduceat(products, firsts)
-        return splitmix64(sums ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
-
-
-def _spans(mapped: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Starts and ends of the runs of non-space bytes, never crossing a document boundary."""
-    word = mapped != SPACE
-    boundary = np.zeros(len(mapped) + 1, dtype=bool)
-    boundary[offsets] = True
-    previous = np.concatenate([[False], word[:-1]]) & ~boundary[:-1]
-    following = np.concatenate([word[1:], [False]]) & ~boundary[1:]
-    return np.flatnonzero(word & ~previous), np.flatnonzero(word & ~following) + 1
-
-
 def word_hashes(texts: pa.Array | pa.ChunkedArray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(hash of every normalised word in order, index of its document) for a batch of texts."""
     texts = pc.fill_null(texts, "").cast(pa.large_string())
@@ -78,13 +57,9 @@ def word_hashes(texts: pa.Array | pa.ChunkedArray, seed: int) -> tuple[np.ndarra
     data = data[offsets[0] : offsets[-1]]
     offsets = offsets - offsets[0]
     mapped = TABLE[data]
-    starts, ends = _spans(mapped, offsets)
-    lengths = ends - starts
     keys = _keys(seed)
-    hashes = _span_hashes(mapped, starts, lengths, keys)
-    document = np.searchsorted(offsets, starts, side="right") - 1
-    high = np.concatenate([[0], np.cumsum(mapped >= 128)])
-    unicode_words = np.flatnonzero(high[ends] - high[starts] > 0)
+    starts, lengths, hashes, document, high = word_spans(mapped, offsets, keys)
+    unicode_words = np.flatnonzero(high)
     if not len(unicode_words):
         return hashes, document
     # Words with non-ASCII characters: the Unicode normaliser may change or split them (accents, "’", digits).
@@ -98,9 +73,7 @@ def word_hashes(texts: pa.Array | pa.ChunkedArray, seed: int) -> tuple[np.ndarra
     sub_offsets = np.frombuffer(normalised.buffers()[1], dtype=np.int64, count=len(normalised) + 1)
     sub_data = normalised.buffers()[2]
     sub_bytes = np.frombuffer(sub_data, dtype=np.uint8) if sub_data is not None else np.zeros(0, np.uint8)
-    sub_starts, sub_ends = _spans(sub_bytes[: sub_offsets[-1]], sub_offsets)
-    sub_hashes = _span_hashes(sub_bytes, sub_starts, sub_ends - sub_starts, keys)
-    sub_owner = np.searchsorted(sub_offsets, sub_starts, side="right") - 1
+    _, _, sub_hashes, sub_owner, _ = word_spans(sub_bytes[: sub_offsets[-1]], sub_offsets, keys)
     counts = np.ones(len(hashes), dtype=np.int64)
     counts[unicode_words] = np.bincount(sub_owner, minlength=len(unicode_words))
     out_start = np.cumsum(counts) - counts

@@ -4,6 +4,7 @@ Output directory::
 
     manifest.json, shards/, heldout/   the chosen mix, written by the shards writer (train on this manifest)
     mix_report.json                    everything below, plus timings
+    mix_report.html                    the same as a page (plots included), linked from the run's report.html
     plots/*.png                        see :mod:`refinery.mixes.optimizer.report`
     optimizer/buckets.json             step 1: documents, tokens, held-out and available tokens, epoch caps
     optimizer/pool/                    the pool mix (held-out sets, vocabulary source; see buckets.py)
@@ -41,7 +42,7 @@ from .candidates import Mix, candidate_mixes, validation_mixes
 from .config import MixConfig, load_config
 from .fit import FittedModel, choose_model
 from .proxies import ProxyContext, ProxySpec, base_fingerprint, run_proxies, weights_file
-from .report import slice_curves, write_plots
+from .report import slice_curves, write_page, write_plots
 from .search import search
 from .targets import objective, quality_target_name, set_targets, target_weights, write_quality_target
 from .validate import heldout_validation, seed_comparison, trained_weights
@@ -203,6 +204,7 @@ def optimize(
     clock.timings["total"] = round(time.perf_counter() - clock.started, 3)
     report["timings"] = clock.timings | {"proxy_core_seconds": round(proxy_seconds, 3), "workers": workers}
     _json(output / REPORT, report)
+    write_page(report, output)  # mix_report.html, linked from the run's report
     return report
 
 

@@ -5,11 +5,18 @@
   held-out mixes and the chosen mix, against the proxies' actual objective;
 * ``slices.png`` — the fitted surface through the chosen mix: one bucket's weight varied over its bounds, the others
   scaled to keep the sum 1;
-* ``chosen_mix.png`` — the chosen, natural and uniform weights, and their objective over the comparison seeds.
+* ``chosen_mix.png`` — the chosen, natural and uniform weights, and their objective over the comparison seeds
+  (mean ± std and each seed), titled with whether the chosen mix is within the seed spread of the others.
+
+Every plot states the proxy scale (parameters, steps, tokens) and is saved with a tight bounding box, so no axis
+label runs off the image. :func:`write_page` writes ``mix_report.html`` (the run report's style) around them and
+registers it with the run, whose report then links it.
 """
 
 from __future__ import annotations
 
+import html
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,66 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def proxy_scale(report: dict[str, Any]) -> dict[str, Any]:
+    """The proxies' size: parameters, optimizer steps and training tokens per proxy (the most common values)."""
+    proxies = report.get("proxies", [])
+
+    def common(key: str) -> Any:
+        values = [p[key] for p in proxies if p.get(key) is not None]
+        return max(set(values), key=values.count) if values else None
+
+    proxy = report.get("config", {}).get("proxy", {})
+    return {
+        "preset": proxy.get("config"),
+        "parameters": common("parameters"),
+        "steps": common("steps"),
+        "tokens": common("tokens"),
+        "proxies": len(proxies),
+    }
+
+
+def scale_label(report: dict[str, Any]) -> str:
+    """One line for plot titles: ``proxy 'tiny': 0.9M parameters, 24 steps, 3.1k tokens each (12 proxies)``."""
+    from refinery.pipelines.report_page import human
+
+    scale = proxy_scale(report)
+    return (
+        f"proxy '{scale['preset']}': {human(scale['parameters'])} parameters, {scale['steps']} steps, "
+        f"{human(scale['tokens'])} tokens each ({scale['proxies']} proxies)"
+    )
+
+
+def spread_verdict(summary: dict[str, Any]) -> dict[str, str]:
+    """Per other mix, a sentence: is the chosen mix's objective within the seed spread of it (mean ± std overlap)?
+
+    With one comparison seed there is no spread: a single sentence (key ``seeds``) says so.
+    """
+    chosen = summary.get("chosen")
+    if not chosen:
+        return {}
+    if len(chosen.get("seeds", [])) < 2:
+        return {"seeds": "one seed only: the seed spread is not measured, so no difference can be called"}
+    verdicts: dict[str, str] = {}
+    for name in ("natural", "uniform"):
+        other = summary.get(name)
+        if not other:
+            continue
+        low = max(chosen["mean"] - chosen["std"], other["mean"] - other["std"])
+        high = min(chosen["mean"] + chosen["std"], other["mean"] + other["std"])
+        if low <= high:
+            verdicts[name] = f"chosen and {name} overlap within the seed spread (not distinguishable)"
+        elif chosen["mean"] < other["mean"]:
+            verdicts[name] = f"chosen beats {name} beyond the seed spread"
+        else:
+            verdicts[name] = f"chosen is worse than {name} beyond the seed spread"
+    return verdicts
+
+
+def _save(figure: Any, path: Path) -> None:
+    """Save with a tight bounding box: labels and titles are never cut off."""
+    figure.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
 
 
 def slice_curves(
@@ -76,9 +143,9 @@ def plot_proxies(report: dict[str, Any], path: Path) -> Path:
     for index in range(len(names), rows * columns):
         axes[index // columns][index % columns].axis("off")
     axes[0][0].legend(fontsize=8)
-    figure.suptitle("Proxy objective against each bucket's weight")
+    figure.suptitle(f"Proxy objective against each bucket's weight\n{scale_label(report)}", fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
     plt.close(figure)
     return path
 
@@ -111,9 +178,10 @@ def plot_predicted_vs_actual(report: dict[str, Any], path: Path) -> Path:
     axis.plot([low, high], [low, high], c="grey", lw=0.8, ls="--")
     axis.set_xlabel("actual objective")
     axis.set_ylabel(f"predicted objective ({fit['family']})")
+    axis.set_title(f"Fit against proxies\n{scale_label(report)}", fontsize=9)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
     plt.close(figure)
     return path
 
@@ -126,12 +194,12 @@ def plot_slices(report: dict[str, Any], path: Path) -> Path:
     for name, curve in curves.items():
         line = axis.plot(curve["weight"], curve["objective"], label=name)[0]
         axis.axvline(chosen[name], c=line.get_color(), lw=0.6, ls=":")
-    axis.set_xlabel("weight of one bucket (the others re-spread within their bounds, through the chosen mix)")
+    axis.set_xlabel("weight of one bucket\n(the others re-spread within their bounds, through the chosen mix)")
     axis.set_ylabel("predicted objective")
-    axis.set_title(f"Fitted surface slices ({report['fit']['family']})")
+    axis.set_title(f"Fitted surface slices ({report['fit']['family']})\n{scale_label(report)}", fontsize=9)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
     plt.close(figure)
     return path
 
@@ -140,24 +208,33 @@ def plot_chosen(report: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     names = report["buckets"]["names"]
     mixes = report["comparison"]["mixes"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 4.4))
     width = 0.8 / len(mixes)
     for k, (label, weights) in enumerate(mixes.items()):
         left.bar(np.arange(len(names)) + k * width, [weights[n] for n in names], width, label=label)
     left.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right", fontsize=8)
     left.set_ylabel("weight")
+    left.set_title("Bucket weights", fontsize=10)
     left.legend(fontsize=8)
     summary = report["comparison"]["summary"]
     labels = [m for m in mixes if m in summary]
+    chosen = summary.get("chosen")
+    if chosen and chosen["std"] > 0:
+        right.axhspan(chosen["mean"] - chosen["std"], chosen["mean"] + chosen["std"], color="tab:green", alpha=0.12)
     for m_index, m in enumerate(labels):
         colour = "tab:green" if m == "chosen" else "tab:grey"
         right.errorbar([m_index], [summary[m]["mean"]], yerr=[summary[m]["std"]], fmt="o", c=colour, capsize=5, ms=8)
         right.scatter([m_index + 0.12] * len(summary[m]["objective"]), summary[m]["objective"], c="k", s=10)
     right.set_xticks(range(len(labels)), labels)
     right.set_xlim(-0.5, len(labels) - 0.5)
-    right.set_ylabel("objective (nats/token): mean ± std, and each seed")
+    right.set_ylabel("objective (nats/token)\nmean ± std over seeds; dots: each seed")
+    verdicts = spread_verdict(summary)
+    seeds = len(chosen["seeds"]) if chosen else 0
+    verdict = "; ".join(verdicts.values()) or "no comparison"
+    right.set_title(textwrap.fill(f"{seeds} seed(s): {verdict}", 60), fontsize=9)
+    figure.suptitle(scale_label(report), fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
     plt.close(figure)
     return path
 
@@ -172,3 +249,134 @@ def write_plots(report: dict[str, Any], folder: Path) -> dict[str, str]:
         "chosen_mix": plot_chosen(report, folder / "chosen_mix.png"),
     }
     return {k: f"{folder.name}/{v.name}" for k, v in paths.items()}
+
+
+PAGE = "mix_report.html"
+
+
+def write_page(report: dict[str, Any], output: Path) -> Path:
+    """``mix_report.html`` beside ``mix_report.json``, and a link to it from the run's report (best effort)."""
+    from refinery.pipelines.report_page import page
+
+    output = Path(output)
+    path = output / PAGE
+    run_dir = str(report.get("run_dir", ""))
+    run_report = Path(run_dir) / "report.html" if run_dir and "://" not in run_dir else None
+    back = ""
+    if run_report is not None and run_report.exists():
+        back = f'<p><a href="{html.escape(_relative(run_report, output))}">← the run report</a></p>'
+    title = f"Refinery mix: {report.get('config', {}).get('name', 'mix')} · from {Path(run_dir).name}"
+    temporary = path.with_name(f".tmp-{path.name}")
+    temporary.write_text(page(title, f"<h1>{html.escape(title)}</h1>{back}{mix_page_body(report)}"))
+    temporary.replace(path)
+    if run_dir:
+        try:
+            from refinery.pipelines.report import register_page, write_report
+
+            register_page(run_dir, "mix", title, str(path.resolve()))
+            write_report(run_dir)
+        except (OSError, ValueError, KeyError):
+            pass  # the run directory is read-only or gone: the mix page stands alone
+    return path
+
+
+def _relative(target: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(target.resolve(), start.resolve())
+
+
+def mix_page_body(report: dict[str, Any]) -> str:
+    """The mix report's sections: the verdict, the chosen weights, the proxy scale, the fit, the plots."""
+    from refinery.pipelines.report_page import esc, meta_table, table
+
+    names = report["buckets"]["names"]
+    mixes = report["comparison"]["mixes"]
+    summary = report["comparison"]["summary"]
+    verdicts = spread_verdict(summary)
+    scale = proxy_scale(report)
+    chosen = summary.get("chosen", {})
+    verdict_text = "; ".join(verdicts.values()) or "no seed comparison"
+    css = "ok" if verdicts and all(" beats " in v for v in verdicts.values()) else "warning"
+    parts = [
+        f'<p class="{css}" data-summary="verdict"><b>{len(chosen.get("seeds", []))} seed(s):</b> '
+        f"{esc(verdict_text)}.</p>"
+    ]
+    weights = table(
+        ["bucket", *mixes],
+        [[name, *(f"{mixes[m][name]:.4f}" for m in mixes)] for name in names],
+        numeric=range(1, len(mixes) + 1),
+    )
+    objective = table(
+        ["mix", "seeds", "objective mean", "std", "each seed"],
+        [
+            [m, len(summary[m]["seeds"]), f"{summary[m]['mean']:.4f}", f"{summary[m]['std']:.4f}",
+             ", ".join(f"{v:.4f}" for v in summary[m]["objective"])]
+            for m in mixes
+            if m in summary
+        ],
+        numeric=(1, 2, 3),
+    )  # fmt: skip
+    parts.append(f"<h2>Chosen mix</h2>{weights}<h3>Objective (nats/token, lower is better)</h3>{objective}")
+    scale_rows = [
+        ["proxy preset", scale["preset"]],
+        ["parameters per proxy", f"{scale['parameters']:,}" if scale["parameters"] else "-"],
+        ["optimizer steps per proxy", f"{scale['steps']:,}" if scale["steps"] else "-"],
+        ["training tokens per proxy", f"{scale['tokens']:,}" if scale["tokens"] else "-"],
+        ["proxies trained", f"{scale['proxies']:,}"],
+    ]
+    parts.append(
+        f'<h2>Proxy scale</h2><div data-summary="scale">{meta_table(scale_rows)}</div>'
+        '<p class="caption">Proxies are small models: a mix that wins at this scale is a hypothesis for the '
+        "full-size run, not a result.</p>"
+    )
+    fit = report["fit"]
+    cv = table(
+        ["family", "cross-validated Spearman"],
+        [[s["family"], "-" if s.get("spearman") is None else f"{s['spearman']:.3f}"] for s in fit["cross_validation"]],
+        numeric=(1,),
+    )
+    held = report["validation"]["heldout"]
+    held_rho = "-" if held.get("spearman") is None else f"{held['spearman']:.3f}"
+    parts.append(
+        f"<h2>Fit</h2><p>Chosen family <b>{esc(fit['family'])}</b>; held-out mixes' Spearman {held_rho} "
+        f"({len(held.get('mixes', []))} mixes).</p>{cv}"
+    )
+    limit = 40
+    proxies = report["proxies"]
+    rows = [
+        [p["name"], p["role"], p.get("seed", ""), f"{p['objective']:.4f}",
+         ", ".join(f"{n}={p['weights'][n]:.3f}" for n in names if n in p["weights"])]
+        for p in proxies[:limit]
+    ]  # fmt: skip
+    parts.append(
+        "<h2>Proxies</h2>"
+        + table(["proxy", "role", "seed", "objective", "weights"], rows, numeric=(2, 3), total=len(proxies))
+    )
+    plots = report.get("plots", {})
+    captions = {
+        "chosen_mix": "Chosen, natural and uniform weights, and their objective over the comparison seeds.",
+        "predicted_vs_actual": "The fit's predictions against the proxies' measured objective.",
+        "slices": "The fitted surface through the chosen mix, one bucket at a time.",
+        "proxies": "Every proxy's objective against each bucket's weight.",
+    }
+    images = "".join(
+        f'<figure><img src="{esc(plots[k])}" alt="{esc(captions.get(k, k))}">'
+        f'<figcaption class="caption">{esc(captions.get(k, k))}</figcaption></figure>'
+        for k in ("chosen_mix", "predicted_vs_actual", "slices", "proxies")
+        if k in plots
+    )
+    parts.append(f"<h2>Plots</h2>{images}")
+    timings = report.get("timings", {})
+    if timings:
+        parts.append(
+            "<h2>Time</h2>"
+            + table(
+                ["step", "seconds"],
+                [[k, f"{v:,.1f}"] for k, v in timings.items() if isinstance(v, int | float) and k != "workers"],
+                numeric=(1,),
+            )
+            + f'<p class="caption">{timings.get("workers", "?")} worker(s); proxy core seconds are summed over '
+            f"proxies. Manifest: <code>{esc(report.get('manifest', ''))}</code>.</p>"
+        )
+    return "".join(parts)

@@ -1,0 +1,112 @@
+"""Fixed cost of a run before its first shard: Refinery's embedded Ray against datatrove's local executor.
+
+One command: ``.venv/bin/python benchmarks/startup_bench.py``.
+
+Each contender is a fresh Python process that starts its executor and runs one trivial task to completion:
+
+* ``refinery/ray``: ``ray_session(None, num_cpus)`` (the embedded head every ``refinery run`` starts) and one
+  Ray task;
+* ``datatrove/local``: ``LocalPipelineExecutor`` with one task and a one-step pipeline.
+
+Measured from outside: wall seconds from process start to the task's result, CPU seconds of the whole process tree
+(driver and every helper process it started), and the peak of the tree's summed RSS, sampled every 20 ms. Runs
+alternate between the contenders (``--repeats`` each) and medians are printed with the ratio to datatrove.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+WORKERS = {
+    "refinery/ray": """
+import ray
+from refinery.pipelines.ray_session import ray_session
+
+@ray.remote
+def first_shard(x):
+    return x + 1
+
+with ray_session(None, {num_cpus}):
+    assert ray.get(first_shard.remote(1)) == 2
+""",
+    "datatrove/local": """
+from datatrove.executor import LocalPipelineExecutor
+
+def first_shard(data, rank, world_size):
+    yield from ()
+
+LocalPipelineExecutor(pipeline=[first_shard], tasks=1, workers=1, logging_dir={logs!r}).run()
+""",
+}
+
+
+def measure(contender: str, num_cpus: int) -> dict[str, float]:
+    """Start the contender, sample its process tree until it exits; wall, tree CPU and peak tree RSS."""
+    import psutil
+
+    with tempfile.TemporaryDirectory() as logs:
+        code = WORKERS[contender].format(num_cpus=num_cpus, logs=logs)
+        started = time.perf_counter()
+        process = psutil.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        peak, cpu = 0, {}
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                total = 0
+                try:
+                    tree = [process, *process.children(recursive=True)]
+                except psutil.Error:
+                    tree = []
+                for member in tree:
+                    try:
+                        total += member.memory_info().rss
+                        times = member.cpu_times()
+                        cpu[member.pid] = times.user + times.system
+                    except psutil.Error:
+                        pass
+                peak = max(peak, total)
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, stderr = process.communicate()
+        wall = time.perf_counter() - started
+        done.set()
+        sampler.join()
+        if process.returncode != 0:
+            raise RuntimeError(f"{contender} failed:\n{stderr.decode()[-2000:]}")
+    return {"wall_s": wall, "tree_cpu_s": sum(cpu.values()), "peak_tree_gb": peak / 1e9}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--num-cpus", type=int, default=2)
+    args = parser.parse_args()
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in WORKERS}
+    for _ in range(args.repeats):
+        for name in WORKERS:
+            runs[name].append(measure(name, args.num_cpus))
+    medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+    peer = medians["datatrove/local"]
+    print(f"{'contender':<18}{'wall s':>8}{'tree CPU s':>12}{'peak tree GB':>14}{'x wall':>8}{'x CPU':>7}{'x RSS':>7}")
+    for name, m in medians.items():
+        print(
+            f"{name:<18}{m['wall_s']:>8.2f}{m['tree_cpu_s']:>12.2f}{m['peak_tree_gb']:>14.3f}"
+            f"{m['wall_s'] / peer['wall_s']:>8.2f}{m['tree_cpu_s'] / peer['tree_cpu_s']:>7.2f}"
+            f"{m['peak_tree_gb'] / peer['peak_tree_gb']:>7.2f}"
+        )
+    print(f"medians of {args.repeats} alternating runs; x = ratio to datatrove/local; raw: " + json.dumps(runs))
+
+
+if __name__ == "__main__":
+    main()

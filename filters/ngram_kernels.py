@@ -1,0 +1,166 @@
+"""Compiled n-gram counting for the repetition rules (numba, compiled once and cached on disk).
+
+Gopher's repetition rules look at the word n-grams of a document nine times (top 2-, 3-, 4-grams; duplicated 5- to
+10-grams). Done with ``np.unique`` that is nine sorts per document, most of ``gopher_repetition``'s cost after
+tokenisation; these kernels make one pass per n with an open-addressing hash set of 64-bit n-gram ids instead.
+They compute exactly what :func:`refinery.filters.gopher.top_ngram_chars` and
+:func:`~refinery.filters.gopher.duplicated_ngram_chars` compute (``tests/test_filters_speed_equivalence.py``
+checks both against the NumPy versions on the sample corpus), so decisions do not change.
+
+n-gram ids are the polynomial hash of :func:`refinery.filters.text_stats.ngram_ids` (the same values, int64
+arithmetic wrapping the same way). numba is imported when a repetition stage first runs, not with the package.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_EMPTY = np.uint8(0)
+_MULTIPLIER = np.int64(1_000_003)
+
+
+@njit(cache=True, nogil=True)
+def _ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
+    length = ids.size - n + 1
+    out = np.zeros(max(length, 0), dtype=np.int64)
+    for start in range(length):
+        combined = np.int64(0)
+        for offset in range(n):
+            combined = combined * _MULTIPLIER + ids[start + offset] + np.int64(1)
+        out[start] = combined
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _slot_bits(count: int) -> int:
+    bits = 4
+    while (1 << bits) < 2 * count:
+        bits += 1
+    return bits
+
+
+@njit(cache=True, nogil=True)
+def _find_slot(keys: np.ndarray, used: np.ndarray, key: np.int64, mask: int) -> int:
+    """Slot holding ``key``, or the empty slot where it goes (linear probing on a mixed hash)."""
+    mixed = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
+    slot = int(mixed >> np.uint64(32)) & mask
+    while used[slot] != _EMPTY and keys[slot] != key:
+        slot = (slot + 1) & mask
+    return slot
+
+
+@njit(cache=True, nogil=True)
+def top_ngram_chars_kernel(ids: np.ndarray, lengths: np.ndarray, n: int) -> int:
+    """Characters of the most frequent n-gram (space-joined) times its count; ties go to the first seen."""
+    grams = _ngram_hashes(ids, n)
+    if grams.size == 0:
+        return 0
+    bits = _slot_bits(grams.size)
+    mask = (1 << bits) - 1
+    keys = np.zeros(1 << bits, dtype=np.int64)
+    used = np.zeros(1 << bits, dtype=np.uint8)
+    counts = np.zeros(1 << bits, dtype=np.int64)
+    first = np.zeros(1 << bits, dtype=np.int64)
+    best_count = 0
+    best_first = 0
+    for position in range(grams.size):
+        slot = _find_slot(keys, used, grams[position], mask)
+        if used[slot] == _EMPTY:
+            used[slot] = 1
+            keys[slot] = grams[position]
+            first[slot] = position
+        counts[slot] += 1
+        count = counts[slot]
+        if count > best_count or (count == best_count and first[slot] < best_first):
+            best_count = count
+            best_first = first[slot]
+    chars = n - 1
+    for offset in range(n):
+        chars += lengths[best_first + offset]
+    return chars * best_count
+
+
+@njit(cache=True, nogil=True)
+def duplicated_ngram_chars_kernel(ids: np.ndarray, lengths: np.ndarray, n: int, stop_above: float) -> int:
+    """Characters (words joined without spaces) in repeated n-grams, walking and skipping as datatrove does.
+
+    At each position: an n-gram seen before adds its characters and the walk jumps past it (the n-grams it
+    jumps over are not recorded as seen); otherwise it is recorded and the walk moves one word on. The walk
+    stops early once the sum exceeds ``stop_above``.
+    """
+    grams = _ngram_hashes(ids, n)
+    if grams.size == 0:
+        return 0
+    bits = _slot_bits(grams.size)
+    mask = (1 << bits) - 1
+    keys = np.zeros(1 << bits, dtype=np.int64)
+    used = np.zeros(1 << bits, dtype=np.uint8)
+    repeated = 0
+    position = 0
+    while position < grams.size:
+        slot = _find_slot(keys, used, grams[position], mask)
+        if used[slot] != _EMPTY:
+            for offset in range(n):
+                repeated += lengths[position + offset]
+            if repeated > stop_above:
+                return repeated
+            position += n
+        else:
+            used[slot] = 1
+            keys[slot] = grams[position]
+            position += 1
+    return repeated
+
+
+@njit(cache=True, nogil=True)
+def first_ngram_failure(
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    text_length: int,
+    top_ns: np.ndarray,
+    top_fractions: np.ndarray,
+    dup_ns: np.ndarray,
+    dup_fractions: np.ndarray,
+) -> int:
+    """Index of the first failing n-gram rule (top rules first, then duplicated ones), or -1 when all pass."""
+    for rule in range(top_ns.size):
+        n = top_ns[rule]
+        if ids.size >= n and top_ngram_chars_kernel(ids, lengths, n) / text_length > top_fractions[rule]:
+            return rule
+    for rule in range(dup_ns.size):
+        n = dup_ns[rule]
+        limit = dup_fractions[rule] * text_length
+        if ids.size >= n and duplicated_ngram_chars_kernel(ids, lengths, n, limit) / text_length > dup_fractions[rule]:
+            return top_ns.size + rule
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def repeated_ngram_coverage(ids: np.ndarray, lengths: np.ndarray, n: int) -> float:
+    """Share of the token characters inside an n-gram that occurred earlier in the sequence (0.0 without any).
+
+    The compiled form of :func:`refinery.filters.line_repetition.duplicated_ngram_coverage`'s statistic: a start
+    whose n-gram was seen before covers its n tokens; covered tokens' lengths over all tokens' lengths.
+    """
+    grams = _ngram_hashes(ids, n)
+    if grams.size == 0:
+        return 0.0
+    bits = _slot_bits(grams.size)
+    mask = (1 << bits) - 1
+    keys = np.zeros(1 << bits, dtype=np.int64)
+    used = np.zeros(1 << bits, dtype=np.uint8)
+    covered_until = 0
+    covered = 0
+    for position in range(grams.size):
+        slot = _find_slot(keys, used, grams[position], mask)
+        if used[slot] != _EMPTY:
+            for token in range(max(position, covered_until), position + n):
+                covered += lengths[token]
+            covered_until = position + n
+        else:
+            used[slot] = 1
+            keys[slot] = grams[position]
+    if covered == 0:
+        return 0.0
+    return covered / lengths.sum()

@@ -1,0 +1,296 @@
+"""The fast paths of the heuristic filters compute exactly what the straightforward rules they replaced compute.
+
+Each reference below is the previous implementation, kept here as the specification: the NumPy ``np.unique``
+n-gram statistics of ``gopher_repetition`` and ``line_ngram_repetition`` (now compiled kernels), the tokeniser
+without its per-chunk memo, ``re.split`` for lines and paragraphs (now ``str.split``), and the word-list counts
+that doubled and counted every document (now only those with a match). They are compared on real documents of
+the sample corpus (and, for the word lists, copies with listed words spliced in), statistic by statistic and
+decision by decision.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from refinery.filters import text_stats
+from refinery.filters.gopher import GopherQualityFilter, GopherRepetitionFilter
+from refinery.filters.line_repetition import duplicated_ngram_coverage
+from refinery.filters.ngram_kernels import duplicated_ngram_chars_kernel, top_ngram_chars_kernel
+from refinery.filters.text_stats import (
+    SPLIT_WORDS,
+    _split_chunk,
+    is_symbol,
+    ngram_ids,
+    split_lines,
+    split_paragraphs,
+    token_ids,
+    tokenize,
+    window_sums,
+    words,
+)
+from refinery.filters.word_lists import (
+    UNSPACED_LANGUAGES,
+    WORD,
+    AdultWordsFilter,
+    DirtyWordsFilter,
+    alternation,
+    profanity_lists,
+)
+
+
+def reference_top_ngram_chars(grams: np.ndarray, lengths: np.ndarray, n: int) -> int:
+    """Previous implementation: characters of the most frequent n-gram times its count, ties to the first seen."""
+    _, first, counts = np.unique(grams, return_index=True, return_counts=True)
+    best = counts.max()
+    candidates = np.flatnonzero(counts == best)
+    winner = candidates[np.argmin(first[candidates])]
+    start = first[winner]
+    return int((lengths[start : start + n].sum() + n - 1) * best)
+
+
+def reference_duplicated_ngram_chars(grams: np.ndarray, lengths: np.ndarray, n: int) -> int:
+    """Previous implementation (without its early stop): datatrove's walk over repeated n-grams."""
+    _, first, inverse = np.unique(grams, return_index=True, return_inverse=True)
+    candidates = np.flatnonzero(first[inverse] < np.arange(grams.size))
+    if candidates.size == 0:
+        return 0
+    chars = window_sums(lengths, n)
+    values = grams.tolist()
+    seen: set[int] = set()
+    repeated = index = cursor = 0
+    while cursor < candidates.size:
+        candidate = int(candidates[cursor])
+        if candidate < index:
+            cursor = int(np.searchsorted(candidates, index))
+            continue
+        seen.update(values[index:candidate])
+        if values[candidate] in seen:
+            repeated += int(chars[candidate])
+            index = candidate + n
+        else:
+            seen.add(values[candidate])
+            index = candidate + 1
+        cursor += 1
+    return repeated
+
+
+def reference_tokenize(text: str) -> tuple[str, ...]:
+    """Previous implementation: the same rules, every chunk split afresh."""
+    tokens: list[str] = []
+    for chunk in text.split():
+        if chunk.isalnum() and chunk not in SPLIT_WORDS:
+            tokens.append(chunk)
+        elif chunk[-1] in ",;:!?)" and chunk[:-1].isalnum() and chunk[:-1] not in SPLIT_WORDS:
+            tokens.extend((chunk[:-1], chunk[-1]))
+        else:
+            tokens.extend(_split_chunk(chunk))
+    return tuple(tokens)
+
+
+@pytest.fixture(scope="module")
+def texts(real_documents) -> list[str]:
+    """200 real documents of every source of the sample corpus (documentation, handbooks, licences, changelogs)."""
+    documents = [t for t in real_documents.column("text").to_pylist() if t]
+    return documents[:: max(1, len(documents) // 200)][:200]
+
+
+def test_tokenizer_memo_changes_no_token(texts, monkeypatch):
+    # a tiny memo forces clears mid-document as well: results must not depend on what is cached
+    monkeypatch.setattr(text_stats, "CHUNK_CACHE_SIZE", 50)
+    for text in texts:
+        assert tokenize(text) == reference_tokenize(text)
+    assert len(text_stats._CHUNK_TOKENS) <= 50
+
+
+def test_line_and_paragraph_splits_equal_the_regexes(texts):
+    paragraphs, lines = re.compile(r"\n{2,}"), re.compile(r"\n+")
+    short = ["".join(chars) for k in range(9) for chars in itertools.product("a\n ", repeat=k)]
+    for text in short + texts:
+        assert split_lines(text) == lines.split(text)
+        assert split_paragraphs(text) == paragraphs.split(text)
+        assert split_paragraphs(text.strip()) == paragraphs.split(text.strip())
+
+
+def test_ngram_kernels_equal_the_numpy_rules(texts):
+    checked = 0
+    for text in texts[::2]:
+        tokens = tokenize(text)
+        ids = token_ids(tokens)
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        for n in (2, 4, 5, 10):
+            grams = ngram_ids(ids, n)
+            if not grams.size:
+                continue
+            assert top_ngram_chars_kernel(ids, lengths, n) == reference_top_ngram_chars(grams, lengths, n)
+            assert duplicated_ngram_chars_kernel(ids, lengths, n, np.inf) == reference_duplicated_ngram_chars(
+                grams, lengths, n
+            )
+            checked += 1
+    assert checked > 200
+
+
+def reference_line_coverage(tokens: tuple[str, ...], n: int) -> float:
+    """Previous implementation of the line n-gram coverage (np.unique and a difference array)."""
+    if len(tokens) < n + 1:
+        return 0.0
+    grams = ngram_ids(token_ids(tokens), n)
+    _, first, inverse = np.unique(grams, return_index=True, return_inverse=True)
+    repeated_starts = first[inverse] < np.arange(grams.size)
+    if not repeated_starts.any():
+        return 0.0
+    delta = np.zeros(len(tokens) + 1, dtype=np.int64)
+    starts = np.flatnonzero(repeated_starts)
+    np.add.at(delta, starts, 1)
+    np.add.at(delta, starts + n, -1)
+    covered = np.cumsum(delta[:-1]) > 0
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    return float(lengths[covered].sum() / lengths.sum())
+
+
+def test_line_coverage_kernel_equals_the_numpy_rule(texts):
+    words = re.compile(r"\w+")
+    lines = [tuple(words.findall(line)) for text in texts for line in text.split("\n")]
+    lines = [tokens for tokens in lines if len(tokens) >= 5][:3000]
+    for n in (2, 4):
+        got = [duplicated_ngram_coverage(tokens, n) for tokens in lines]
+        assert got == [reference_line_coverage(tokens, n) for tokens in lines]
+        assert sum(0 < value < 1 for value in got) > 20
+
+
+def reference_repetition_failure(stage: GopherRepetitionFilter, text: str) -> str | None:
+    """Previous ``first_failure`` after the line and paragraph rules: the NumPy n-gram rules in order."""
+    tokens = tokenize(text)
+    ids = token_ids(tokens)
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    for n, fraction in stage.top_n_grams:
+        grams = ngram_ids(ids, n)
+        if grams.size and reference_top_ngram_chars(grams, lengths, n) / len(text) > fraction:
+            return f"top_{n}_gram"
+    for n, fraction in stage.dup_n_grams:
+        grams = ngram_ids(ids, n)
+        if grams.size and reference_duplicated_ngram_chars(grams, lengths, n) / len(text) > fraction:
+            return f"duplicated_{n}_n_grams"
+    return None
+
+
+def reference_quality_failure(stage, text: str) -> str | None:
+    """Previous implementation of ``GopherQualityFilter.first_failure`` (per-token sums)."""
+    tokens = words(text)
+    n_words = len(tokens)
+    non_symbol = [t for t in tokens if not is_symbol(t)]
+    if stage.min_doc_words and len(non_symbol) < stage.min_doc_words:
+        return "too_few_words"
+    if stage.max_doc_words and len(non_symbol) > stage.max_doc_words:
+        return "too_many_words"
+    mean_length = sum(map(len, non_symbol)) / len(non_symbol) if non_symbol else float("nan")
+    if stage.min_avg_word_length and mean_length < stage.min_avg_word_length:
+        return "short_mean_word"
+    if stage.max_avg_word_length and mean_length > stage.max_avg_word_length:
+        return "long_mean_word"
+    if n_words == 0:
+        return "too_few_words"
+    if stage.max_symbol_word_ratio and text.count("#") / n_words > stage.max_symbol_word_ratio:
+        return "too_many_hashes"
+    if stage.max_symbol_word_ratio and (text.count("...") + text.count("…")) / n_words > stage.max_symbol_word_ratio:
+        return "too_many_ellipses"
+    lines = text.splitlines() or [""]
+    if stage.max_bullet_lines_ratio:
+        bullets = sum(line.lstrip().startswith(("•", "-")) for line in lines)
+        if bullets / len(lines) > stage.max_bullet_lines_ratio:
+            return "too_many_bullets"
+    if stage.max_ellipsis_lines_ratio:
+        ellipses = sum(line.rstrip().endswith(("...", "…")) for line in lines)
+        if ellipses / len(lines) > stage.max_ellipsis_lines_ratio:
+            return "too_many_end_ellipses"
+    if stage.min_alpha_words_ratio:
+        alpha = sum(1 for t in tokens if any(c.isalpha() for c in t))
+        if alpha / n_words < stage.min_alpha_words_ratio:
+            return "too_few_alpha_words"
+    if stage.min_stop_words and len(set(stage.stop_words).intersection(tokens)) < stage.min_stop_words:
+        return "too_few_stop_words"
+    return None
+
+
+def test_quality_decisions_unchanged(texts):
+    stage = GopherQualityFilter()
+    got = [stage.first_failure(text) for text in texts]
+    assert got == [reference_quality_failure(stage, text) for text in texts]
+    assert len({reason for reason in got if reason}) >= 3, "documents that fail several different rules"
+    # every rule's statistic reached: with the length rules off, the later rules decide
+    relaxed = GopherQualityFilter(min_doc_words=None, min_avg_word_length=None, max_avg_word_length=None)
+    assert [relaxed.first_failure(t) for t in texts] == [reference_quality_failure(relaxed, t) for t in texts]
+
+
+def test_repetition_decisions_unchanged(texts):
+    # line and paragraph rules off: every document reaches the n-gram rules
+    stage = GopherRepetitionFilter(dup_line_frac=None, dup_para_frac=None, dup_line_char_frac=None,
+                                   dup_para_char_frac=None)  # fmt: skip
+    got = [stage.first_failure(text) for text in texts]
+    expected = [reference_repetition_failure(stage, text) for text in texts]
+    assert got == expected
+    assert len({reason for reason in expected if reason}) >= 3, "documents that fail several different rules"
+
+
+def reference_word_list_decisions(stage, batch: pa.Table) -> list[str | None]:
+    """Previous implementation: every document doubled and counted, words counted for every document."""
+    text = pc.fill_null(batch.column("text"), "")
+    languages = stage.languages(batch)
+    counts = np.zeros(batch.num_rows, dtype=np.int64)
+    for language in sorted(set(languages.tolist())):
+        spaced = stage.spaced(language)
+        words = tuple(w for w in stage.words_for(language) if spaced or len(w) > 1)
+        if not words:
+            continue
+        rows = np.flatnonzero(languages == language)
+        doubled = pc.replace_substring_regex(text.take(pa.array(rows)), r"([^\p{L}\p{N}_]+)", r"\1\1")
+        counts[rows] = pc.count_substring_regex(doubled, alternation(words, spaced)).to_numpy(zero_copy_only=False)
+    spaced_words = pc.count_substring_regex(text, WORD).to_numpy(zero_copy_only=False)
+    letters = pc.count_substring_regex(text, r"\p{L}").to_numpy(zero_copy_only=False)
+    word_counts = np.maximum(np.where(np.isin(languages, list(UNSPACED_LANGUAGES)), letters // 2, spaced_words), 1)
+    density = counts / word_counts
+    return [
+        stage.reason("too_many") if c > stage.max_count else stage.reason("too_dense") if d > stage.max_density else ""
+        for c, d in zip(counts, density, strict=True)
+    ]
+
+
+def with_listed_words(real_documents, stage) -> pa.Table:
+    """Real documents, and copies of them with listed words of their language spliced in (0 to 30 of them,
+    adjacent pairs, upper case, inside longer words), so every rule and every counting path is exercised."""
+    rng = np.random.default_rng(0)
+    documents = real_documents.slice(0, 300)
+    lists = profanity_lists()
+    english = stage.words_for("en")
+    texts, languages = [], []
+    for text, language in zip(documents["text"].to_pylist(), documents["lang"].to_pylist(), strict=True):
+        words = text.split(" ")
+        listed = stage.words_for(language) or english
+        for _ in range(int(rng.integers(0, 30))):
+            word = listed[int(rng.integers(len(listed)))]
+            form = (word, word.upper(), f"{word} {word}", f"x{word}", f"{word},{word}")[int(rng.integers(5))]
+            words.insert(int(rng.integers(len(words) + 1)), form)
+        texts.append(" ".join(words)[:20_000])
+        languages.append(language)
+    languages += ["zh", "ja"]
+    texts += ["他说这是" + lists["zh"][3] + "的问题。" * 3, lists["ja"][5] * 4 + "です"]
+    plain = documents.slice(0, 100)
+    texts, languages = plain["text"].to_pylist() + texts, plain["lang"].to_pylist() + languages
+    return pa.table({"id": list(range(len(texts))), "text": texts, "lang": languages})
+
+
+@pytest.mark.parametrize("stage_class", [DirtyWordsFilter, AdultWordsFilter], ids=["dirty_words", "adult_words"])
+def test_word_list_decisions_unchanged(real_documents, stage_class):
+    stage = stage_class()
+    batch = with_listed_words(real_documents, stage)
+    result = stage.process(batch)
+    reasons = dict(zip(result.rejected["id"].to_pylist(), result.rejected["reason"].to_pylist(), strict=True))
+    got = [reasons.get(row, "") for row in range(batch.num_rows)]
+    expected = reference_word_list_decisions(stage, batch)
+    assert got == expected
+    assert set(expected) >= {"", stage.reason("too_many")}
