@@ -400,7 +400,7 @@ def render_html(report: dict[str, Any]) -> str:
     nav = (
         '<nav><a href="#summary">Summary</a><a href="#funnel">Funnel</a><a href="#time">Time</a>'
         '<a href="#rules">Rules</a><a href="#errors">Errors</a>'
-        + ('<a href="#pages">Mix / classifiers</a>' if report.get("pages") else "")
+        + ('<a href="#pages">Made from this run</a>' if report.get("pages") else "")
         + (
             '<a href="#projection">Projection</a>'
             if any('id="projection"' in x["html"] for x in report.get("sections", []))

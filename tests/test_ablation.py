@@ -7,6 +7,7 @@ ablation puts back language ID's rejections, plus the unfiltered variant, at two
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -93,7 +94,7 @@ def test_putting_a_stage_back_adds_exactly_its_rejections(ablated):
 
 
 def test_report_lists_every_variant_with_deltas_and_a_verdict(ablated):
-    _, output, _, report = ablated
+    run, output, _, report = ablated
     table = report["table"]
     assert [r["variant"] for r in table["rows"]] == ["output", "language_id", "unfiltered"]
     assert set(table["targets"]) == set(report["proxies"]["output-s0"]["losses"])
@@ -108,6 +109,11 @@ def test_report_lists_every_variant_with_deltas_and_a_verdict(ablated):
         ) / (2 * len(table["targets"]))
         assert row["targets"]["mean"]["delta"] == pytest.approx(expected, abs=1e-9)
     assert (output / "ablation.png").stat().st_size > 1000
+    pages = [json.loads(p.read_text()) for p in (run / "pages").glob("*.json")]
+    ablation = [p for p in pages if p["kind"] == "ablation"]
+    assert [Path(p["path"]) for p in ablation] == [(output / "report.html").resolve()]
+    href = os.path.relpath(output / "report.html", run)
+    assert f'href="{href}"' in (run / "report.html").read_text(), "the run report links the ablation page"
     assert "proxy tiny" in report["scale"] and "parameters" in report["scale"]
 
 

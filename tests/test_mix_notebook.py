@@ -36,11 +36,23 @@ def mix_dir(ray_local, tmp_path_factory) -> Path:
     return base / "out"
 
 
-def test_notebook_executes_and_shows_the_mix(mix_dir: Path, tmp_path: Path, monkeypatch):
+@pytest.fixture(scope="module")
+def ablation_dir(mix_dir: Path) -> Path:
+    """The ablation test's output on the same run (resumed: proxies it trained are not trained again)."""
+    from test_ablation import CONFIG as ABLATION
+
+    from refinery.mixes.ablation.run import ablate
+
+    ablate(mix_dir.parent / "run", ABLATION, mix_dir.parent / "ablation", progress=False)
+    return mix_dir.parent / "ablation"
+
+
+def test_notebook_executes_and_shows_the_mix(mix_dir: Path, ablation_dir: Path, tmp_path: Path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
     monkeypatch.setenv("MIX_DIR", str(mix_dir))
+    monkeypatch.setenv("ABLATION_DIR", str(ablation_dir))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         notebook, timeout=300, kernel_name=kernel_name(tmp_path), resources={"metadata": {"path": str(tmp_path)}}
@@ -49,9 +61,9 @@ def test_notebook_executes_and_shows_the_mix(mix_dir: Path, tmp_path: Path, monk
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 4, "proxy losses, fitted surface, predicted vs actual, chosen vs natural/uniform"
+    assert len(images) >= 5, "proxy losses, fitted surface, predicted vs actual, chosen vs natural/uniform, ablation"
     tables = [o for o in outputs if "text/html" in o.get("data", {})]
-    assert len(tables) >= 4, "buckets, best proxies, cross-validation, comparison tables"
+    assert len(tables) >= 5, "buckets, best proxies, cross-validation, comparison, ablation tables"
     line = next(
         t for o in outputs if o.output_type == "stream" for t in o.text.splitlines() if t.startswith("MIX_NOTEBOOK")
     )
@@ -61,3 +73,5 @@ def test_notebook_executes_and_shows_the_mix(mix_dir: Path, tmp_path: Path, monk
     assert shown["family"] == report["fit"]["family"] and shown["cv_spearman"] == report["fit"]["cv_spearman"]
     assert shown["chosen"] == {n: round(w, 6) for n, w in report["chosen"]["weights"].items()}
     assert shown["chosen_mean"] == report["comparison"]["summary"]["chosen"]["mean"]
+    ablation = json.loads((ablation_dir / "ablation.json").read_text())
+    assert shown["ablation"] == {r["variant"]: r["targets"]["mean"]["delta"] for r in ablation["table"]["rows"]}

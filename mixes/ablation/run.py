@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 
 from refinery.pipelines.executor import Resources, map_tasks
 from refinery.pipelines.models import DEFAULT_TOKENIZER
-from refinery.pipelines.storage import file_digest, write_json_file
+from refinery.pipelines.storage import atomic_output, file_digest, filesystem, write_json_file
 
 from . import results as res
 from . import sources, variants
@@ -160,10 +161,29 @@ def ablate(
         "proxies": {job.name: results[job.name] for job in jobs},
     }
     write_json_file(output / REPORT, report)
-    page = res.section_html(table, "ablation.png", scale)
-    (output / "report.html").write_text(
-        "<!doctype html><meta charset=utf-8><title>Ablation " + config.name + "</title>"
-        "<style>body{font:14px system-ui;max-width:1100px;margin:auto;padding:1em}td.num{text-align:right}"
-        "table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:3px 8px}</style>" + page
-    )
+    write_page(report, table, output, Path(run_dir), scale)
     return report
+
+
+def write_page(report: dict[str, Any], table: dict[str, Any], output: Path, run_dir: Path, scale: str) -> Path:
+    """``report.html`` in the shared report style, and a link to it from the run's report (best effort)."""
+    import html
+
+    from refinery.pipelines.report import register_page, write_report
+    from refinery.pipelines.report_page import page
+
+    title = f"Refinery ablation: {report['name']} · from {run_dir.name}"
+    back = ""
+    if (run_dir / "report.html").exists():
+        href = os.path.relpath((run_dir / "report.html").resolve(), output.resolve())
+        back = f'<p><a href="{html.escape(href)}">← the run report</a></p>'
+    path = output / "report.html"
+    body = f"<h1>{html.escape(title)}</h1>{back}{res.section_html(table, 'ablation.png', scale)}"
+    with atomic_output(filesystem(str(output))[0], str(path)) as temporary:
+        Path(temporary).write_text(page(title, body))
+    try:
+        register_page(str(run_dir), "ablation", title, str(path.resolve()))
+        write_report(str(run_dir))
+    except (OSError, ValueError, KeyError):
+        pass  # a read-only or moved run directory: the ablation page stands alone
+    return path
