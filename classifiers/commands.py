@@ -192,6 +192,7 @@ def _configure_eval(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="evaluate even where held-out documents were training documents (marked in the output)",
     )
+    parser.add_argument("--run", default=None, help="the run the labels were sampled from: its report links eval.html")
 
 
 @register_command("eval-classifier", "evaluate a student against its teacher on held-out labels", _configure_eval)
@@ -200,7 +201,7 @@ def eval_classifier(args: argparse.Namespace) -> int:
     from refinery.classifiers.provenance import TrainingOverlapError
 
     try:
-        result = evaluate(args.model_dir, args.labels, args.output, args.allow_training_overlap)
+        result = evaluate(args.model_dir, args.labels, args.output, args.allow_training_overlap, run_dir=args.run)
     except TrainingOverlapError as error:
         print(f"refinery eval-classifier: {error}", file=sys.stderr)
         return 2

@@ -126,8 +126,11 @@ def evaluate(
     labels_dir: str | Path,
     output: str | Path | None = None,
     allow_training_overlap: bool = False,
+    run_dir: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the student in ``model_dir`` on the held-out split of ``labels_dir``; writes eval.json + PNG.
+
+    With ``run_dir`` (the run the labels were sampled from) the run's report links the evaluation page.
 
     Raises :class:`TrainingOverlapError` when held-out documents were the student's training documents (a
     student trained with ``--all``), unless ``allow_training_overlap``; the result's ``training_overlap`` says
@@ -170,5 +173,5 @@ def evaluate(
     (output / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     from refinery.classifiers.evaluation_page import write_evaluation_page
 
-    write_evaluation_page(result, output)  # eval.html; ``write_evaluation_page(..., run_dir)`` links it from a run
+    write_evaluation_page(result, output, run_dir)  # eval.html, linked from the run's report when run_dir is given
     return result
