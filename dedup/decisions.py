@@ -19,6 +19,7 @@ import hashlib
 import json
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import PrivateAttr
@@ -26,7 +27,7 @@ from pydantic import PrivateAttr
 from refinery.pipelines import storage
 from refinery.pipelines.documents import ID, SOURCE
 from refinery.pipelines.partitions import read_partition
-from refinery.pipelines.stages import GlobalContext, MapStage, StageResult
+from refinery.pipelines.stages import GlobalContext, MapStage, StageResult, split_by_mask
 
 SHARDS_FILE = "shards.json"
 
@@ -107,6 +108,8 @@ class ShardDecider(MapStage):
         raise RuntimeError(f"document {first!r} is in no input shard of this stage")
 
     def process(self, batch: pa.Table) -> StageResult:
+        if batch.num_rows == 0:  # no id to locate the shard by, and nothing to decide
+            return split_by_mask(batch, np.ones(0, dtype=bool), [])
         self.setup()
         index = self._locate(batch)
         if self._loaded is None or self._loaded[0] != index:
