@@ -456,7 +456,7 @@ def build_distinct(
             "rates": rates,
             "output": str(output),
             "cache": str(cache),
-            "format": FORMATS[i % len(FORMATS)] if len(shards) > 2 else "parquet",
+            "format": FORMATS[i % len(FORMATS)],
         }
         for i, f, last in shards
     ]
@@ -468,9 +468,6 @@ def build_distinct(
     original = np.array([k in ("original", "url") for k in kinds])
     unique_originals = len(np.unique(hashes[original]))
     pq.write_table(pa.Table.from_pylist(truth), output / "truth.parquet")
-    sources = {"world": "parquet"} if len(shards) <= 2 else {}
-    for fmt in sorted({job["format"] for job in jobs}):
-        sources[f"world_{fmt}"] = fmt
     summary = {
         "corpus": "distinct", "seed": seed, "documents": documents, "shards": len(shards), "per_shard": per_shard,
         "text_bytes": sum(r["text_bytes"] for r in results), "rates": rates,
@@ -503,7 +500,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     distinct.add_argument("--exact-rate", type=float, default=0.03)
     distinct.add_argument("--near-rate", type=float, default=0.03)
     distinct.add_argument("--url-rate", type=float, default=0.02)
-    distinct.add_argument("--per-shard", type=int, default=8_192)
+    distinct.add_argument("--per-shard", type=int, default=2_048)
     distinct.add_argument("--workers", type=int, default=2)
     distinct.add_argument("--cache", type=Path, default=Path("/tmp/refinery-world-cache"))
     for command in (multilingual, fixture, distinct):
