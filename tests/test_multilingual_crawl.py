@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from refinery.pipelines.cli import DEFAULT_RECIPE
 from refinery.pipelines.recipe import load_recipe
@@ -64,3 +65,23 @@ def test_multilingual_crawl_through_the_default_recipe(ray_local, tmp_path):
     for path in (tmp_path / "run").glob(f"segments/{segments[-1]['index']:02d}/kept/*.parquet"):
         final.update(pq.read_table(path, columns=["lang"])["lang"].to_pylist())
     assert len(final - {"en"}) >= 8, f"non-English documents must survive the chain: {sorted(final)}"
+    check_projection(str(tmp_path / "run"), summary)
+
+
+def check_projection(run_dir: str, summary: dict) -> None:
+    """``refinery project`` counts the global phases' seconds; a run predicts itself with no error."""
+    from refinery.mixes.projection import compare_runs, project_run
+
+    measured = {
+        f"{seg['index']}:{p}": s for seg in summary["segments"] for p, s in seg.get("phase_seconds", {}).items()
+    }
+    assert len(measured) >= 5, "url, exact, MinHash, line dedup and token_kl phases are recorded"
+    projection = project_run(run_dir, 1e9, sample_documents=50, cores=2)
+    phases = [s for s in projection["stages"] if s["kind"] == "phase"]
+    assert len(phases) == len(measured)
+    assert projection["measured"]["phase_wall_seconds"] == pytest.approx(sum(measured.values()))
+    parts = projection["stage_core_hours"] + projection["io_overhead_core_hours"] + projection["phase_core_hours"]
+    assert projection["total_core_hours"] == pytest.approx(parts) and projection["phase_core_hours"] > 0
+    itself = compare_runs(run_dir, run_dir)
+    assert itself["scale"] == 1 and itself["total"]["error"] == 0
+    assert {row["name"].split("·")[1] for row in itself["rows"]} >= {"minhash_dedup:signatures", "token_kl"}
