@@ -128,7 +128,7 @@ def corpus(corpora: Path, documents: int) -> Path:
     """The distinct corpus of ``documents`` (built once; deterministic from seed 0)."""
     folder = corpora / f"n{documents}"
     if not (folder / "contents.json").exists():
-        per_shard = 2_048 if documents >= 8 * 2_048 else max(64, documents // 8)
+        per_shard = 2_048 if documents >= BASE_DOCUMENTS else 256  # same shard size at every small scale
         subprocess.run(
             [sys.executable, str(REPO / "scripts" / "build_world_corpus.py"), "distinct", "--documents",
              str(documents), "--per-shard", str(per_shard), "--output", str(folder)],

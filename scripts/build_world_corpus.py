@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 import zstandard
 from warcio.statusandheaders import StatusAndHeaders
@@ -337,27 +338,65 @@ BASE_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 KINDS = ("original", "exact", "near", "url")
 
 
-def sentence_pool(cache: Path) -> list[str]:
-    """Every distinct sentence (20-400 characters) of the bundled sample corpus's extracted text, sorted.
+@dataclass(frozen=True)
+class SentencePool:
+    """The sentences by language: a document draws all its sentences from one language, as a page would."""
 
-    The sample is committed, so the pool (and every document built from it) is the same on any machine.
+    sentences: list[str]
+    languages: list[str]  # sorted
+    by_language: list[np.ndarray]  # indexes into ``sentences``, per language
+    shares: np.ndarray  # each language's share of the sentences: how often a document is in it
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+
+MIN_SENTENCE_LANGUAGE_SCORE = 0.5
+MIN_LANGUAGE_SENTENCES = 500  # rarer languages would repeat their few sentences too often
+
+
+def sentence_pool(cache: Path) -> SentencePool:
+    """Every distinct sentence (20-400 characters) of the bundled sample corpus's extracted text, by language.
+
+    The sample is committed, so the pool (and every document built from it) is the same on any machine. Each
+    sentence's language comes from the pipeline's language ID; sentences it is unsure of (score < 0.5) and
+    languages with fewer than 500 sentences are left out.
     """
     cached = cache / "sentences.parquet"
-    if cached.exists():
-        return pq.read_table(cached)["sentence"].to_pylist()
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from harness import load_documents
+    if not cached.exists():
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from harness import load_documents
 
-    texts = load_documents(REPO / "sample_corpus", cache)["text"].to_pylist()
-    found = {s.strip() for text in texts for s in SENTENCE_SPLIT.split(text or "")}
-    pool = sorted(s for s in found if 20 <= len(s) <= 400)
-    cache.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"sentence": pa.array(pool, pa.large_string())}), cached)
-    return pool
+        texts = load_documents(REPO / "sample_corpus", cache)["text"].to_pylist()
+        found = sorted(
+            {s.strip() for text in texts for s in SENTENCE_SPLIT.split(text or "") if 20 <= len(s.strip()) <= 400}
+        )
+        identified = LanguageId().identify(found)
+        table = pa.table(
+            {
+                "sentence": pa.array(found, pa.large_string()),
+                "lang": [lang for lang, _ in identified],
+                "score": pa.array([score for _, score in identified], pa.float32()),
+            }
+        )
+        cache.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, cached)
+    table = pq.read_table(cached)
+    sure = table.filter(pa.compute.greater_equal(table["score"], MIN_SENTENCE_LANGUAGE_SCORE))
+    sentences = sure["sentence"].to_pylist()
+    langs = np.array(sure["lang"].to_pylist(), dtype=object)
+    names, counts = np.unique(langs, return_counts=True)
+    languages = sorted(str(n) for n, c in zip(names, counts, strict=True) if c >= MIN_LANGUAGE_SENTENCES)
+    by_language = [np.flatnonzero(langs == lang) for lang in languages]
+    sizes = np.array([len(i) for i in by_language], dtype=np.float64)
+    return SentencePool(sentences, languages, by_language, sizes / sizes.sum())
 
 
-def original_text(slot: int, seed: int, pool: Sequence[str]) -> str:
-    """Document ``slot``'s text: 2-9 paragraphs of 1-5 sentences each, drawn from the pool by a per-slot RNG.
+def original_text(slot: int, seed: int, pool: SentencePool) -> str:
+    """Document ``slot``'s text: 2-9 paragraphs of 1-5 sentences each of one language, by a per-slot RNG.
+
+    The language is drawn with the pool's shares (mostly English, as the sample is), then every sentence
+    from that language's sentences.
 
     Why this is distinct text: each document is a fresh draw of ~16 sentences out of a pool of ~10^5, so two
     documents share a sentence rarely and share a line (a paragraph of several sentences) almost never; exact
@@ -368,11 +407,13 @@ def original_text(slot: int, seed: int, pool: Sequence[str]) -> str:
     unrelated documents (well below its 0.8 threshold) and line dedup sees single-sentence lines repeat.
     """
     rng = np.random.default_rng([seed, slot, 0])
+    language = int(rng.choice(len(pool.languages), p=pool.shares))
     counts = rng.integers(1, 6, size=int(rng.integers(2, 10)))
-    picks = rng.integers(0, len(pool), size=int(counts.sum()))
+    candidates = pool.by_language[language]
+    picks = candidates[rng.integers(0, len(candidates), size=int(counts.sum()))]
     parts, start = [], 0
     for count in counts:
-        parts.append(" ".join(pool[i] for i in picks[start : start + count]))
+        parts.append(" ".join(pool.sentences[i] for i in picks[start : start + count]))
         start += count
     return "\n\n".join(parts)
 
@@ -408,7 +449,7 @@ def slot_plan(slot: int, seed: int, rates: dict[str, float]) -> tuple[str, int]:
     return kind, target
 
 
-def slot_document(slot: int, seed: int, rates: dict[str, float], pool: Sequence[str]) -> tuple[dict[str, str], dict]:
+def slot_document(slot: int, seed: int, rates: dict[str, float], pool: SentencePool) -> tuple[dict[str, str], dict]:
     kind, target = slot_plan(slot, seed, rates)
     base = original_text(target, seed, pool)
     date = (BASE_DATE + timedelta(minutes=slot)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -474,6 +515,9 @@ def build_distinct(
         "planted": {kind: kinds.count(kind) for kind in KINDS},
         "distinct_texts_among_originals": unique_originals, "collisions": int(original.sum()) - unique_originals,
         "pool_sentences": len(sentence_pool(cache)),
+        "pool_languages": dict(
+            zip(sentence_pool(cache).languages, [round(float(x), 4) for x in sentence_pool(cache).shares], strict=True)
+        ),
     }  # fmt: skip
     write_json(output / "contents.json", summary)
     inputs = [
