@@ -463,6 +463,7 @@ def _measured(function, item):
 def stage_scaling(corpus: pa.Table, factor: int, folder: Path) -> dict:
     """The whole minhash_dedup prepare + decision over ``factor`` × the corpus (distinct ids, edited copies)."""
     from refinery.dedup.minhash.stage import MinhashDedup
+    from refinery.pipelines.stages import ShardInfo
 
     rng = random.Random(factor)
     copies = []
@@ -489,8 +490,8 @@ def stage_scaling(corpus: pa.Table, factor: int, folder: Path) -> dict:
     stage = MinhashDedup(num_partitions=4 * factor)
     decision = stage.prepare(context)
     started = time.process_time()
-    for path in paths:
-        decision.begin_shard(path.stem)
+    for position, path in enumerate(paths):
+        decision.begin_shard(ShardInfo(path.stem, "c", position))
         for batch in pq.ParquetFile(path).iter_batches(batch_size=500):
             decision.process(pa.Table.from_batches([batch]))
     cpu = context.cpu_seconds + time.process_time() - started

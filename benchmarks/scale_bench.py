@@ -189,6 +189,8 @@ def run_recipe_step(template: Path, folder: Path, work: Path, num_cpus: int) -> 
         result["wall_seconds"] = run["wall_seconds"]
         result["accounting_ok"] = run["accounting"]["ok"]
         result["kept_documents"] = run["segments"][-1]["stages"][-1]["kept"]
+        result["kept_chars"] = run["segments"][-1]["stages"][-1]["chars_kept"]
+        result["kept_bytes"] = sum((output / k).stat().st_size for k in run["outputs"]["kept"])
     return result
 
 
@@ -304,15 +306,24 @@ def bench_scale(scale: float, args: argparse.Namespace, steps: list[str]) -> dic
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per stage, phase and verb: s/MB, bytes read per input byte, peak RSS per task, driver RSS."""
-    text_mb = result["text_bytes"] / MB
+    """One row per stage, phase and verb: s/MB, bytes read per input byte, peak RSS per task, driver RSS.
+
+    MB are millions of characters. Recipes and their phases are per MB of the corpus's text and read bytes are
+    per byte of its input files; the verbs (shards, label, pool, loader) work on the run's kept output, so
+    theirs are per MB of kept text and per byte of the kept Parquet files.
+    """
+    recipe = result["steps"].get("recipe", {})
     out = []
     for step_name, step in result["steps"].items():
-        reads = sum(step.get("task_bytes_read", {}).values())
+        verb = step_name not in ("recipe", "semantic")
+        text_mb = (recipe.get("kept_chars", 0) if verb else result["text_bytes"]) / MB or float("nan")
+        base_bytes = recipe.get("kept_bytes", 0) if verb else result["input_bytes"]
+        reads = sum(v for k, v in step.get("task_bytes_read", {}).items() if not k.endswith("Agent"))
         base = {
             "driver_mb": step.get("driver_peak_rss", 0) / 2**20,
-            "task_mb": max(step.get("task_peak_rss", {}).values(), default=0) / 2**20,
-            "read_per_input_byte": reads / result["input_bytes"] if result["input_bytes"] else None,
+            "task_mb": max((v for k, v in step.get("task_peak_rss", {}).items() if not k.endswith("Agent")), default=0)
+            / 2**20,
+            "read_per_input_byte": reads / base_bytes if base_bytes else None,
         }
         if step_name in ("recipe", "semantic"):
             for stage in step.get("stages", []):
@@ -328,6 +339,11 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         if step_name == "pool" and "scan_seconds" in step:
             out.append({"name": "pool:scan", "s_per_mb": step["scan_seconds"] / text_mb})
             out.append({"name": "pool:write", "s_per_mb": step["write_seconds"] / text_mb})
+        for task, peak in step.get("task_peak_rss", {}).items():
+            if not task.endswith("Agent"):
+                read = step.get("task_bytes_read", {}).get(task, 0)
+                out.append({"name": f"{step_name}: ray::{task}", "task_mb": peak / 2**20,
+                            "read_per_input_byte": read / base_bytes if base_bytes else None})  # fmt: skip
         out.append({"name": f"{step_name} (whole command)", "s_per_mb": step["seconds"] / text_mb, **base,
                     "exit": step.get("exit")})  # fmt: skip
     return out

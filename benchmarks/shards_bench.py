@@ -104,8 +104,8 @@ def shard_writing(max_documents: int) -> dict:
     """Seconds of write_mix on one core: 2 epochs of every document (bucket 'all'), 8 output shards."""
     import pyarrow.parquet as pq
 
-    from refinery.mixes.manifest import load_manifest
     from refinery.mixes.writer import write_mix
+    from refinery.pipelines.manifest import load_manifest
     from refinery.pipelines.ray_session import ray_session
 
     pin_one_core()

@@ -5,12 +5,10 @@ line dedup, the bucket whose frequent lines to remove). Those are written as a p
 partition number is the shard's index in the sorted shard list, so shard ``i``'s decision list is
 ``read_partition(DIR, i, writers)``: validated against its writers' indexes, and no larger than that shard.
 
-The runner hands the decision stage batches of one shard at a time but not the shard's name. Until it does
-(``begin_shard(name)``, called by the shard task before the first batch, is all that is needed), the decider finds
-the shard itself: the first id of a batch is looked up in the ids of the current shard, and on a miss in the
-id column of the shards of the batch's ``source`` (shard names start with the source), starting after the
-last one found. Shards are processed one after another by a worker, so this costs one id-column read per shard
-and keeps one shard's ids in memory.
+The shard task tells the decider which shard its batches come from before the first batch
+(:meth:`MapStage.begin_shard` with the shard's :class:`ShardInfo`); the decider looks the shard's key up in the
+shard list written when the stage was prepared and loads that shard's decision list. No document id is read to
+find the shard, and a drop list is applied only to the shard it was written for.
 """
 
 from __future__ import annotations
@@ -19,23 +17,24 @@ import hashlib
 import json
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import PrivateAttr
 
 from refinery.pipelines import storage
-from refinery.pipelines.documents import ID, SOURCE
 from refinery.pipelines.partitions import read_partition
-from refinery.pipelines.stages import GlobalContext, MapStage, StageResult, split_by_mask
+from refinery.pipelines.stages import GlobalContext, MapStage, ShardInfo, StageResult
 
 SHARDS_FILE = "shards.json"
 
 
 def write_shard_list(context: GlobalContext) -> tuple[str, str]:
-    """Write ``work/shards.json`` (sorted shard names and their input files); return its path and sha256."""
+    """Write ``work/shards.json`` (sorted shard names and their input files, relative to the run directory, so a
+    moved run keeps the same file); return its path and sha256."""
+    run_dir = context.work_dir.rstrip("/").rsplit("/segments/", 1)[0] + "/"
+    inputs = [context.input_path(name) for name in context.shard_names]
+    relative = [path[len(run_dir) :] if path.startswith(run_dir) else path for path in inputs]
     data = json.dumps(
-        {"shards": [[name, context.input_path(name)] for name in context.shard_names]}, sort_keys=True
+        {"shards": [list(pair) for pair in zip(context.shard_names, relative, strict=True)]}, sort_keys=True
     ).encode()
     fs, work = storage.filesystem(context.work_dir)
     storage.write_bytes_atomic(fs, storage.join(work, SHARDS_FILE), data)
@@ -56,12 +55,6 @@ def check_decision_list(job: dict[str, Any]) -> int:
     return 0 if table is None else table.num_rows
 
 
-def read_ids(path: str) -> pa.Array:
-    fs, inner = storage.filesystem(path)
-    with fs.open(inner, "rb") as handle:
-        return pq.read_table(handle, columns=[ID]).column(ID).combine_chunks()
-
-
 class ShardDecider(MapStage):
     """A decision stage that applies per-shard data; subclasses implement ``load`` and ``decide``."""
 
@@ -69,8 +62,7 @@ class ShardDecider(MapStage):
     shards_sha256: str
 
     _shards: list[list[str]] | None = PrivateAttr(default=None)
-    _current: int | None = PrivateAttr(default=None)
-    _current_ids: set[str] | None = PrivateAttr(default=None)
+    _positions: dict[str, int] = PrivateAttr(default_factory=dict)
     _loaded: tuple[int, Any] | None = PrivateAttr(default=None)
 
     def setup(self) -> None:
@@ -81,39 +73,20 @@ class ShardDecider(MapStage):
             if hashlib.sha256(data).hexdigest() != self.shards_sha256:
                 raise RuntimeError(f"{self.shards_file} changed since the stage was prepared")
             self._shards = json.loads(data)["shards"]
+            self._positions = {name: index for index, (name, _) in enumerate(self._shards)}
 
-    def begin_shard(self, shard_name: str) -> None:
-        """Tell the decider which shard the next batches come from (skips the lookup by id)."""
+    def begin_shard(self, shard: ShardInfo) -> None:
+        """Load the decision data of the shard whose batches come next (by its key in the prepared shard list)."""
         self.setup()
-        names = [name for name, _ in self._shards]
-        self._current = names.index(shard_name)
-        self._current_ids = None
-
-    def _locate(self, batch: pa.Table) -> int:
-        first = batch.column(ID)[0].as_py()
-        if self._current is not None and (self._current_ids is None or first in self._current_ids):
-            return self._current
-        source = batch.column(SOURCE)[0].as_py()
-        count = len(self._shards)
-        start = 0 if self._current is None else self._current + 1
-        for step in range(count):
-            index = (start + step) % count
-            name, path = self._shards[index]
-            if not name.startswith(f"{source}--"):
-                continue
-            ids = set(read_ids(path).to_pylist())
-            if first in ids:
-                self._current, self._current_ids = index, ids
-                return index
-        raise RuntimeError(f"document {first!r} is in no input shard of this stage")
-
-    def process(self, batch: pa.Table) -> StageResult:
-        if batch.num_rows == 0:  # no id to locate the shard by, and nothing to decide
-            return split_by_mask(batch, np.ones(0, dtype=bool), [])
-        self.setup()
-        index = self._locate(batch)
+        index = self._positions.get(shard.key)
+        if index is None:
+            raise RuntimeError(f"shard {shard.key!r} is not among the {len(self._positions)} shards this stage decided")
         if self._loaded is None or self._loaded[0] != index:
             self._loaded = (index, self.load(index))
+
+    def process(self, batch: pa.Table) -> StageResult:
+        if self._loaded is None:
+            raise RuntimeError(f"{self.stage_name}: begin_shard() must name the shard before its first batch")
         return self.decide(batch, self._loaded[1])
 
     def load(self, shard_index: int) -> Any:

@@ -26,6 +26,7 @@ import pyarrow as pa
 from pydantic import Field, PrivateAttr, field_validator
 
 from refinery.pipelines.documents import TEXT
+from refinery.pipelines.executor import Resources, session_has_gpu
 from refinery.pipelines.models import DEFAULT_ENCODER, check_model_reference
 from refinery.pipelines.stages import MapStage, StageResult, register_stage
 
@@ -82,13 +83,11 @@ class EmbedStage(MapStage):
     def added_columns(self) -> list[pa.Field]:
         return [pa.field(EMBEDDING, embedding_type(self.dim))]
 
-    def resources(self) -> dict[str, float]:
-        """Ray resources for one shard task running this stage: a GPU when the device resolves to ``cuda``."""
-        if self.device == "cpu":
-            return {"num_cpus": 1}
-        if self.device == "cuda" or _ray_cluster_has_gpu():
-            return {"num_cpus": 1, "num_gpus": 1}
-        return {"num_cpus": 1}
+    def resources(self) -> Resources:
+        """One CPU, and a GPU when the device resolves to ``cuda`` (``auto``: the Ray session reports one)."""
+        if self.device == "cuda" or (self.device == "auto" and session_has_gpu()):
+            return Resources(cpus=1, gpus=1)
+        return Resources(cpus=1)
 
     def setup(self) -> None:
         if self._encoder is None:
@@ -105,13 +104,3 @@ class EmbedStage(MapStage):
 
 def _no_rows(batch: pa.Table) -> pa.Table:
     return batch.slice(0, 0).append_column("reason", pa.array([], pa.string()))
-
-
-def _ray_cluster_has_gpu() -> bool:
-    """Whether the Ray cluster this driver is connected to has a GPU (``device: auto`` then asks for one)."""
-    try:
-        import ray
-
-        return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1
-    except Exception:
-        return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .manifest import load_manifest, safe_relative_path
+from refinery.pipelines.manifest import lexically_safe, load_manifest
 
 
 def megatron_blend(manifest_path: str | Path, root: str | Path | None = None, digits: int = 8) -> str:
@@ -23,7 +23,7 @@ def megatron_blend(manifest_path: str | Path, root: str | Path | None = None, di
         raise ValueError(f"{manifest_path}: the manifest's shards hold no tokens")
     parts = []
     for shard in shards:
-        prefix = safe_relative_path(shard["path"]).removesuffix(".parquet")
+        prefix = lexically_safe(shard["path"]).removesuffix(".parquet")
         if root is not None:
             prefix = str(Path(root) / prefix)
         parts.append(f"{shard['tokens'] / total:.{digits}f} {prefix}")

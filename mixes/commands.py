@@ -24,7 +24,8 @@ def _configure_shards(parser: argparse.ArgumentParser) -> None:
 
 @register_command("shards", "write weighted, shuffled Parquet shards and manifest.json from a run", _configure_shards)
 def shards(args: argparse.Namespace) -> int:
-    from .manifest import load_manifest
+    from refinery.pipelines.manifest import load_manifest
+
     from .sampling import MixPlanError
     from .writer import write_mix
 
@@ -67,10 +68,11 @@ def _configure_verify(parser: argparse.ArgumentParser) -> None:
     "verify", "check every shard a manifest lists (size and sha256); non-zero exit on any mismatch", _configure_verify
 )
 def verify(args: argparse.Namespace) -> int:
-    from .manifest import ManifestError, shard_entries, verify_manifest
+    from refinery.pipelines.manifest import Manifest, ManifestError
 
     try:
-        problems = verify_manifest(args.manifest)
+        manifest = Manifest.read(args.manifest)
+        problems = manifest.verify(full=True)
     except ManifestError as error:
         print(f"refinery verify: {error}", file=sys.stderr)
         return 2
@@ -79,9 +81,7 @@ def verify(args: argparse.Namespace) -> int:
     if problems:
         print(f"refinery verify: {len(problems)} bad file(s) in {args.manifest}", file=sys.stderr)
         return 1
-    from .manifest import load_manifest
-
-    print(f"ok: {len(shard_entries(load_manifest(args.manifest)))} files match {args.manifest}")
+    print(f"ok: {len(manifest.entries())} files match {args.manifest}")
     return 0
 
 

@@ -90,7 +90,7 @@ def stage_gpus(recipe: dict[str, Any]) -> dict[str, float]:
         params = {k: v for k, v in entry.items() if k != "stage"}
         try:
             stage = registry[entry["stage"]](**params)
-            gpus[entry["stage"]] = float(stage.resources().get("num_gpus", 0.0))
+            gpus[entry["stage"]] = float(stage.resources().gpus)
         except (KeyError, ValueError, TypeError, OSError):
             gpus[entry["stage"]] = 0.0
     return gpus

@@ -19,7 +19,7 @@ Phases, each a bounded Ray map (see the modules for the details):
 2. held-out cutoffs, token targets and sample cutoffs (:mod:`refinery.mixes.sampling`) from key histograms;
 3. routing and assembly (:mod:`refinery.mixes.shard_writer`): every selected (document, epoch) is routed to
    an output shard by a seeded hash; one task per output shard writes it;
-4. the manifest (:mod:`refinery.mixes.manifest`), written last.
+4. the manifest (:mod:`refinery.pipelines.manifest`), written last.
 
 The same run directory, weights and seed give byte-identical shards and manifest; a rerun into the same
 output directory redoes only shards that are missing, corrupt or from another plan.
@@ -28,7 +28,6 @@ output directory redoes only shards that are missing, corrupt or from another pl
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import posixpath
 import subprocess
@@ -41,10 +40,11 @@ import pyarrow.parquet as pq
 
 from refinery import pipelines
 from refinery.pipelines import storage
+from refinery.pipelines.executor import map_tasks
+from refinery.pipelines.manifest import FORMAT, FORMAT_VERSION, write_manifest
 from refinery.pipelines.models import DEFAULT_TOKENIZER, file_sha256, tokenizer_file
 
 from . import buckets as bk
-from .manifest import FORMAT, FORMAT_VERSION
 from .sampling import BucketPlan, MixPlanError, assign_targets, cutoff_in_bin, find_boundary, merge_histograms
 from .shard_writer import assemble_unit, output_schema, relative_shard_path, route_shard, unit_paths
 from .weights import OTHERS, WeightsSpec, load_weights
@@ -55,24 +55,8 @@ MANIFEST_NAME = "manifest.json"
 
 
 def ray_map(function: Callable[[Any], Any], items: list[Any], in_flight: int | None = None) -> list[Any]:
-    """``function(item)`` for every item as Ray tasks (1 CPU each, bounded in flight); results in item order."""
-    import ray
-
-    if not items:
-        return []
-    in_flight = in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    task = ray.remote(num_cpus=1, max_retries=3)(function)
-    results: dict[int, Any] = {}
-    pending: dict[Any, int] = {}
-    position = 0
-    while position < len(items) or pending:
-        while position < len(items) and len(pending) < in_flight:
-            pending[task.remote(items[position])] = position
-            position += 1
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            results[pending.pop(ref)] = ray.get(ref)
-    return [results[i] for i in range(len(items))]
+    """``function(item)`` for every item through the spine's executor (1 CPU each, bounded, results in order)."""
+    return map_tasks(function, items, in_flight=in_flight)
 
 
 def git_commit() -> str | None:
@@ -114,7 +98,7 @@ def recipe_tokenizer(recipe: dict[str, Any]) -> str | None:
 
 
 def _fingerprint(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return storage.fingerprint(data)
 
 
 def _cutoffs(
@@ -309,9 +293,7 @@ def write_mix(
             for n, m in zip([n for n in names if plans[n].heldout_documents], markers[num_shards:], strict=True)
         },
     }
-    fs, root = storage.filesystem(output_dir)
-    storage.write_json_atomic(fs, storage.join(root, MANIFEST_NAME), manifest)
-    manifest_path = Path(output_dir) / MANIFEST_NAME
+    manifest_path = write_manifest(output_dir, manifest, MANIFEST_NAME)
     if megatron_blend is not None:
         from .blend import megatron_blend as blend
 

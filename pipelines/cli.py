@@ -54,6 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     from refinery.pipelines.report import tail_at_line, terminal_table
     from refinery.pipelines.runner import RunDirectoryConflict, run_recipe
     from refinery.pipelines.shards import InputNotFoundError, ShardNameCollision
+    from refinery.pipelines.unique_ids import DuplicateIdError
 
     recipe = _load(args.recipe, args.output)
     try:
@@ -65,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
             show_progress=not args.quiet,
             fresh=args.fresh,
         )
-    except (RunDirectoryConflict, InputNotFoundError, ShardNameCollision) as error:
+    except (RunDirectoryConflict, InputNotFoundError, ShardNameCollision, DuplicateIdError) as error:
         print(f"refinery: {error}", file=sys.stderr)
         return 2
     except AccountingError as error:

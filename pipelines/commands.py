@@ -2,7 +2,8 @@
 
 ``pipelines/`` never imports a family by module path in code: like stages, commands are found by name. A
 family declares its verbs in a ``commands`` module (``refinery.mixes.commands``, ...) with
-:func:`register_command`; :func:`command_registry` imports those modules once. A command module must keep
+:func:`register_command`; :func:`command_registry` imports those modules once (every one listed must exist:
+a missing one is an import error, not a silently absent verb). A command module must keep
 heavy imports inside its handler so ``refinery --help`` stays fast.
 """
 
@@ -10,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
 COMMAND_MODULES = (
-    "refinery.dedup.commands",
     "refinery.classifiers.commands",
     "refinery.mixes.commands",
     "refinery.mixes.optimizer.commands",
@@ -54,12 +53,7 @@ def command_registry() -> dict[str, Command]:
     global _LOADED
     if not _LOADED:
         for module in COMMAND_MODULES:
-            if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None:
-                continue
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as error:
-                if error.name != module:
-                    raise
+            # a listed module that is missing is a packaging error: fail loudly instead of losing verbs
+            importlib.import_module(module)
         _LOADED = True
     return dict(_COMMANDS)

@@ -53,11 +53,6 @@ def stable_id(source: str, file_key: str, position: int | str) -> str:
     return f"{source}/{digest}"
 
 
-def empty_documents(schema: pa.Schema = BASE_SCHEMA) -> pa.Table:
-    """An empty table with ``schema``; used where a shard has no rows of some kind."""
-    return schema.empty_table()
-
-
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Return ``table`` with exactly the columns of ``schema``, in order and with its types.
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from refinery.pipelines import storage
+from refinery.pipelines.executor import map_tasks
 from refinery.pipelines.partitions import IntermediateError, phase_of
 from refinery.pipelines.plan import Segment
 from refinery.pipelines.stages import GlobalStage, MapStage
@@ -62,29 +63,14 @@ class RayGlobalContext:
         return f"{self.run_dir}/segments/{self.segment_index - 1:02d}/kept/{shard_name}.parquet"
 
     def map(self, function: Callable[..., Any], items: list[Any]) -> list[Any]:
-        import ray
-
-        task = ray.remote(num_cpus=1, max_retries=self._retries)(function)
-        results: dict[int, Any] = {}
-        pending: dict[Any, int] = {}
-        position = 0
-        while position < len(items) or pending:
-            while position < len(items) and len(pending) < self._in_flight:
-                pending[task.remote(items[position])] = position
-                position += 1
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                index = pending.pop(ref)
-                try:
-                    results[index] = ray.get(ref)
-                except ray.exceptions.RayTaskError as error:
-                    cause = error.as_instanceof_cause()
-                    if isinstance(cause, IntermediateError):
-                        for other in pending:
-                            ray.cancel(other)
-                        raise IntermediateError(cause.path, cause.problem) from None
-                    raise
-        return [results[i] for i in range(len(items))]
+        """A phase's map through the spine's executor: the run's retries, its in-flight bound, one CPU each."""
+        return map_tasks(
+            function,
+            items,
+            retries=self._retries,
+            in_flight=self._in_flight,
+            fault_dir=None if "://" in self.run_dir else f"{self.run_dir}/logs/faults",
+        )
 
     # -- phase markers -------------------------------------------------------------------------------------
 
@@ -188,4 +174,6 @@ def decision_segment(segment: Segment, context: RayGlobalContext) -> Segment:
         raise ValueError(f"the decision stage of {stage.stage_name!r} must report under the same name")
     if [f.name for f in decider.added_columns()] != [f.name for f in stage.added_columns()]:
         raise ValueError(f"the decision stage of {stage.stage_name!r} must add the columns the stage declares")
-    return Segment(segment.index, "global", (decider,), segment.input_schema, segment.recipe_fingerprint)
+    return Segment(
+        segment.index, "global", (decider,), segment.input_schema, segment.recipe_fingerprint, context.run_dir
+    )

@@ -17,13 +17,13 @@ Run directory::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Literal
 
 import pyarrow as pa
 
+from refinery.pipelines import storage
 from refinery.pipelines.documents import BASE_SCHEMA, ERROR_FIELDS, REASON
 from refinery.pipelines.stages import Stage
 
@@ -39,6 +39,10 @@ class Segment:
     stages: tuple[Stage, ...]
     input_schema: pa.Schema
     recipe_fingerprint: str
+    #: The run directory, for a decision segment whose stage parameters name files inside it: the fingerprint
+    #: reads those paths relative to the run, so a run directory moved elsewhere keeps its fingerprints (and its
+    #: completion markers stay valid when it is resumed there).
+    location: str = ""
 
     @property
     def directory(self) -> str:
@@ -84,7 +88,10 @@ class Segment:
             "index": self.index,
             "stages": [{"stage": s.stage_name, **s.model_dump(mode="json")} for s in self.stages],
         }
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        if self.location:
+            prefix = json.dumps(self.location.rstrip("/") + "/")[1:-1]
+            data["stages"] = json.loads(json.dumps(data["stages"]).replace(prefix, "RUN/"))
+        return storage.fingerprint(data, 16)
 
     def path(self, kind: str, shard_name: str) -> str:
         suffix = "json" if kind in ("stats", "done") else "parquet"

@@ -10,8 +10,6 @@ same thing whatever the current directory is.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from refinery.pipelines import storage
 from refinery.pipelines.stages import Stage, stage_registry
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]*$"
@@ -119,7 +118,7 @@ class Recipe(_Strict):
         data = self.to_data()
         data.pop("ray")
         data.pop("output_dir")
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return storage.fingerprint(data, 16)
 
 
 def build_stage(index: int, entry: Any) -> Stage:

@@ -9,6 +9,8 @@ exits non-zero after finishing every other shard, so one bad machine never costs
 
 from __future__ import annotations
 
+import faulthandler
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,15 +18,17 @@ from typing import Any
 from refinery import pipelines
 from refinery.pipelines import storage
 from refinery.pipelines.accounting import AccountingError, check_run
+from refinery.pipelines.executor import Resources, map_tasks
 from refinery.pipelines.global_runner import RayGlobalContext, decision_segment
 from refinery.pipelines.plan import Segment, plan_segments
-from refinery.pipelines.progress import Progress
 from refinery.pipelines.ray_session import ray_session
 from refinery.pipelines.recipe import InputSpec, Recipe
 from refinery.pipelines.report import tail_at_line, write_report
 from refinery.pipelines.shard_task import ShardJob, process_shard
 from refinery.pipelines.shards import Shard, discover_shards
+from refinery.pipelines.stages import ShardInfo
 from refinery.pipelines.summary import summarise
+from refinery.pipelines.unique_ids import check_unique_ids
 
 
 class RunDirectoryConflict(RuntimeError):
@@ -83,6 +87,18 @@ def _is_done(fs: Any, root: str, segment: Segment, shard: Shard) -> bool:
         return False
 
 
+def _enable_driver_faulthandler(run_dir: str) -> None:
+    """A native abort in the driver (Arrow, Ray's core worker) leaves every thread's traceback on stderr and,
+    for a local run directory, in ``RUN/logs/faults/driver.log``."""
+    folder = fault_directory(run_dir)
+    if folder is None:
+        faulthandler.enable(all_threads=True)
+        return
+    os.makedirs(folder, exist_ok=True)
+    # kept open while the process lives: faulthandler writes to the descriptor when the process dies
+    faulthandler.enable(file=open(os.path.join(folder, "driver.log"), "a"), all_threads=True)  # noqa: SIM115
+
+
 def run_recipe(
     recipe: Recipe,
     *,
@@ -98,7 +114,9 @@ def run_recipe(
     # Everything that can fail deterministically is checked before the directory is claimed, so a failed
     # start (a missing input, say) never leaves a recipe.json behind that would refuse the corrected rerun.
     shards: list[tuple[Shard, InputSpec]] = [(s, spec) for spec in recipe.inputs for s in discover_shards(spec)]
+    positions = {name: index for index, name in enumerate(sorted(s.name for s, _ in shards))}
     _claim_run_directory(fs, root, recipe, fresh)
+    _enable_driver_faulthandler(recipe.output_dir)
     segments = plan_segments(recipe.stages, recipe.fingerprint())
     address = address or recipe.ray.address
     num_cpus = num_cpus or recipe.ray.num_cpus
@@ -137,8 +155,17 @@ def run_recipe(
                 )
                 segment = decision_segment(segment, context)
                 phase_seconds[segment.index] = context.phase_seconds()
-            results = _run_map_segment(recipe, segment, live, fs, root, in_flight, show_progress, failures, counts)
+            previous_kept = {
+                s.name: markers[f"{segment.index - 1}/{s.name}"].get("kept_sha256")
+                for s, _ in live
+                if f"{segment.index - 1}/{s.name}" in markers
+            }
+            results = _run_map_segment(
+                recipe, segment, live, fs, root, in_flight, show_progress, failures, counts, positions, previous_kept
+            )
             planned[segment.index] = segment
+            if segment.index == 0 and not failures:
+                _check_unique_ids(recipe, segment, live, results, in_flight)
             stats_by_segment.append({name: r["stats"] for name, r in results.items()})
             markers.update({f"{segment.index}/{name}": r["marker"] for name, r in results.items()})
     accounting = {"ok": True, "error": None}
@@ -169,9 +196,9 @@ def _run_map_segment(
     show_progress: bool,
     failures: list[dict[str, str]],
     counts: dict[str, int],
+    positions: dict[str, int],
+    input_sha256: dict[str, str],
 ) -> dict[str, dict[str, Any]]:
-    import ray
-
     _remove_temporaries(fs, root, segment)
     results: dict[str, dict[str, Any]] = {}
     todo: list[ShardJob] = []
@@ -182,32 +209,60 @@ def _run_map_segment(
                 "marker": storage.read_json(fs, storage.join(root, segment.path("done", shard.name))),
             }
         else:
-            todo.append(ShardJob(shard, spec, segment, recipe.output_dir, recipe.batch_size))
+            info = ShardInfo(shard.name, shard.source, positions[shard.name], input_sha256.get(shard.name))
+            todo.append(ShardJob(shard, spec, segment, recipe.output_dir, recipe.batch_size, info))
     counts["resumed"] += len(results)
     counts["processed"] += len(todo)
-    progress = Progress(f"segment {segment.index} ({'+'.join(segment.stage_names)})", len(shards), show_progress)
-    progress.skip(len(results))
-    gpus = max((stage.resources().get("num_gpus", 0.0) for stage in segment.stages), default=0.0)
-    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=recipe.ray.task_retries)(process_shard)
-    pending: dict[Any, ShardJob] = {}
-    queue = list(reversed(todo))
-    while queue or pending:
-        while queue and len(pending) < in_flight:
-            job = queue.pop()
-            pending[task.remote(job)] = job
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            job = pending.pop(ref)
-            try:
-                outcome = ray.get(ref)
-            except Exception as error:  # a shard that failed after its retries: report, finish the rest
-                failures.append(
-                    {"shard": job.shard.name, "file": job.shard.path, "error": tail_at_line(f"{error}", 4000)}
-                )
-                progress.advance(0)
-                continue
-            results[job.shard.name] = outcome
-            progress.advance(outcome["stats"]["stages"][0]["in"] if outcome["stats"]["stages"] else 0)
-    progress.close()
+    resources = Resources(cpus=1)
+    for stage in segment.stages:
+        resources = resources.combine(stage.resources())
+    outcomes = map_tasks(
+        process_shard,
+        todo,
+        resources=resources,
+        retries=recipe.ray.task_retries,
+        in_flight=in_flight,
+        description=f"segment {segment.index} ({'+'.join(segment.stage_names)})",
+        keep_going=True,
+        show_progress=show_progress,
+        already_done=len(results),
+        documents=lambda outcome: outcome["stats"]["stages"][0]["in"] if outcome["stats"]["stages"] else 0,
+        fault_dir=fault_directory(recipe.output_dir),
+    )
+    for outcome in outcomes:
+        job = outcome.item
+        if outcome.ok:
+            results[job.shard.name] = outcome.value
+        else:  # a shard that failed after its retries: report it; the others finished
+            failures.append(
+                {"shard": job.shard.name, "file": job.shard.path, "error": tail_at_line(f"{outcome.error}", 4000)}
+            )
     _remove_temporaries(fs, root, segment)  # left by attempts whose worker died and was retried
     return {name: results[name] for name in sorted(results)}
+
+
+def _check_unique_ids(
+    recipe: Recipe,
+    segment: Segment,
+    shards: list[tuple[Shard, InputSpec]],
+    results: dict[str, dict[str, Any]],
+    in_flight: int,
+) -> None:
+    """Ids taken from an input's ``id_field`` must not repeat (see :mod:`refinery.pipelines.unique_ids`)."""
+    run_dir = recipe.output_dir.rstrip("/")
+    checked = [
+        {
+            "name": shard.name,
+            "file": shard.path,
+            "files": [f"{run_dir}/{segment.path(kind, shard.name)}" for kind in ("kept", "rejected")],
+        }
+        for shard, spec in shards
+        if spec.id_field is not None
+    ]
+    kept = {name: result["marker"].get("kept_sha256") or "" for name, result in results.items()}
+    check_unique_ids(run_dir, checked, kept, recipe.ray.task_retries, in_flight)
+
+
+def fault_directory(run_dir: str) -> str | None:
+    """Where workers' faulthandler tracebacks go (``RUN/logs/faults/``); None for a remote run directory."""
+    return None if "://" in run_dir else os.path.join(run_dir, "logs", "faults")

@@ -27,7 +27,7 @@ from refinery.pipelines.readers import READERS, FileReadError, IngestBatch
 from refinery.pipelines.readers.base import INGEST
 from refinery.pipelines.recipe import InputSpec
 from refinery.pipelines.shards import Shard
-from refinery.pipelines.stages import MapStage, StageResult, with_error
+from refinery.pipelines.stages import MapStage, ShardInfo, StageResult, with_error
 
 #: Test hook for resilience tests: a folder; the first attempt at each shard whose name contains
 #: ``REFINERY_CRASH_MATCH`` kills its own worker process mid-shard (after the first batch).
@@ -44,6 +44,8 @@ class ShardJob:
     segment: Segment
     run_dir: str
     batch_size: int
+    #: the shard's identity, told to every stage before the first batch (``MapStage.begin_shard``)
+    info: ShardInfo | None = None
 
 
 _PREPARED: dict[str, tuple[MapStage, ...]] = {}
@@ -158,8 +160,13 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
     fs, root = storage.filesystem(job.run_dir)
     segment = job.segment
     stages = prepared_stages(segment)
+    info = job.info or ShardInfo(job.shard.name, job.shard.source, 0)
     tallies = [StageTally(name) for name in segment.stage_names]
     seconds = [0.0] * len(tallies)
+    for offset, stage in enumerate(stages):  # a decision list loaded here counts as its stage's time
+        clock = time.perf_counter()
+        stage.begin_shard(info)
+        seconds[len(tallies) - len(stages) + offset] += time.perf_counter() - clock
     outputs = _Outputs(job, fs, root)
     file_errors: list[str] = []
     started = time.perf_counter()

@@ -29,6 +29,7 @@ import pyarrow.compute
 from pydantic import BaseModel, ConfigDict
 
 from refinery.pipelines.documents import ERROR, REASON, TEXT
+from refinery.pipelines.executor import Resources
 
 STAGE_PACKAGES = ("refinery.filters", "refinery.dedup", "refinery.classifiers", "refinery.mixes")
 
@@ -46,16 +47,33 @@ class Stage(BaseModel):
         """The flat columns this stage adds to kept documents (declared so output schemas are fixed)."""
         return []
 
-    def resources(self) -> dict[str, float]:
-        """Ray resources one shard task of this stage needs beyond its CPU (``{"num_gpus": 1}`` for a GPU encoder).
+    def resources(self) -> Resources:
+        """What one shard task running this stage holds: CPUs, GPUs, memory (a GPU encoder asks for a GPU).
 
-        A fused segment asks for the largest amount any of its stages asks for.
+        A fused segment asks for the largest amount of each that any of its stages asks for
+        (:meth:`Resources.combine`); the executor honours all three.
         """
-        return {}
+        return Resources()
 
     def reason(self, rule: str) -> str:
         """The ``stage:rule`` string recorded on a rejected row."""
         return f"{self.stage_name}:{rule}"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """Which shard a map stage's next batches come from, told before the first batch (``begin_shard``).
+
+    ``key``: the shard's name in the run (``SOURCE--FILE``, unique, the name of its output files); ``source``:
+    the recipe input it comes from; ``position``: its index in the run's sorted shard list (what every
+    per-shard decision list is keyed by); ``input_sha256``: the sha256 of the file the segment reads (the
+    previous segment's kept file), or None for the first segment, which reads the raw input.
+    """
+
+    key: str
+    source: str
+    position: int
+    input_sha256: str | None = None
 
 
 @dataclass
@@ -83,6 +101,10 @@ class MapStage(Stage):
 
     def setup(self) -> None:
         """Load models and other heavy state. Called once per worker process before the first batch."""
+
+    def begin_shard(self, shard: ShardInfo) -> None:
+        """Called by the shard task before the first batch of every shard: a stage that decides per shard (a
+        dedup decision list) loads that shard's data here instead of finding the shard from the documents."""
 
     def process(self, batch: pa.Table) -> StageResult:
         """Decide a whole batch at once; return kept rows (with added columns) and rejected rows."""

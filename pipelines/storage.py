@@ -12,6 +12,8 @@ import json
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import fsspec
@@ -44,18 +46,55 @@ def is_temporary(path: str) -> bool:
     return posixpath.basename(path).startswith(TEMPORARY_PREFIX)
 
 
-def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent, old, or complete."""
+@contextmanager
+def atomic_output(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[str]:
+    """The one atomic write: yield a temporary name beside ``path`` to write to; on success rename it to ``path``
+    (so ``path`` is absent, old, or complete), on failure remove it. Writers that need a file name (safetensors,
+    ``pq.write_table``) write to the yielded name; :func:`write_bytes_atomic` writes bytes through it."""
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     temporary = _temporary(path)
-    with fs.open(temporary, "wb") as handle:
-        handle.write(data)
+    try:
+        yield temporary
+    except BaseException:
+        if fs.exists(temporary):
+            fs.rm(temporary)
+        raise
     fs.mv(temporary, path)
+
+
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either absent, old, or complete."""
+    with atomic_output(fs, path) as temporary, fs.open(temporary, "wb") as handle:
+        handle.write(data)
 
 
 def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, data: Any) -> None:
     """JSON with sorted keys and a trailing newline: the same data always gives the same bytes."""
     write_bytes_atomic(fs, path, (json.dumps(data, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def write_json_file(path: str | os.PathLike, data: Any) -> None:
+    """:func:`write_json_atomic` for a plain local or fsspec path (no filesystem object at hand)."""
+    fs, inner = filesystem(str(path))
+    write_json_atomic(fs, inner, data)
+
+
+def file_digest(path: str | os.PathLike) -> tuple[int, str]:
+    """(size in bytes, sha256 hex) of a file, local or fsspec URL, read in 1 MiB blocks: the one file digest."""
+    fs, inner = filesystem(str(path))
+    digest = hashlib.sha256()
+    size = 0
+    with fs.open(inner, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def fingerprint(data: Any, length: int = 20) -> str:
+    """The first ``length`` hex digits of the sha256 of ``data`` as canonical JSON (sorted keys; non-JSON values
+    by ``str``): the one fingerprint of settings, plans and recipes."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:

@@ -13,6 +13,7 @@ import pytest
 
 from refinery.dedup.embed import EMBEDDING, EmbedStage, embedding_matrix
 from refinery.dedup.encoder import CHARS_PER_TOKEN_BOUND, TextEncoder, encoder_dimension
+from refinery.pipelines.executor import Resources
 from refinery.pipelines.models import DEFAULT_ENCODER, resolve_model_path
 
 
@@ -83,8 +84,8 @@ def test_character_clip_never_changes_tokens(encoder: TextEncoder, texts: list[s
 def test_stage_declares_and_fills_the_column(texts: list[str]) -> None:
     stage = EmbedStage(device="cpu", batch_size=8)
     assert stage.added_columns() == [pa.field(EMBEDDING, pa.list_(pa.float16(), 384))]
-    assert stage.resources() == {"num_cpus": 1}
-    assert EmbedStage(device="cuda").resources()["num_gpus"] == 1
+    assert stage.resources() == Resources(cpus=1, gpus=0)
+    assert EmbedStage(device="cuda").resources().gpus == 1
     batch = pa.table({"id": [str(i) for i in range(8)], "text": pa.array(texts[:8], pa.large_string())})
     result = stage.process(batch)
     assert result.kept.num_rows == 8 and result.rejected.num_rows == 0

@@ -18,12 +18,12 @@ import psutil
 import pytest
 from run_helpers import STAGES, copy_inputs, recipe_for
 
-from refinery.mixes.manifest import load_manifest, verify_manifest
 from refinery.mixes.optimizer.buckets import BucketTable
 from refinery.mixes.optimizer.candidates import candidate_mixes, project_capped_simplex, validation_mixes
 from refinery.mixes.optimizer.config import CandidateSettings, MixConfig, SearchSettings, load_config
 from refinery.mixes.optimizer.fit import FittedModel, choose_model, fit_family
 from refinery.mixes.optimizer.search import search
+from refinery.pipelines.manifest import load_manifest, verify_manifest
 
 # A small optimisation: tiny model, 256-token steps, 5 candidates, 1 held-out mix, one comparison seed.
 CONFIG = {

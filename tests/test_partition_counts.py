@@ -11,7 +11,7 @@ import pytest
 from test_stage_properties import InProcessContext, batches, merge  # noqa: F401  (batches is a fixture)
 
 from refinery.pipelines.partitions import MAX_PARTITIONS, input_bytes, partition_count, partitions_for_bytes
-from refinery.pipelines.stages import stage_registry
+from refinery.pipelines.stages import ShardInfo, stage_registry
 
 
 def test_partitions_follow_input_bytes():
@@ -48,9 +48,8 @@ def test_decisions_do_not_depend_on_the_derived_count(name, batches, tmp_path): 
         decision = stage.prepare(context)
         decision.setup()
         results = []
-        for shard_name, part in context.parts.items():
-            if hasattr(decision, "begin_shard"):
-                decision.begin_shard(shard_name)
+        for position, (shard_name, part) in enumerate(context.parts.items()):
+            decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
             results.append(decision.process(part))
         result = merge(results)
         outcomes.append((parts, sorted(result.rejected["id"].to_pylist())))

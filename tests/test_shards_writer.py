@@ -16,10 +16,10 @@ import pytest
 from run_helpers import STAGES, copy_inputs, recipe_for
 
 from refinery.mixes.blend import megatron_blend
-from refinery.mixes.manifest import ManifestError, load_manifest, shard_entries, verify_manifest
 from refinery.mixes.sampling import MixPlanError
 from refinery.mixes.writer import write_mix
 from refinery.pipelines.cli import main as cli
+from refinery.pipelines.manifest import ManifestError, load_manifest, shard_entries, verify_manifest
 from refinery.pipelines.runner import run_recipe
 
 BUCKETS = ("changelog", "copyright", "web")

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from refinery.pipelines.per_language import LanguageAwareMapStage
-from refinery.pipelines.stages import GlobalStage, MapStage, StageResult, stage_registry
+from refinery.pipelines.stages import GlobalStage, MapStage, ShardInfo, StageResult, stage_registry
 
 EDU = "package:refinery.classifiers/models/edu_fasttext"
 DOMAIN = "package:refinery.classifiers/models/domain_fasttext"
@@ -244,7 +244,7 @@ def run(name: str, parameters: dict[str, Any], batch: pa.Table, root: Path) -> S
     """``batch`` through stage ``name`` (and the stages it needs first); the books checked before returning.
 
     A global stage runs its phases over the batch split into two shards, then its decision per shard as the
-    shard task does (``begin_shard`` first where the decision has it).
+    shard task does (``begin_shard`` first, naming the shard).
     """
     case = CASES[name]
     registry = stage_registry()
@@ -263,9 +263,8 @@ def run(name: str, parameters: dict[str, Any], batch: pa.Table, root: Path) -> S
         assert context.phases, f"{name} ran no phase"
         decision.setup()
         results = []
-        for shard_name, part in context.parts.items():
-            if hasattr(decision, "begin_shard"):
-                decision.begin_shard(shard_name)
+        for position, (shard_name, part) in enumerate(context.parts.items()):
+            decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
             results.append(decision.process(part))
         result = merge(results)
     check_books(name, batch, result)

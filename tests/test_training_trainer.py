@@ -81,8 +81,13 @@ def test_corrupted_shard_refuses_to_train(manifest, tmp_path):
     data[len(data) // 2] ^= 0xFF  # same size, different bytes
     shard.write_bytes(bytes(data))
     with pytest.raises(TrainingError, match=r"part-00001\.parquet: sha256"):
-        Trainer(copy / "manifest.json", tmp_path / "out", preset("tiny"))
+        Trainer(copy / "manifest.json", tmp_path / "out", preset("tiny"), verify_shards=True)
     assert not (tmp_path / "out").exists()  # refused before writing anything
+    assert main(["train", str(copy / "manifest.json"), "--output", str(tmp_path / "out"), "--verify-shards"]) == 2
+    assert main(["verify", str(copy / "manifest.json")]) != 0  # `refinery verify` is the full check
+    shard.write_bytes(bytes(data[:-1]))  # a size change is caught by the cheap start-up check (no hashing)
+    with pytest.raises(TrainingError, match=r"part-00001\.parquet: \d+ bytes"):
+        Trainer(copy / "manifest.json", tmp_path / "out", preset("tiny"))
     (copy / "heldout" / "python_docs.parquet").unlink()
     assert main(["train", str(copy / "manifest.json"), "--output", str(tmp_path / "out"), "--quiet"]) == 2
 

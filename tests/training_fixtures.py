@@ -1,6 +1,6 @@
 """A small, valid Refinery manifest built from real sample-corpus documents, for the trainer's tests.
 
-It follows the format documented in ``refinery.mixes.manifest`` (what ``refinery shards`` writes): zstd Parquet
+It follows the format documented in ``refinery.pipelines.manifest`` (what ``refinery shards`` writes): zstd Parquet
 training shards with columns ``id, text, source, bucket, n_tokens, epoch`` holding a seeded shuffle of every
 bucket, one held-out file per bucket, sizes and sha256 from ``file_digest``.
 """
@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from refinery.mixes.manifest import FORMAT, FORMAT_VERSION, file_digest
+from refinery.pipelines.manifest import FORMAT, FORMAT_VERSION
 from refinery.pipelines.models import DEFAULT_TOKENIZER, file_sha256, load_tokenizer, tokenizer_file
+from refinery.pipelines.storage import file_digest
 
 BUCKETS = ("python_docs", "postgresql_docs", "debian_changelog")
 

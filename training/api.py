@@ -1,27 +1,29 @@
 """What the mix optimizer calls: train one config on one manifest for a token budget, get per-bucket losses back.
 
 :func:`train_on_manifest` is a pure function of its arguments (no module state; the model, optimizer and data
-stream live in its frame) and is safe inside a Ray task: there it sets torch to one intra-op thread, so that Ray's
-one-CPU-per-task scheduling is honoured instead of every task spawning a thread per core.
+stream live in its frame) and is safe inside a Ray task: there it sets torch's intra-op threads to the CPUs the task
+holds, so that Ray's per-task scheduling is honoured instead of every task spawning a thread per core.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from refinery.pipelines.executor import task_cpus
 from refinery.training.vocab import Vocabulary
 
 
-def _inside_ray_task() -> bool:
-    import sys
-
-    if "ray" not in sys.modules:
-        return False
-    import ray
-
-    return ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None
+def read_log(output_dir: str | Path, event: str | None = None) -> list[dict[str, Any]]:
+    """The records of a training run's ``log.jsonl`` (one per step or evaluation), those of ``event`` only if
+    given: the typed reader of the trainer's log, so nothing outside ``training`` parses it."""
+    path = Path(output_dir) / "log.jsonl"
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if event is None or r.get("event") == event]
 
 
 def train_on_manifest(
@@ -45,8 +47,9 @@ def train_on_manifest(
 
     from refinery.training.trainer import preset, train
 
-    if threads is None and _inside_ray_task():
-        threads = 1
+    cpus = task_cpus()
+    if threads is None and cpus is not None:
+        threads = max(1, int(cpus))
     if threads is not None:
         torch.set_num_threads(threads)
     train_config = preset(config, token_budget=token_budget, seed=seed, **overrides)

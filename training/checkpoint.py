@@ -13,7 +13,6 @@ Layout of ``OUTPUT/checkpoints/step-000120/``:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_model, save_file, save_model
 
+from refinery.pipelines import storage
+
 KEEP = 2  # checkpoints kept (the newest ones)
 
 
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    fs, inner = storage.filesystem(str(path))
+    with storage.atomic_output(fs, inner) as temporary:
+        write(temporary)
 
 
 def save_checkpoint(

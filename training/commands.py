@@ -18,6 +18,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the preset's)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument(
+        "--verify-shards",
+        action="store_true",
+        help="hash every shard before training (default: sizes only; `refinery verify` is the same full check)",
+    )
 
 
 @register_command("train", "train a decoder on a manifest's shards; held-out loss per bucket", _configure)
@@ -28,7 +33,14 @@ def train_command(args: argparse.Namespace) -> int:
 
     config = preset(args.config, token_budget=args.tokens, seed=args.seed, seq_len=args.seq_len)
     try:
-        summary = train(args.manifest, args.output, config, resume=args.resume, progress=not args.quiet)
+        summary = train(
+            args.manifest,
+            args.output,
+            config,
+            resume=args.resume,
+            progress=not args.quiet,
+            verify_shards=args.verify_shards,
+        )
     except TrainingError as error:
         print(f"refinery train: {error}")
         return 2

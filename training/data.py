@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from refinery.mixes.manifest import load_manifest, resolve_shard, shard_entries
+from refinery.pipelines.manifest import Manifest
 from refinery.training.packing import PackConfig, PackedBatch, Packer, tokenize_documents
 
 
@@ -28,8 +28,8 @@ class ManifestStream:
 
     def __init__(self, manifest_path: str | Path, pack: PackConfig, seed: int, tokenizer: Any, read_rows: int = 256):
         self.manifest_path = Path(manifest_path)
-        manifest = load_manifest(self.manifest_path)
-        self.entries = shard_entries(manifest, include_heldout=False)
+        self.manifest = Manifest.read(self.manifest_path)
+        self.entries = self.manifest.entries(include_heldout=False)
         if not self.entries:
             raise ValueError(f"{manifest_path}: the manifest lists no training shards")
         self.bucket_column = "bucket"  # the shard writer's column; the manifest's bucket_column names its origin
@@ -53,7 +53,7 @@ class ManifestStream:
     def _parquet(self) -> pq.ParquetFile:
         index = int(self.order(self.epoch)[self.cursor])
         if self._file is None or self._file[:2] != (self.epoch, self.cursor):
-            path = resolve_shard(self.manifest_path, self.entries[index])
+            path = self.manifest.file(self.entries[index])
             self._file = (self.epoch, self.cursor, pq.ParquetFile(path))
         return self._file[2]
 
@@ -105,13 +105,13 @@ def heldout_batches(
 ) -> dict[str, PackedBatch]:
     """Per bucket, its held-out documents packed (last sequence padded), at most ``max_sequences`` sequences."""
     manifest_path = Path(manifest_path)
-    manifest = load_manifest(manifest_path)
+    manifest = Manifest.read(manifest_path)
     out: dict[str, PackedBatch] = {}
-    for entry in shard_entries(manifest, include_heldout=True):
+    for entry in manifest.entries(include_heldout=True):
         if entry.bucket is None:
             continue
         packer = Packer(pack)
-        parquet = pq.ParquetFile(resolve_shard(manifest_path, entry))
+        parquet = pq.ParquetFile(manifest.file(entry))
         for batch in parquet.iter_batches(batch_size=512, columns=["text"]):
             packer.add(tokenize_documents(batch.column(0).to_pylist(), tokenizer, pack))
             if max_sequences is not None and packer.ready >= max_sequences:

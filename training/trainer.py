@@ -1,6 +1,8 @@
 """The trainer: a manifest in, a trained decoder, held-out losses per bucket, logs, a plot and checkpoints out.
 
-Order of work: verify every file of the manifest (size and sha256) and refuse to start on any mismatch; check the
+Order of work: check every file of the manifest (that it exists with its recorded size; with ``verify_shards``
+its sha256 too, which reads every byte: ``refinery verify`` is the same full check) and refuse to start on any
+mismatch; check the
 tokenizer against the manifest's record; build the vocabulary (compact for ``tiny``/``proxy``, see
 :mod:`refinery.training.vocab`); then train with AdamW (decoupled weight decay on matrices only), linear warm-up
 and cosine decay to ``min_lr_ratio × lr``, gradient accumulation (the loss of a step is normalised by the exact
@@ -34,14 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from refinery.mixes.manifest import ManifestError, file_digest, load_manifest, verify_manifest
+from refinery.pipelines.manifest import Manifest, ManifestError
 from refinery.pipelines.models import DEFAULT_TOKENIZER, file_sha256, load_tokenizer, tokenizer_file
+from refinery.pipelines.storage import file_digest
 from refinery.training.attention import build_mask, default_backend
 from refinery.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from refinery.training.data import ManifestStream, heldout_batches
 from refinery.training.model import SIZES, Decoder, count_parameters
 from refinery.training.packing import PackConfig, PackedBatch
-from refinery.training.vocab import FULL, Vocabulary, build_vocabulary
+from refinery.training.vocab import FULL, Vocabulary, build_vocabulary, load_vocabulary, save_vocabulary
 
 
 class TrainingError(RuntimeError):
@@ -148,6 +151,7 @@ class Trainer:
         progress: bool = False,
         vocabulary: Vocabulary | None = None,
         device: str | None = None,
+        verify_shards: bool = False,
     ):
         self.manifest_path, self.output = Path(manifest_path), Path(output_dir)
         self.config, self.resume, self.progress = config, resume, progress
@@ -155,7 +159,7 @@ class Trainer:
         if not resume and latest_checkpoint(self.output / "checkpoints") is not None:
             raise TrainingError(f"{self.output} holds a run already: pass resume=True (--resume) or another folder")
         self.backend = config.backend or default_backend(self.device)
-        self._check_manifest()
+        self._check_manifest(verify_shards)
         self.tokenizer = load_tokenizer(self._tokenizer_reference)
         self.vocabulary = self._vocabulary(vocabulary)
         self._write_config()
@@ -184,14 +188,15 @@ class Trainer:
             self.log_path.unlink()
 
     # -- set-up --------------------------------------------------------------------------------------------------
-    def _check_manifest(self) -> None:
-        problems = verify_manifest(self.manifest_path)
+    def _check_manifest(self, full: bool) -> None:
+        """Sizes of every file (one stat each) by default; their sha256 too when ``full`` (reads every byte)."""
+        manifest = Manifest.read(self.manifest_path)
+        problems = manifest.verify(full=full)
         if problems:
             raise TrainingError(
                 f"{self.manifest_path}: refusing to train, {len(problems)} bad file(s):\n  " + "\n  ".join(problems)
             )
-        manifest = load_manifest(self.manifest_path)
-        recorded = manifest.get("tokenizer") or {}
+        recorded = manifest.tokenizer
         self._tokenizer_reference = DEFAULT_TOKENIZER
         for reference in (recorded.get("reference"), DEFAULT_TOKENIZER):
             if reference and _tokenizer_sha256(reference) == recorded.get("sha256", None):
@@ -203,30 +208,17 @@ class Trainer:
         self.manifest_sha256 = file_digest(self.manifest_path)[1]
 
     def _vocabulary(self, given: Vocabulary | None) -> Vocabulary:
-        from safetensors.numpy import load_file, save_file
-
         path = self.output / "vocabulary.safetensors"
         if given is not None:
             vocabulary = given
         elif self.config.vocab_max is None:
             return FULL
         elif self.resume and path.exists():
-            saved = load_file(str(path))
-            return Vocabulary(
-                ids=saved["ids"], rare=bool(saved["rare"][0]), rare_fraction=float(saved["rare_fraction"][0])
-            )
+            return load_vocabulary(path)
         else:
             vocabulary = build_vocabulary(self.manifest_path, self.tokenizer, self.config.vocab_max)
         if vocabulary.ids is not None:
-            self.output.mkdir(parents=True, exist_ok=True)
-            save_file(
-                {
-                    "ids": vocabulary.ids,
-                    "rare": np.array([int(vocabulary.rare)]),
-                    "rare_fraction": np.array([vocabulary.rare_fraction]),
-                },
-                str(path),
-            )
+            save_vocabulary(vocabulary, path)
         return vocabulary
 
     def _write_config(self) -> None:
@@ -399,10 +391,21 @@ def train(
     progress: bool = False,
     vocabulary: Vocabulary | None = None,
     stop_after_steps: int | None = None,
+    verify_shards: bool = False,
 ) -> dict[str, Any]:
-    """Train ``config`` on a manifest (see the module docstring); returns the summary written to summary.json."""
+    """Train ``config`` on a manifest (see the module docstring); returns the summary written to summary.json.
+
+    ``verify_shards`` hashes every file before starting; by default only their sizes are checked."""
     try:
-        trainer = Trainer(manifest_path, output_dir, config, resume=resume, progress=progress, vocabulary=vocabulary)
+        trainer = Trainer(
+            manifest_path,
+            output_dir,
+            config,
+            resume=resume,
+            progress=progress,
+            vocabulary=vocabulary,
+            verify_shards=verify_shards,
+        )
     except ManifestError as error:
         raise TrainingError(str(error)) from None
     return trainer.run(stop_after_steps=stop_after_steps)

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from refinery.mixes.manifest import load_manifest, resolve_shard, shard_entries
+from refinery.pipelines import storage
+from refinery.pipelines.manifest import Manifest
 from refinery.training.model import VOCAB_SIZE
 from refinery.training.packing import BOS_ID, EOS_ID, PackConfig, tokenize_documents
 
@@ -68,10 +69,40 @@ class Vocabulary:
 FULL = Vocabulary()
 
 
+def save_vocabulary(vocabulary: Vocabulary, path: str | Path) -> Path:
+    """Write a compact vocabulary (``ids``, ``rare``, ``rare_fraction``) as safetensors; the only writer of the
+    format, so the optimizer and the trainer can never disagree on it. The full vocabulary is saved as its ids."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    ids = np.arange(VOCAB_SIZE, dtype=np.int64) if vocabulary.ids is None else vocabulary.ids
+    fs, inner = storage.filesystem(str(path))
+    with storage.atomic_output(fs, inner) as temporary:
+        save_file(
+            {
+                "ids": np.asarray(ids, dtype=np.int64),
+                "rare": np.array([int(vocabulary.rare)]),
+                "rare_fraction": np.array([vocabulary.rare_fraction]),
+            },
+            temporary,
+        )
+    return path
+
+
+def load_vocabulary(path: str | Path) -> Vocabulary:
+    """A vocabulary saved by :func:`save_vocabulary`."""
+    from safetensors.numpy import load_file
+
+    saved = load_file(str(path))
+    return Vocabulary(
+        ids=saved["ids"].astype(np.int64), rare=bool(saved["rare"][0]), rare_fraction=float(saved["rare_fraction"][0])
+    )
+
+
 def _manifest_texts(manifest_path: Path, batch_rows: int) -> Iterable[list[str]]:
-    manifest = load_manifest(manifest_path)
-    for entry in shard_entries(manifest, include_heldout=True):
-        parquet = pq.ParquetFile(resolve_shard(manifest_path, entry))
+    manifest = Manifest.read(manifest_path)
+    for entry in manifest.entries(include_heldout=True):
+        parquet = pq.ParquetFile(manifest.file(entry))
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=["text"]):
             yield batch.column(0).to_pylist()
 

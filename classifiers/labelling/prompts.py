@@ -9,14 +9,14 @@ field, so editing a rubric never reuses labels given under the old one.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import yaml
+
+from refinery.pipelines import storage
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 Task = Literal["binary", "ordinal", "multiclass"]
@@ -41,7 +41,7 @@ class Prompt:
         """16 hex digits over every field: labels cached under one rubric are never reused under another."""
         data = {k: getattr(self, k) for k in ("name", "task", "labels", "answer_tokens", "template", "system")}
         data["scoring"] = self.scoring
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return storage.fingerprint(data, 16)
 
     def messages(self, text: str) -> list[dict[str, str]]:
         """Chat messages for one document (``text`` already truncated)."""
@@ -93,7 +93,3 @@ def load_prompt(reference: str) -> Prompt:
     if prompt.task == "ordinal" and not all(label.lstrip("-").isdigit() for label in prompt.labels):
         raise ValueError(f"{path}: ordinal labels must be integers")
     return prompt
-
-
-def bundled_prompts() -> list[str]:
-    return sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml"))

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from refinery.classifiers.labelling.prompts import Prompt
 from refinery.classifiers.labelling.teacher import Answer
+from refinery.pipelines import storage
 
 DOCUMENTS = "documents.parquet"
 LABELS = "labels"
@@ -44,9 +45,9 @@ PARQUET = {"compression": "zstd", "compression_level": 9}
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, temporary, **PARQUET)
-    os.replace(temporary, path)
+    fs, inner = storage.filesystem(str(path))
+    with storage.atomic_output(fs, inner) as temporary:
+        pq.write_table(table, temporary, **PARQUET)
 
 
 def read_documents(labels_dir: str | Path) -> pa.Table:

@@ -22,7 +22,7 @@ stage can run in the same recipe as the other dedup stages.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Literal
 
 import pyarrow as pa
 from pydantic import Field, field_validator
@@ -184,8 +184,3 @@ def _indexes_digest(directory: str, writers: list[str]) -> str:
         with fs.open(inner, "rb") as handle:
             digest.update(handle.read())
     return digest.hexdigest()
-
-
-def read_summary(work_dir: str) -> dict[str, Any]:
-    """The summary JSON of a finished run's semantic_dedup segment (for the run report)."""
-    return kmeans.read_json(f"{work_dir.rstrip('/')}/{SUMMARY_FILE}")

@@ -14,7 +14,6 @@ Token counts come in two passes, both through the shards writer's own code so no
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 
 from refinery.mixes import buckets as writer_buckets
 from refinery.mixes.token_count import N_TOKENS, cached_tokenizer, count_tokens
+from refinery.pipelines.manifest import load_manifest
 
 from .config import BucketSettings
 
@@ -194,7 +194,7 @@ def seed_index(pool_dir: Path, mix_dir: Path) -> int:
 
 def bucket_table(settings: BucketSettings, scan: dict[str, dict[str, int]], pool_manifest: Path) -> BucketTable:
     """The table of the selected buckets, with held-out and available tokens as the pool's writer planned them."""
-    manifest = json.loads(Path(pool_manifest).read_text())
+    manifest = load_manifest(pool_manifest)
     names = selected_buckets(settings, scan)
     entries = [manifest["buckets"][n] for n in names]
     return BucketTable(
@@ -210,6 +210,6 @@ def bucket_table(settings: BucketSettings, scan: dict[str, dict[str, int]], pool
 
 def heldout_table(pool_manifest: Path) -> pa.Table:
     """Every held-out document of the pool (all buckets), in manifest order."""
-    manifest = json.loads(Path(pool_manifest).read_text())
+    manifest = load_manifest(pool_manifest)
     parts = [pq.read_table(Path(pool_manifest).parent / e["path"]) for _, e in sorted(manifest["heldout"].items())]
     return pa.concat_tables(parts) if parts else pa.table({})

@@ -32,6 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from refinery.pipelines import storage
+from refinery.pipelines.manifest import load_manifest
+
 from .buckets import BucketTable, bucket_table, scan_buckets, write_pool
 from .candidates import Mix, candidate_mixes, validation_mixes
 from .config import MixConfig, load_config
@@ -46,37 +49,27 @@ REPORT = "mix_report.json"
 
 
 def _json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".tmp-{path.name}")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    temporary.replace(path)
+    storage.write_json_file(path, data)
 
 
 def ensure_vocabulary(pool_manifest: Path, config: MixConfig, path: Path) -> Path:
     """The compact vocabulary of the pool (the proxy preset's size), built once and reused while the pool is."""
-    from safetensors.numpy import save_file
-
     from refinery.pipelines.models import load_tokenizer
     from refinery.training.model import VOCAB_SIZE
     from refinery.training.trainer import preset
-    from refinery.training.vocab import build_vocabulary
+    from refinery.training.vocab import Vocabulary, build_vocabulary, save_vocabulary
 
-    pool = json.loads(pool_manifest.read_text())
+    pool = load_manifest(pool_manifest)
     max_size = preset(config.proxy.config, **config.proxy.overrides).vocab_max
     key = {"pool": pool["plan_fingerprint"], "run": pool["run"]["fingerprint"], "max_size": max_size}
     stamp = path.with_suffix(".json")
     if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == key:
         return path
     if max_size is None:
-        ids, rare, fraction = np.arange(VOCAB_SIZE, dtype=np.int64), False, 0.0
+        vocabulary = Vocabulary(ids=np.arange(VOCAB_SIZE, dtype=np.int64))
     else:
         vocabulary = build_vocabulary(pool_manifest, load_tokenizer(pool["tokenizer"]["reference"]), max_size)
-        ids, rare, fraction = vocabulary.ids, vocabulary.rare, vocabulary.rare_fraction
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {"ids": np.asarray(ids, dtype=np.int64), "rare": np.array([int(rare)]), "rare_fraction": np.array([fraction])},
-        str(path),
-    )
+    save_vocabulary(vocabulary, path)
     _json(stamp, key)
     return path
 

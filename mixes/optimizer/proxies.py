@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from refinery.pipelines import storage
+from refinery.pipelines.executor import map_tasks
+from refinery.pipelines.manifest import load_manifest
 
 from .buckets import BucketTable
 from .config import BucketSettings, ProxySettings
@@ -63,12 +66,12 @@ class ProxyContext:
 
 
 def _sha(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return storage.fingerprint(data)
 
 
 def base_fingerprint(pool_manifest: Path, vocabulary_path: Path, proxy: ProxySettings, targets: dict[str, Path]) -> str:
     """What all proxies depend on besides their weights and seed."""
-    pool = json.loads(Path(pool_manifest).read_text())
+    pool = load_manifest(pool_manifest)
     return _sha(
         {
             "run": pool["run"]["fingerprint"],
@@ -114,27 +117,15 @@ def load_result(path: Path, fingerprint: str) -> dict[str, Any] | None:
     return result
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    temporary.replace(path)
-
-
 def train_proxy(job: dict[str, Any]) -> dict[str, Any]:
     """Train one proxy and write its ``result.json`` (runs inside a Ray task; one torch thread there)."""
-    import numpy as np
-    from safetensors.numpy import load_file
-
-    from refinery.training.api import train_on_manifest
-    from refinery.training.vocab import Vocabulary
+    from refinery.training.api import read_log, train_on_manifest
+    from refinery.training.vocab import load_vocabulary
 
     train_dir = Path(job["train_dir"])
     if train_dir.exists():  # a killed attempt's folder: the trainer refuses a folder holding a run
         shutil.rmtree(train_dir)
-    saved = load_file(job["vocabulary_path"])
-    vocabulary = Vocabulary(
-        ids=saved["ids"].astype(np.int64), rare=bool(saved["rare"][0]), rare_fraction=float(saved["rare_fraction"][0])
-    )
+    vocabulary = load_vocabulary(job["vocabulary_path"])
     started = time.perf_counter()
     summary = train_on_manifest(
         job["manifest"],
@@ -148,11 +139,7 @@ def train_proxy(job: dict[str, Any]) -> dict[str, Any]:
     )
     seconds = time.perf_counter() - started
     shutil.rmtree(train_dir / "checkpoints", ignore_errors=True)  # ~40 MB per proxy, never resumed from
-    step_rates = [
-        json.loads(line)["tokens_per_s"]
-        for line in (train_dir / "log.jsonl").read_text().splitlines()
-        if '"event": "step"' in line
-    ]
+    step_rates = [record["tokens_per_s"] for record in read_log(train_dir, event="step")]
     result = {
         "name": job["name"],
         "role": job["role"],
@@ -169,7 +156,7 @@ def train_proxy(job: dict[str, Any]) -> dict[str, Any]:
         "train_tokens_per_s": round(step_rates[-1], 1) if step_rates else None,
         "complete": True,
     }
-    _write_json_atomic(Path(job["result_path"]), result)
+    storage.write_json_file(job["result_path"], result)
     return result
 
 
@@ -197,7 +184,6 @@ def run_proxies(
     context: ProxyContext, specs: list[ProxySpec], workers: int, progress: bool = True
 ) -> dict[str, dict[str, Any]]:
     """Results of every spec: finished ones read back, the others written and trained (``workers`` at once)."""
-    import ray
 
     results: dict[str, dict[str, Any]] = {}
     pending: list[tuple[ProxySpec, str]] = []
@@ -236,21 +222,13 @@ def run_proxies(
                 "write_seconds": round(write_seconds, 3),
             }
         )
-    task = ray.remote(num_cpus=1, max_retries=1)(train_proxy)
-    in_flight: dict[Any, str] = {}
-    position = 0
-    while position < len(jobs) or in_flight:
-        while position < len(jobs) and len(in_flight) < workers:
-            in_flight[task.remote(jobs[position])] = jobs[position]["name"]
-            position += 1
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        for ref in ready:
-            name = in_flight.pop(ref)
-            results[name] = ray.get(ref)
-            if progress:
-                print(
-                    f"proxy {name}: {results[name]['train_seconds']:.1f} s, losses "
-                    + ", ".join(f"{k}={v:.3f}" for k, v in sorted(results[name]["losses"].items())),
-                    file=sys.stderr,
-                )
+    trained = map_tasks(train_proxy, jobs, in_flight=workers, description="proxies" if progress else None)
+    for job, result in zip(jobs, trained, strict=True):
+        results[job["name"]] = result
+        if progress:
+            print(
+                f"proxy {job['name']}: {result['train_seconds']:.1f} s, losses "
+                + ", ".join(f"{k}={v:.3f}" for k, v in sorted(result["losses"].items())),
+                file=sys.stderr,
+            )
     return {spec.name: results[spec.name] for spec in specs}

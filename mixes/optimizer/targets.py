@@ -13,7 +13,6 @@ scale of a loss (nats per token), so objectives of configs with different weight
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -23,7 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.mixes.buckets import seeded_keys
-from refinery.mixes.manifest import file_digest
+from refinery.pipelines.manifest import load_manifest, write_manifest
+from refinery.pipelines.storage import file_digest
 
 from .buckets import heldout_table
 from .config import QualityTarget, TargetSettings
@@ -72,7 +72,7 @@ def proxy_manifest(manifest_path: Path, extra_targets: dict[str, Path]) -> Path:
     manifest_path = Path(manifest_path)
     if not extra_targets:
         return manifest_path
-    manifest = json.loads(manifest_path.read_text())
+    manifest = load_manifest(manifest_path)
     heldout = dict(manifest.get("heldout", {}))
     for index, (name, source) in enumerate(sorted(extra_targets.items())):
         relative = f"targets/target-{index:02d}.parquet"
@@ -84,9 +84,7 @@ def proxy_manifest(manifest_path: Path, extra_targets: dict[str, Path]) -> Path:
         tokens = int(pc.sum(pq.read_table(destination, columns=["n_tokens"]).column(0)).as_py() or 0)
         heldout[name] = {"path": relative, "rows": rows, "tokens": tokens, "bytes": size, "sha256": sha}
     manifest["heldout"] = heldout
-    out = manifest_path.parent / "proxy_manifest.json"
-    out.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return out
+    return write_manifest(manifest_path.parent, manifest, "proxy_manifest.json")
 
 
 def target_weights(
