@@ -7,7 +7,7 @@ Two corpora (neither is committed; both are deterministic from ``--seed`` and th
                   ``manpages-de``, ``manpages-fr``, ... packages), each kept only when no paragraph of it is
                   English (fastText lid.176, the pipeline's own language ID), so a shard of one language
                   holds no English at all. One source per language; formats rotate by language: WARC
-                  (pages rendered to HTML by groff), JSONL (zstd) and Parquet (pages rendered to UTF-8
+                  (the rendered text as HTML, a <p> per paragraph), JSONL (zstd) and Parquet (pages as UTF-8
                   text). A few English man pages form one more source, as a crawl would have some.
 
 ``distinct``      ``--documents N`` (any N; the 64x benchmark uses 1,048,576) documents of distinct real text
@@ -81,17 +81,16 @@ def man_source(path: Path) -> bytes:
     return gzip.decompress(data) if path.suffix == ".gz" else data
 
 
-def render(path: Path, device: str) -> str:
-    """The man page rendered by groff (``utf8``: plain text without overstrikes; ``html``: an HTML page).
+def render(path: Path, device: str = "utf8") -> str:
+    """The man page rendered by groff as plain UTF-8 text without overstrikes.
 
     ``-k`` runs preconv, which reads the page's own encoding declaration; the output depends on the file only.
+    (groff-base has no HTML device: WARC pages wrap this text as HTML, one ``<p>`` per paragraph.)
     """
-    command = ["groff", "-k", "-mandoc", f"-T{device}"] + (["-P", "-cbou"] if device == "utf8" else [])
+    command = ["groff", "-k", "-mandoc", f"-T{device}", "-P", "-cbou"]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "SOURCE_DATE_EPOCH": "0"}
     done = subprocess.run(command, input=man_source(path), capture_output=True, env=env, timeout=60, check=False)
     text = done.stdout.decode("utf-8", errors="replace")
-    if device == "html":  # groff stamps the time of the run into a comment: drop it, output must be stable
-        text = re.sub(r"<!-- CreationDate: .*? -->\n?", "", text)
     return text
 
 
@@ -245,7 +244,7 @@ def page_documents(page: ManPage, unit: str, max_sections: int) -> list[dict[str
     text = render(page.path, "utf8")
     if unit == "file":
         return [{"id": page.url, "url": page.url, "date": file_date(page.path), "text": text,
-                 "html": render(page.path, "html")}]  # fmt: skip
+                 "html": html_page(page.path.name, paragraphs(text))}]  # fmt: skip
     sections = [cap(s.strip()) for s in re.split(r"\n(?=\S)", text) if len(s.strip()) >= 200][:max_sections]
     return [
         {
