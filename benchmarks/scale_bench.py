@@ -226,7 +226,10 @@ def worker_step(name: str, work: Path, *args: str) -> dict[str, Any]:
 def pool_worker(run_dir: str, output: str, num_cpus: str) -> dict[str, Any]:
     import ray
 
-    from refinery.mixes.optimizer.buckets import scan_buckets, write_pool
+    try:  # the module's name on the mixes branch
+        from refinery.mixes.optimizer.bucket_table import scan_buckets, write_pool
+    except ImportError:
+        from refinery.mixes.optimizer.buckets import scan_buckets, write_pool
     from refinery.mixes.optimizer.config import BucketSettings
 
     ray.init(num_cpus=int(num_cpus), include_dashboard=False, logging_level="WARNING")
@@ -313,6 +316,11 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     theirs are per MB of kept text and per byte of the kept Parquet files.
     """
     recipe = result["steps"].get("recipe", {})
+    if recipe and "kept_bytes" not in recipe and (Path(recipe["log"]).with_suffix("") / "run.json").exists():
+        run_dir = Path(recipe["log"]).with_suffix("")  # results of an older version of this script: fill in
+        run = json.loads((run_dir / "run.json").read_text())
+        recipe["kept_chars"] = run["segments"][-1]["stages"][-1]["chars_kept"]
+        recipe["kept_bytes"] = sum((run_dir / k).stat().st_size for k in run["outputs"]["kept"])
     out = []
     for step_name, step in result["steps"].items():
         verb = step_name not in ("recipe", "semantic")
