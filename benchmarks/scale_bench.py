@@ -272,6 +272,8 @@ def bench_scale(scale: float, args: argparse.Namespace, steps: list[str]) -> dic
         "input_bytes": input_bytes(folder), "steps": {},
     }  # fmt: skip
     out_file = args.results / f"x{scale:g}{args.tag}.json"
+    if out_file.exists():  # a later call with other steps adds to the same scale's results
+        result["steps"] = json.loads(out_file.read_text())["steps"]
 
     def save() -> None:
         args.results.mkdir(parents=True, exist_ok=True)
