@@ -413,6 +413,28 @@ def draw(by_scale: dict, scales: list[float], names: list[str], plot: Path) -> N
     figure.savefig(plot, dpi=110)
 
 
+def partial(run_dir: Path) -> str:
+    """What an unfinished run has done so far: per segment, finished shards and per stage s/MB (task seconds
+    from the completion markers over the characters the finished shards' stats record)."""
+    lines = []
+    for segment in sorted((run_dir / "segments").glob("[0-9][0-9]")):
+        markers = [json.loads(p.read_text()) for p in sorted((segment / "done").glob("*.json"))]
+        stats = {p.stem: json.loads(p.read_text()) for p in (segment / "stats").glob("*.json")}
+        seconds: dict[str, float] = {}
+        chars: dict[str, int] = {}
+        for marker in markers:
+            for entry in marker["seconds"]:
+                seconds[entry["stage"]] = seconds.get(entry["stage"], 0.0) + entry["seconds"]
+            for stage in stats.get(marker["shard"], {}).get("stages", []):
+                chars[stage["stage"]] = chars.get(stage["stage"], 0) + stage["chars_in"]
+        phases = sorted(p.stem for p in (segment / "work" / "_phases").glob("*.json"))
+        rates = ", ".join(
+            f"{name} {seconds[name] / (chars[name] / MB):.3f} s/MB" for name in seconds if chars.get(name)
+        )
+        lines.append(f"segment {segment.name}: {len(markers)} shards done; phases done: {phases or '-'}; {rates}")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------------- main
 
 
@@ -428,11 +450,15 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--report", action="store_true", help="print the table (and plot) from the results")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "scale_cost_per_mb.png")
+    parser.add_argument("--partial", type=Path, help="summarise an unfinished run directory so far")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         name, *rest = args.worker
         print(json.dumps({"pool": pool_worker, "loader": loader_worker}[name](*rest)))
+        return
+    if args.partial:
+        print(partial(args.partial))
         return
     if args.report:
         print(report(args.results, args.tag, args.plot))
