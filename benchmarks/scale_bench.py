@@ -399,6 +399,8 @@ def draw(by_scale: dict, scales: list[float], names: list[str], plot: Path) -> N
 
     figure, axis = plt.subplots(figsize=(11, 7))
     for name in names:
+        if "ray::" in name or name.count(":") > 1:  # stages and verbs only: phases are in the table
+            continue
         points = [(s, by_scale[s][name]["s_per_mb"]) for s in scales if by_scale[s].get(name, {}).get("s_per_mb")]
         if len(points) > 1 and max(v for _, v in points) > 0.01:
             axis.plot(*zip(*points, strict=True), marker="o", label=name)
@@ -406,7 +408,7 @@ def draw(by_scale: dict, scales: list[float], names: list[str], plot: Path) -> N
     axis.set_yscale("log")
     axis.set_xlabel("scale (1x = 16,384 documents, ~17 MB of text)")
     axis.set_ylabel("seconds per MB of text")
-    axis.set_title("Refinery cost per MB against scale (2 shared cores)")
+    axis.set_title("Refinery cost per MB against scale (2 shared cores; stages: task s, verbs: wall s)")
     axis.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     plot.parent.mkdir(parents=True, exist_ok=True)
