@@ -62,17 +62,31 @@ def shards(args: argparse.Namespace) -> int:
 
 def _configure_project(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a finished run directory")
-    parser.add_argument("--tokens", type=float, required=True, help="output tokens to plan for, e.g. 15e12")
+    parser.add_argument("--tokens", type=float, help="output tokens to plan for, e.g. 15e12")
+    parser.add_argument("--cores", type=int, default=1, help="CPUs the run had (global phases' wall x cores)")
+    parser.add_argument("--compare", metavar="LARGER_RUN", help="report how well this run predicts a larger run")
     parser.add_argument("--sample-documents", type=int, default=2000, help="kept documents tokenised (default 2000)")
     parser.add_argument("--tokenizer", help="tokenizer (default: the recipe's token_count one, else Llama 3)")
 
 
 @register_command("project", "project core-hours and input size for a target output token count", _configure_project)
 def project(args: argparse.Namespace) -> int:
-    from .projection import project_run, projection_table, write_projection
+    from .projection import compare_runs, comparison_table, project_run, projection_table, write_projection
 
+    if args.compare:
+        try:
+            comparison = compare_runs(args.run_dir, args.compare)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"refinery project: {error}", file=sys.stderr)
+            return 2
+        print(comparison_table(comparison))
+        if args.tokens is None:
+            return 0
+    if args.tokens is None:
+        print("refinery project: give --tokens, --compare LARGER_RUN or both", file=sys.stderr)
+        return 2
     try:
-        projection = project_run(args.run_dir, args.tokens, args.sample_documents, args.tokenizer)
+        projection = project_run(args.run_dir, args.tokens, args.sample_documents, args.tokenizer, args.cores)
     except (FileNotFoundError, ValueError) as error:
         print(f"refinery project: {error}", file=sys.stderr)
         return 2

@@ -11,9 +11,12 @@ a deterministic sample of the run's kept documents with the run's tokenizer, and
   GPUs per task) or that record ``gpu_seconds``;
 * input needed = the run's input documents, extracted characters and raw input bytes x scale.
 
-What does not scale linearly (documented in docs/shards.md): global stages' corpus-wide phases (dedup
-shuffles, reference distributions; their time is not in the per-stage seconds), the driver and Ray start-up,
-and mixing up-sampled buckets. The result is written to ``RUN_DIR/projection.json``;
+Global stages' corpus-wide phases (dedup shuffles, reference distributions) are added from ``run.json``'s
+``segments[].phase_seconds``: each phase's wall seconds x ``cores`` (the CPUs the run had, which the phase's
+tasks shared) x scale. What is still left out: the driver and Ray start-up, and mixing up-sampled buckets.
+:func:`compare_runs` checks the method itself: it predicts a larger run's seconds per stage and phase from a
+smaller run (scaled by input characters) and reports the error against what the larger run measured
+(``refinery project SMALL_RUN --compare LARGE_RUN``). The result is written to ``RUN_DIR/projection.json``;
 :func:`projection_html` renders it as an HTML fragment for the report.
 """
 
@@ -37,8 +40,8 @@ ASSUMPTIONS = [
     "Per-stage cost scales linearly with the characters a stage sees (shard tasks are independent).",
     "The target corpus has the sample's keep rate per stage and the sample's tokens per character.",
     "Stage seconds are single-core task seconds (core-hours); Ray start-up and driver time are excluded.",
-    "Global stages: only the per-shard decision pass is measured; corpus-wide phases (dedup shuffles, "
-    "reference distributions) grow faster than linearly with corpus size and are not in these figures.",
+    "Global stages' corpus-wide phases are projected linearly from their wall seconds x the run's cores; MinHash "
+    "and semantic dedup may grow faster than linearly (compare a smaller run against a larger one: --compare).",
     "Mixing (refinery shards) and up-sampling are not included.",
 ]
 
@@ -143,8 +146,27 @@ def _task_wall_seconds(run_dir: str) -> float:
     return total
 
 
+def phase_entries(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per corpus-wide phase of each global segment: ``STAGE:PHASE`` and its wall seconds."""
+    entries = []
+    for segment in run["segments"]:
+        stage = segment["stages"][0] if segment["stages"] else {"stage": "?", "chars_in": 0, "in": 0}
+        for phase, seconds in sorted(segment.get("phase_seconds", {}).items()):
+            entries.append(
+                {
+                    "segment": segment["index"],
+                    "kind": "phase",
+                    "stage": f"{stage['stage']}:{phase}",
+                    "seconds": float(seconds),
+                    "chars_in": stage["chars_in"],
+                    "documents_in": stage["in"],
+                }
+            )
+    return entries
+
+
 def project_run(
-    run_dir: str, target_tokens: float, sample_documents: int = 2000, tokenizer: str | None = None
+    run_dir: str, target_tokens: float, sample_documents: int = 2000, tokenizer: str | None = None, cores: int = 1
 ) -> dict[str, Any]:
     """The projection dict (what ``projection.json`` holds) for ``target_tokens`` output tokens."""
     run_dir = str(run_dir).rstrip("/")
@@ -185,6 +207,18 @@ def project_run(
             )
     stage_seconds = sum(s["seconds"] for s in stages)
     overhead = max(0.0, _task_wall_seconds(run_dir) - stage_seconds)
+    phases = []
+    for phase in phase_entries(run):
+        core_seconds = phase["seconds"] * cores
+        phase.update(
+            seconds_per_mchar=core_seconds / phase["chars_in"] * 1e6 if phase["chars_in"] else None,
+            keep_rate_documents=None,
+            projected_chars_in=phase["chars_in"] * scale,
+            core_hours=core_seconds * scale / 3600,
+            gpu_hours=None,
+        )
+        phases.append(phase)
+    phase_core_seconds = sum(p["seconds"] for p in phases) * cores
     gpu = [s["gpu_hours"] for s in stages if s["gpu_hours"] is not None]
     return {
         "run_dir": run_dir,
@@ -205,6 +239,8 @@ def project_run(
             "keep_rate_documents_95": list(interval) if interval else None,
             "stage_seconds": stage_seconds,
             "task_overhead_seconds": overhead,
+            "phase_wall_seconds": sum(p["seconds"] for p in phases),
+            "cores": cores,
         },
         "scale": scale,
         "needed": {
@@ -219,9 +255,10 @@ def project_run(
             "output_documents": last["kept"] * scale,
             "output_chars": needed_chars,
         },
-        "stages": stages,
-        "total_core_hours": (stage_seconds + overhead) * scale / 3600,
+        "stages": stages + phases,
+        "total_core_hours": (stage_seconds + overhead + phase_core_seconds) * scale / 3600,
         "stage_core_hours": stage_seconds * scale / 3600,
+        "phase_core_hours": phase_core_seconds * scale / 3600,
         "io_overhead_core_hours": overhead * scale / 3600,
         "total_gpu_hours": sum(gpu) if gpu else None,
         "assumptions": ASSUMPTIONS,
@@ -277,7 +314,8 @@ def projection_table(projection: dict[str, Any]) -> str:
     m, n, sample = projection["measured"], projection["needed"], projection["sample"]
     lines += [
         f"stages {projection['stage_core_hours']:,.0f} core-hours + task I/O and overhead "
-        f"{projection['io_overhead_core_hours']:,.0f} = {projection['total_core_hours']:,.0f} core-hours "
+        f"{projection['io_overhead_core_hours']:,.0f} + global phases {projection.get('phase_core_hours', 0):,.0f}"
+        f" = {projection['total_core_hours']:,.0f} core-hours "
         f"for {_human(projection['target_tokens'], 'tokens')} out",
         f"tokens per character {sample['tokens_per_char']:.4f} ({sample['documents']} kept documents); "
         f"keep rate {m['keep_rate_documents']:.2%} of documents, {m['keep_rate_chars']:.2%} of characters",
@@ -340,3 +378,70 @@ def projection_html(projection: dict[str, Any]) -> str:
         '<section class="projection" id="projection"><h2>Cost projection</h2>'
         f"{warnings}{summary}{basis}{stages}<ul>{assumptions}</ul></section>"
     )
+
+
+def compare_runs(small_dir: str, large_dir: str) -> dict[str, Any]:
+    """How well ``small_dir`` predicts ``large_dir``: each stage's and phase's seconds scaled by input characters.
+
+    The prediction is what ``project_run`` does (linear in characters); the error is (predicted - measured) /
+    measured per stage, per phase and in total, so a user can see which parts do not scale linearly.
+    """
+    small, _, _ = read_run(str(small_dir).rstrip("/"))
+    large, _, _ = read_run(str(large_dir).rstrip("/"))
+    small_chars = small["segments"][0]["stages"][0]["chars_in"]
+    large_chars = large["segments"][0]["stages"][0]["chars_in"]
+    if small_chars <= 0:
+        raise ValueError(f"{small_dir}: the run read no characters")
+    scale = large_chars / small_chars
+
+    def seconds_by_name(run: dict[str, Any]) -> dict[str, float]:
+        found = {
+            f"{seg['index']}·{st['stage']}": float(st["seconds"]) for seg in run["segments"] for st in seg["stages"]
+        }
+        found.update({f"{p['segment']}·{p['stage']}": p["seconds"] for p in phase_entries(run)})
+        return found
+
+    predicted_by, measured_by = seconds_by_name(small), seconds_by_name(large)
+    rows = []
+    for name in [n for n in measured_by if n in predicted_by]:
+        predicted, measured = predicted_by[name] * scale, measured_by[name]
+        error = (predicted - measured) / measured if measured > 0 else None
+        rows.append({"name": name, "predicted_seconds": predicted, "measured_seconds": measured, "error": error})
+    total_predicted = sum(r["predicted_seconds"] for r in rows)
+    total_measured = sum(r["measured_seconds"] for r in rows)
+    wall_predicted = small["wall_seconds"] * scale
+    return {
+        "small_run": str(small_dir),
+        "large_run": str(large_dir),
+        "scale": scale,
+        "rows": rows,
+        "total": {
+            "predicted_seconds": total_predicted,
+            "measured_seconds": total_measured,
+            "error": (total_predicted - total_measured) / total_measured if total_measured else None,
+        },
+        "wall": {
+            "predicted_seconds": wall_predicted,
+            "measured_seconds": large["wall_seconds"],
+            "error": (wall_predicted - large["wall_seconds"]) / large["wall_seconds"]
+            if large["wall_seconds"]
+            else None,
+        },
+    }
+
+
+def comparison_table(comparison: dict[str, Any]) -> str:
+    """The comparison as a terminal table, worst errors visible at a glance."""
+    lines = [f"{'stage / phase':<40}{'predicted s':>13}{'measured s':>12}{'error':>9}"]
+    for row in comparison["rows"]:
+        error = "-" if row["error"] is None else f"{row['error']:+.0%}"
+        lines.append(f"{row['name']:<40}{row['predicted_seconds']:>13.1f}{row['measured_seconds']:>12.1f}{error:>9}")
+    for label in ("total", "wall"):
+        part = comparison[label]
+        error = "-" if part["error"] is None else f"{part['error']:+.0%}"
+        lines.append(f"{label:<40}{part['predicted_seconds']:>13.1f}{part['measured_seconds']:>12.1f}{error:>9}")
+    lines.append(
+        f"(scale x{comparison['scale']:.2f} by input characters: {comparison['small_run']} -> "
+        f"{comparison['large_run']})"
+    )
+    return "\n".join(lines)

@@ -174,3 +174,41 @@ def phase_of(work_dir: str, path: str) -> str | None:
         if not path.startswith(work):
             return None
     return posixpath.normpath(path[len(work) :]).split("/")[0]
+
+
+#: Default target of a shuffle's input bytes per partition (the previous segment's kept Parquet, compressed).
+#: A reduce task then holds the rows derived from about this much input, whatever the corpus's size.
+PARTITION_BYTES = 64 * 2**20
+#: Partition folders are named part-NNNNN; more partitions than this would also mean tiny reduce tasks.
+MAX_PARTITIONS = 65_536
+
+
+def partitions_for_bytes(input_bytes: int, partition_bytes: int = PARTITION_BYTES) -> int:
+    """``ceil(input_bytes / partition_bytes)`` clamped to ``1..MAX_PARTITIONS``."""
+    if partition_bytes <= 0:
+        raise ValueError(f"partition_bytes must be positive, got {partition_bytes}")
+    return max(1, min(MAX_PARTITIONS, -(-input_bytes // partition_bytes)))
+
+
+def input_bytes(context: Any) -> int:
+    """Bytes of a global segment's input shard files, from one listing per folder (no file is opened)."""
+    fs, _ = storage.filesystem(context.work_dir)
+    paths = [storage.filesystem(context.input_path(name))[1] for name in context.shard_names]
+    sizes: dict[str, int] = {}
+    for folder in sorted({posixpath.dirname(p) for p in paths}):
+        for info in fs.ls(folder, detail=True) if fs.exists(folder) else []:
+            sizes[posixpath.normpath(info["name"])] = int(info["size"])
+    return sum(sizes.get(posixpath.normpath(p), 0) for p in paths)
+
+
+def partition_count(context: Any, fixed: int | None, partition_bytes: int = PARTITION_BYTES) -> int:
+    """A shuffle's partition count: ``fixed`` when the recipe sets one, else derived from the input's size.
+
+    Why: a fixed count (16, 32) makes each reduce task's memory grow with the corpus (at 1B documents one
+    MinHash partition held ~14 GB of band rows); a target of input bytes per partition keeps it flat. The
+    count depends only on the input files' sizes, which are deterministic, so a rerun partitions identically;
+    decisions of the dedup stages do not depend on the count (tests/test_dedup_stages.py compares 4 and 16).
+    """
+    if fixed is not None:
+        return fixed
+    return partitions_for_bytes(input_bytes(context), partition_bytes)

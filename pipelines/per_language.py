@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from refinery.pipelines.documents import REASON
 from refinery.pipelines.languages import check_languages
 from refinery.pipelines.stages import MapStage, StageResult
 
@@ -85,15 +86,21 @@ class LanguageAwareMapStage(MapStage):
             if mask.any():
                 parts.append((variant, indexed.filter(pa.array(mask))))
         results = [stage.process_batch(part) for stage, part in parts]
+        # A batch with no document in ``only_languages`` has no part to run: nothing is rejected, but the result
+        # must still hold an (empty) rejected table, or the shard task fails on ``None.num_rows``.
+        rejected = _restore_order([r.rejected for r in results])
+        if rejected is None:
+            rejected = indexed.slice(0, 0).drop_columns([_ORDER]).append_column(REASON, pa.array([], pa.string()))
         return StageResult(
             kept=_restore_order([passed, *(r.kept for r in results)]),
-            rejected=_restore_order([r.rejected for r in results]),
+            rejected=rejected,
             errored=_restore_order([r.errored for r in results if r.errored is not None]),
             counters=_sum_counters([r.counters for r in results]),
         )
 
 
 def _restore_order(tables: list[pa.Table]) -> pa.Table | None:
+    """The tables merged back into input order, or None when there are none (errored may be absent)."""
     tables = [t for t in tables if t is not None]
     if not tables:
         return None

@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from refinery.dedup.decisions import check_decision_list, shard_jobs, write_shard_list
 from refinery.dedup.minhash.apply import CLUSTER, DUPLICATE, MinhashDecision, drop_partition
@@ -36,6 +36,7 @@ from refinery.dedup.minhash.signatures import signature_shard
 from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
 from refinery.dedup.report import cluster_summary, dedup_report_html
 from refinery.pipelines import storage
+from refinery.pipelines.partitions import PARTITION_BYTES, partition_count
 from refinery.pipelines.stages import GlobalContext, GlobalStage, register_stage
 
 MAX_ROUNDS = 200
@@ -56,12 +57,15 @@ class MinhashDedup(GlobalStage):
     )
     max_bucket_pairs: int = Field(default=16, ge=1, description="pairs per document inside one large LSH bucket")
     keep: Literal["auto", "recent", "smallest_id"] = "auto"
-    num_partitions: int = Field(default=16, ge=1, le=65_536)
+    num_partitions: int | None = Field(default=None, ge=1, le=65_536, description="null: from partition_bytes")
+    partition_bytes: int = Field(default=PARTITION_BYTES, ge=1, description="input bytes per partition")
+    _partitions: int = PrivateAttr(default=1)  # the count prepare() derived for this run
 
     def added_columns(self) -> list[pa.Field]:
         return [pa.field(DUPLICATE, pa.string()), pa.field(CLUSTER, pa.string())]
 
     def _reduce_jobs(self, source: str, writer_count: int, out: str, **extra: Any) -> list[dict[str, Any]]:
+        partitions = self._partitions
         return [
             {
                 "partition": k,
@@ -69,15 +73,16 @@ class MinhashDedup(GlobalStage):
                 "writers": writers(writer_count),
                 "out": out,
                 "writer": writer_name(k),
-                "partitions": self.num_partitions,
+                "partitions": partitions,
                 **extra,
             }
-            for k in range(self.num_partitions)
+            for k in range(partitions)
         ]
 
     def prepare(self, context: GlobalContext) -> MinhashDecision:
         shards_file, shards_sha = write_shard_list(context)
-        shards, parts = len(context.shard_names), self.num_partitions
+        parts = self._partitions = partition_count(context, self.num_partitions, self.partition_bytes)
+        shards = len(context.shard_names)
         signatures = {name: phase_dir(context, "signatures", name) for name in ("bands", "sketches", "meta")}
         jobs = shard_jobs(
             context,

@@ -62,6 +62,8 @@ class SemanticDedupDecision(MapStage):
         self._shard = shard
 
     def process(self, batch: pa.Table) -> StageResult:
+        if batch.num_rows == 0:  # no id to find the shard by, and nothing to decide
+            return split_by_mask(batch, np.ones(0, dtype=bool), [])
         first = batch.column(ID)[0].as_py()
         if first in self.first_ids and self.first_ids[first] != self._shard:
             self._load(self.first_ids[first])

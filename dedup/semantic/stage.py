@@ -32,7 +32,7 @@ from refinery.dedup.semantic import assign, kmeans, report, sample, similarity
 from refinery.dedup.semantic.decision import SemanticDedupDecision, semantic_columns
 from refinery.pipelines import storage
 from refinery.pipelines.documents import ID
-from refinery.pipelines.partitions import index_path
+from refinery.pipelines.partitions import PARTITION_BYTES, index_path, partition_count
 from refinery.pipelines.stages import GlobalContext, GlobalStage, MapStage, register_stage
 
 SUMMARY_FILE = "report/semantic_summary.json"
@@ -48,7 +48,8 @@ class SemanticDedup(GlobalStage):
     epsilon: float = Field(default=0.05, gt=0.0, lt=1.0, description="remove above similarity 1 - epsilon")
     report_epsilons: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1])
     keep: Literal["farthest_from_centroid", "quality_score"] = "farthest_from_centroid"
-    partitions: int = Field(default=32, ge=1, le=1_000_000, description="cluster partitions (reduce tasks)")
+    partitions: int | None = Field(default=None, ge=1, le=65_536, description="cluster partitions; null: by size")
+    partition_bytes: int = Field(default=PARTITION_BYTES, ge=1, description="input bytes per cluster partition")
     chunk_size: int = Field(default=2048, ge=16, le=65_536, description="rows per similarity block")
     examples: int = Field(default=8, ge=0, le=200, description="borderline pairs shown in the report")
 
@@ -69,6 +70,7 @@ class SemanticDedup(GlobalStage):
         work = context.work_dir.rstrip("/")
         names = list(context.shard_names)
         paths = [context.input_path(name) for name in names]
+        parts = partition_count(context, self.partitions, self.partition_bytes)
         shard_index_file = f"{work}/sample/index.json"
         if not context.phase_done("sample"):
             self._sample(context, names, paths, shard_index_file)
@@ -102,7 +104,7 @@ class SemanticDedup(GlobalStage):
                     "centroids": f"{work}/kmeans/centroids.parquet",
                     "centroids_record": fit["record"],
                     "shard_index": position,
-                    "partitions": self.partitions,
+                    "partitions": parts,
                     "out": f"{work}/assign",
                     "writer": name,
                 }
@@ -110,7 +112,7 @@ class SemanticDedup(GlobalStage):
             ]
             context.map(assign.assign_shard, jobs)
             context.mark_phase_done("assign", outputs=["assign/_index"])
-        writers = [f"part-{p:05d}" for p in range(self.partitions)]
+        writers = [f"part-{p:05d}" for p in range(parts)]
         stats_file = f"{work}/similarity/stats.json"
         if not context.phase_done("similarity"):
             jobs = [
@@ -127,7 +129,7 @@ class SemanticDedup(GlobalStage):
                     "writer": writers[p],
                     "shards": len(names),
                 }
-                for p in range(self.partitions)
+                for p in range(parts)
             ]
             merged = report.merge_stats(context.map(similarity.dedup_partition, jobs), self.epsilons(), self.examples)
             kmeans.write_json(stats_file, merged)

@@ -1,0 +1,58 @@
+"""MinHash and semantic dedup derive their partition counts from the input's size (``partition_bytes``).
+
+A fixed count made each reduce task's memory grow with the corpus; the derived count keeps the input per
+partition near ``partition_bytes``. Decisions must not depend on the count.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from test_stage_properties import InProcessContext, batches, merge  # noqa: F401  (batches is a fixture)
+
+from refinery.pipelines.partitions import MAX_PARTITIONS, input_bytes, partition_count, partitions_for_bytes
+from refinery.pipelines.stages import ShardInfo, stage_registry
+
+
+def test_partitions_follow_input_bytes():
+    assert partitions_for_bytes(0, 100) == 1
+    assert partitions_for_bytes(100, 100) == 1
+    assert partitions_for_bytes(101, 100) == 2
+    assert partitions_for_bytes(10**15, 100) == MAX_PARTITIONS
+    with pytest.raises(ValueError):
+        partitions_for_bytes(10, 0)
+
+
+def test_input_bytes_sums_the_segment_input_files(batches, tmp_path):  # noqa: F811
+    context = InProcessContext(tmp_path, batches["english"])
+    sizes = sum((tmp_path / "segments/00/kept" / f"{name}.parquet").stat().st_size for name in context.shard_names)
+    assert input_bytes(context) == sizes > 0
+    assert partition_count(context, None, sizes // 3) == 4  # ceil(3 + remainder)
+    assert partition_count(context, 7, 1) == 7, "a count the recipe sets wins"
+
+
+@pytest.mark.parametrize("name", ["minhash_dedup", "semantic_dedup"])
+def test_decisions_do_not_depend_on_the_derived_count(name, batches, tmp_path):  # noqa: F811
+    batch = pa.concat_tables([batches["english"], batches["copies"], batches["doubled"]], promote_options="permissive")
+    batch = batch.set_column(0, "id", pa.array([f"doc{i}" for i in range(batch.num_rows)]))
+    batch = batch.set_column(batch.schema.get_field_index("source"), "source", pa.array(["web"] * batch.num_rows))
+    if name == "semantic_dedup":
+        embed = stage_registry()["embed"]()
+        embed.setup()
+        batch = embed.process(batch).kept
+    outcomes = []
+    for label, parameters in (("one", {}), ("many", {"partition_bytes": 2_000})):
+        stage = stage_registry()[name](**parameters, **({"n_clusters": 2} if name == "semantic_dedup" else {}))
+        context = InProcessContext(tmp_path / label, batch)
+        parts = partition_count(context, None, stage.partition_bytes)
+        decision = stage.prepare(context)
+        decision.setup()
+        results = []
+        for position, (shard_name, part) in enumerate(context.parts.items()):
+            decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
+            results.append(decision.process(part))
+        result = merge(results)
+        outcomes.append((parts, sorted(result.rejected["id"].to_pylist())))
+    (one, rejected_one), (many, rejected_many) = outcomes
+    assert one == 1 and many > 8, (one, many)
+    assert rejected_one == rejected_many and len(rejected_one) >= 9
