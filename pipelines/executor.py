@@ -165,7 +165,13 @@ def map_tasks(
         in_flight = in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         task = ray.remote(max_retries=retries, retry_exceptions=False, **resources.ray_options())(_run_item)
         function_ref = ray.put(function)
-        progress = Progress(description or "", len(items) + already_done, bool(description) and show_progress)
+        progress = Progress(
+            description or "",
+            len(items) + already_done,
+            bool(description) and show_progress,
+            unit="shards" if documents else "tasks",
+            counts=documents is not None,
+        )
         progress.skip(already_done)
         values: dict[int, Any] = {}
         errors: dict[int, BaseException] = {}

@@ -10,8 +10,12 @@ import time
 
 
 class Progress:
-    def __init__(self, label: str, total: int, enabled: bool = True) -> None:
+    def __init__(self, label: str, total: int, enabled: bool = True, unit: str = "shards", counts: bool = True) -> None:
+        """``unit`` names what ``total`` counts (shards, tasks); ``counts`` False: no documents figure (the items
+        of a map that processes no documents, such as proxies)."""
         self.label = label
+        self.unit = unit
+        self.counts = counts
         self.total = total
         self.done = 0
         self.skipped = 0
@@ -33,10 +37,8 @@ class Progress:
     def _line(self) -> str:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         resumed = f", {self.skipped} already done" if self.skipped else ""
-        return (
-            f"{self.label}: shards {self.done}/{self.total}{resumed} | {self.documents:,} docs | "
-            f"{self.documents / elapsed:,.0f} docs/s | {elapsed:,.1f}s"
-        )
+        rate = f"{self.documents:,} docs | {self.documents / elapsed:,.0f} docs/s | " if self.counts else ""
+        return f"{self.label}: {self.unit} {self.done}/{self.total}{resumed} | {rate}{elapsed:,.1f}s"
 
     def _show(self, final: bool = False) -> None:
         if not self.enabled:
