@@ -92,13 +92,10 @@ def index_shard(job: dict[str, Any]) -> dict[str, Any]:
         size, sha = file_sha256(job["path"])
     fingerprint = hashlib.sha256(f"{job['fingerprint']}:{sha}".encode()).hexdigest()[:16]
     fs, marker = storage.filesystem(job["marker_path"])
-    if fs.exists(marker):
-        try:
-            done = storage.read_json(fs, marker)
-        except ValueError:
-            done = {}
-        if done.get("fingerprint") == fingerprint and fs.exists(storage.filesystem(job["index_path"])[1]):
-            return done["summary"]
+    done = storage.read_marker(job["marker_path"], fingerprint)
+    index_fs, index = storage.filesystem(job["index_path"])
+    if done is not None and index_fs.exists(index):
+        return done["summary"]
     in_fs, inner = storage.filesystem(job["path"])
     with in_fs.open(inner, "rb") as handle:
         parquet = pq.ParquetFile(handle)

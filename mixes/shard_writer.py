@@ -175,13 +175,9 @@ def scatter_shard(job: dict[str, Any]) -> dict[str, Any]:
     schema). Returns ``{"rows", "files": {partition: record}, "input_bytes_read"}``; the marker holds the same.
     """
     fs, marker = storage.filesystem(job["marker_path"])
-    if fs.exists(marker):
-        try:
-            done = storage.read_json(fs, marker)
-        except ValueError:
-            done = {}
-        if done.get("fingerprint") == job["fingerprint"]:
-            return done["summary"] | {"input_bytes_read": 0}
+    done = storage.read_marker(job["marker_path"], job["fingerprint"])
+    if done is not None:
+        return done["summary"] | {"input_bytes_read": 0}
     routing = routing_table(job)
     schema = pa.ipc.read_schema(pa.py_buffer(job["schema"]))
     unique_rows, inverse = np.unique(routing["row"], return_inverse=True)
@@ -215,15 +211,9 @@ def unit_is_done(marker_path: str, output_path: str, fingerprint: str) -> dict[s
     The sha256 is the one computed while the file was written, trusted through the marker (no re-hash on every
     rerun); a truncated or overwritten file fails the size or footer check, and ``refinery verify`` hashes all.
     """
-    fs, marker = storage.filesystem(marker_path)
-    if not fs.exists(marker):
-        return None
-    try:
-        done = storage.read_json(fs, marker)
-    except ValueError:
-        return None
-    _, output = storage.filesystem(output_path)
-    if done.get("fingerprint") != fingerprint or not fs.exists(output) or fs.size(output) != done.get("bytes"):
+    done = storage.read_marker(marker_path, fingerprint)
+    fs, output = storage.filesystem(output_path)
+    if done is None or not fs.exists(output) or fs.size(output) != done.get("bytes"):
         return None
     try:
         with fs.open(output, "rb") as handle:

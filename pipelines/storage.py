@@ -102,6 +102,18 @@ def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:
         return json.loads(handle.read())
 
 
+def read_marker(path: str, fingerprint: str) -> dict[str, Any] | None:
+    """A completion marker's contents if it exists, parses and carries ``fingerprint``; else None (redo the work)."""
+    fs, inner = filesystem(path)
+    if not fs.exists(inner):
+        return None
+    try:
+        done = read_json(fs, inner)
+    except ValueError:
+        return None
+    return done if isinstance(done, dict) and done.get("fingerprint") == fingerprint else None
+
+
 class _HashingHandle:
     """A write-only file wrapper that hashes what passes through, so a writer knows its file's sha256 for free."""
 
