@@ -16,6 +16,9 @@ proxies, embedding on a cluster) calls :func:`map_tasks`, so they share one set 
   ``keep_going=True`` every item runs and a :class:`TaskOutcome` per item says what happened (the runner
   reports a shard that failed after its retries and finishes the others).
 - **Ctrl-C** cancels every pending task before the ``KeyboardInterrupt`` propagates.
+- **Accounting**: each task is named after its function (``ray::process_shard`` in ``ps`` and the dashboard,
+  so memory can be attributed per task kind), and the CPU seconds every task spent in its worker (Arrow's
+  threads included) add up in :func:`task_cpu_seconds`: a phase's CPU cost that machine load does not inflate.
 - **Native crashes**: each worker enables :mod:`faulthandler` before running a task, writing to
   ``fault_dir/worker-PID.log`` when a ``fault_dir`` is given, so an abort in native code (Arrow, torch) leaves a
   full Python traceback behind.
@@ -27,7 +30,10 @@ families test without it.
 from __future__ import annotations
 
 import faulthandler
+import functools
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -120,9 +126,38 @@ def _enable_faulthandler(fault_dir: str | None) -> None:
     _enable_faulthandler.target = fault_dir  # type: ignore[attr-defined]
 
 
-def _run_item(function: Callable[[Any], Any], fault_dir: str | None, item: Any) -> Any:
+_CPU_LOCK = threading.Lock()
+_CPU_SECONDS = [0.0]
+
+
+def task_cpu_seconds() -> float:
+    """CPU seconds spent by every task :func:`map_tasks` has run from this process so far (monotonic).
+
+    Why: wall seconds of a phase stretch with whatever else the machine runs; the difference of this counter
+    around a phase is its CPU cost, comparable between runs on a shared machine.
+    """
+    with _CPU_LOCK:
+        return _CPU_SECONDS[0]
+
+
+def _add_cpu_seconds(seconds: float) -> None:
+    with _CPU_LOCK:
+        _CPU_SECONDS[0] += seconds
+
+
+def task_name(function: Callable[..., Any]) -> str:
+    """The name a task runs under (Ray makes it the worker's process title ``ray::NAME``)."""
+    while isinstance(function, functools.partial):
+        function = function.func
+    return getattr(function, "__name__", type(function).__name__)
+
+
+def _run_item(function: Callable[[Any], Any], fault_dir: str | None, item: Any) -> tuple[float, Any]:
+    """Run one item; return (CPU seconds this worker spent on it, the function's value)."""
     _enable_faulthandler(fault_dir)
-    return function(item)
+    cpu_started = time.process_time()
+    value = function(item)
+    return time.process_time() - cpu_started, value
 
 
 def _raise_as_itself(error: BaseException) -> None:
@@ -164,6 +199,7 @@ def map_tasks(
     with session:
         in_flight = in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         task = ray.remote(max_retries=retries, retry_exceptions=False, **resources.ray_options())(_run_item)
+        task = task.options(name=task_name(function))
         function_ref = ray.put(function)
         progress = Progress(
             description or "",
@@ -186,7 +222,8 @@ def map_tasks(
                 for ref in ready:
                     index = pending.pop(ref)
                     try:
-                        values[index] = ray.get(ref)
+                        cpu_seconds, values[index] = ray.get(ref)
+                        _add_cpu_seconds(cpu_seconds)
                     except Exception as error:  # the task failed after its retries
                         if not keep_going:
                             _raise_as_itself(error)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from refinery.pipelines import storage
-from refinery.pipelines.executor import map_tasks
+from refinery.pipelines.executor import map_tasks, task_cpu_seconds
 from refinery.pipelines.partitions import IntermediateError, phase_of
 from refinery.pipelines.plan import Segment
 from refinery.pipelines.stages import GlobalStage, MapStage
@@ -59,6 +59,12 @@ class RayGlobalContext:
         self._retries = retries
         self._fs, self._root = storage.filesystem(self.run_dir)
         self._clock = time.perf_counter()
+        self._cpu_clock = self._cpu_now()
+
+    @staticmethod
+    def _cpu_now() -> float:
+        """CPU seconds so far of this driver process plus every task it ran: a phase's cost is the difference."""
+        return time.process_time() + task_cpu_seconds()
 
     def input_path(self, shard_name: str) -> str:
         return f"{self.run_dir}/segments/{self.segment_index - 1:02d}/kept/{shard_name}.parquet"
@@ -120,13 +126,16 @@ class RayGlobalContext:
                 return False
         return True
 
-    def phase_seconds(self) -> dict[str, float]:
-        """Wall seconds each phase took when it was computed (from the markers; reused phases keep theirs)."""
+    def phase_seconds(self, field: str = "seconds") -> dict[str, float]:
+        """Wall seconds (or, with ``field="cpu_seconds"``, CPU seconds) each phase took when it was computed (from
+        the markers; reused phases keep theirs; markers written before CPU was recorded are left out)."""
         folder = storage.join(self._root, self.segment.directory, "work", "_phases")
         seconds: dict[str, float] = {}
         for path in sorted(self._fs.glob(storage.join(folder, "*.json"))):
             if not storage.is_temporary(path):
-                seconds[path.rsplit("/", 1)[-1][:-5]] = storage.read_json(self._fs, path).get("seconds", 0.0)
+                recorded = storage.read_json(self._fs, path)
+                if field in recorded or field == "seconds":
+                    seconds[path.rsplit("/", 1)[-1][:-5]] = recorded.get(field, 0.0)
         return seconds
 
     def mark_phase_done(self, phase: str, outputs: list[str] | None = None) -> None:
@@ -141,9 +150,12 @@ class RayGlobalContext:
                 "outputs": self._output_records(outputs or []),
                 # the wall time since the previous phase finished (or the stage started): the phase's cost
                 "seconds": round(time.perf_counter() - self._clock, 3),
+                # CPU seconds of the driver and the phase's tasks over the same span (load does not stretch it)
+                "cpu_seconds": round(self._cpu_now() - self._cpu_clock, 3),
             },
         )
         self._clock = time.perf_counter()
+        self._cpu_clock = self._cpu_now()
 
     def invalidate(self, path: str) -> str | None:
         """Remove the marker of the phase whose folder holds ``path``; returns that phase's name."""

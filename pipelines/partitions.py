@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import io
 import posixpath
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -139,15 +141,46 @@ def write_partitioned(
     return index
 
 
+#: Parsed writer indexes kept per worker process, up to this many bytes of index JSON (least recently used out).
+INDEX_CACHE_BYTES = 64 * 2**20
+_INDEX_CACHE: OrderedDict[tuple[str, tuple[Any, ...]], tuple[int, dict[str, Any]]] = OrderedDict()
+_INDEX_CACHE_LOCK = threading.Lock()
+
+
+def _file_version(info: dict[str, Any]) -> tuple[Any, ...]:
+    """What changes when a file is rewritten (an atomic rename gives a new mtime locally, a new ETag on S3)."""
+    return tuple(info.get(key) for key in ("size", "mtime", "ETag", "LastModified", "created"))
+
+
 def read_index(directory: str, writer: str) -> dict[str, Any]:
+    """A writer's index, parsed once per worker process while the file is unchanged.
+
+    Why: a decision stage reads one partition (its shard) from every writer, and each writer's index lists
+    every shard; parsing all of them again for every shard made the per-shard cost grow with the number of
+    shards (exact and MinHash dedup decisions: +67% and +130% seconds per MB from 8x to 64x).
+    """
     path = index_path(directory, writer)
     fs, inner = storage.filesystem(path)
     try:
-        return storage.read_json(fs, inner)
+        info = fs.info(inner)
+        key = (path, _file_version(info))
+        with _INDEX_CACHE_LOCK:
+            hit = _INDEX_CACHE.get(key)
+            if hit is not None:
+                _INDEX_CACHE.move_to_end(key)
+                return hit[1]
+        index = storage.read_json(fs, inner)
     except FileNotFoundError:
         raise IntermediateError(path, "missing (its writer never finished)") from None
     except ValueError as error:
         raise IntermediateError(path, f"unreadable index: {error}") from None
+    size = int(info.get("size") or 0)
+    with _INDEX_CACHE_LOCK:
+        _INDEX_CACHE[key] = (size, index)
+        total = sum(entry[0] for entry in _INDEX_CACHE.values())
+        while total > INDEX_CACHE_BYTES and len(_INDEX_CACHE) > 1:
+            total -= _INDEX_CACHE.popitem(last=False)[1][0]
+    return index
 
 
 def read_partition(

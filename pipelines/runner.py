@@ -127,6 +127,7 @@ def run_recipe(
     planned = list(segments)
     blocked: dict[str, Any] | None = None
     phase_seconds: dict[int, dict[str, float]] = {}
+    phase_cpu_seconds: dict[int, dict[str, float]] = {}
     with ray_session(address, num_cpus) as resources:
         cpus = int(resources.get("CPU", 1))
         in_flight = max_in_flight or recipe.ray.max_in_flight or 2 * cpus
@@ -155,6 +156,7 @@ def run_recipe(
                 )
                 segment = decision_segment(segment, context)
                 phase_seconds[segment.index] = context.phase_seconds()
+                phase_cpu_seconds[segment.index] = context.phase_seconds("cpu_seconds")
             previous_kept = {
                 s.name: markers[f"{segment.index - 1}/{s.name}"].get("kept_sha256")
                 for s, _ in live
@@ -178,6 +180,7 @@ def run_recipe(
     for segment_summary in summary["segments"]:
         if segment_summary["index"] in phase_seconds:
             segment_summary["phase_seconds"] = phase_seconds[segment_summary["index"]]
+            segment_summary["phase_cpu_seconds"] = phase_cpu_seconds[segment_summary["index"]]
     storage.write_json_atomic(fs, storage.join(root, "run.json"), summary)
     write_report(recipe.output_dir)
     result = RunResult(run_dir=recipe.output_dir, summary=summary, failures=failures, blocked=blocked)

@@ -163,18 +163,20 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
     info = job.info or ShardInfo(job.shard.name, job.shard.source, 0)
     tallies = [StageTally(name) for name in segment.stage_names]
     seconds = [0.0] * len(tallies)
+    cpu = [0.0] * len(tallies)  # CPU seconds per stage: comparable between runs whatever the machine's load
     started, started_at, cpu_started = time.perf_counter(), time.time(), time.process_time()
     for offset, stage in enumerate(stages):  # a decision list loaded here counts as its stage's time
-        clock = time.perf_counter()
+        clock, cpu_clock = time.perf_counter(), time.process_time()
         stage.begin_shard(info)
         seconds[len(tallies) - len(stages) + offset] += time.perf_counter() - clock
+        cpu[len(tallies) - len(stages) + offset] += time.process_time() - cpu_clock
     outputs = _Outputs(job, fs, root)
     file_errors: list[str] = []
     try:
         batches = _input_batches(job, fs, root)
         batch_count = 0
         while True:
-            clock = time.perf_counter()
+            clock, cpu_clock = time.perf_counter(), time.process_time()
             try:
                 item = next(batches)
             except StopIteration:
@@ -185,6 +187,7 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
                 break
             if isinstance(item, IngestBatch):
                 seconds[0] += time.perf_counter() - clock
+                cpu[0] += time.process_time() - cpu_clock
                 chars_in = text_chars(item.kept) + text_chars(item.rejected)
                 tallies[0].add(item.kept, item.rejected, item.errored, chars_in, item.counters)
                 outputs.reject(item.rejected)
@@ -193,7 +196,7 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
             else:
                 table = item
             first = len(tallies) - len(stages)
-            _run_chain(stages, table, tallies[first:], seconds, first, outputs)
+            _run_chain(stages, table, tallies[first:], (seconds, cpu), first, outputs)
             batch_count += 1
             if batch_count == 1:
                 _maybe_crash(job)
@@ -217,7 +220,10 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
     marker = {
         "shard": job.shard.name,
         "fingerprint": segment.fingerprint,
-        "seconds": [{"stage": t.stage, "seconds": round(s, 6)} for t, s in zip(tallies, seconds, strict=True)],
+        "seconds": [
+            {"stage": t.stage, "seconds": round(s, 6), "cpu_seconds": round(c, 6)}
+            for t, s, c in zip(tallies, seconds, cpu, strict=True)
+        ],
         "wall_seconds": round(time.perf_counter() - started, 6),
         # when and how much CPU (this worker process, Arrow's threads included): the report's CPU-per-node plot
         "started_at": round(started_at, 3),
@@ -234,15 +240,17 @@ def _run_chain(
     stages: tuple[MapStage, ...],
     table: pa.Table,
     tallies: list[StageTally],
-    seconds: list[float],
+    clocks: tuple[list[float], list[float]],
     first: int,
     outputs: _Outputs,
 ) -> None:
+    seconds, cpu = clocks
     for offset, (stage, tally) in enumerate(zip(stages, tallies, strict=True)):
-        clock = time.perf_counter()
+        clock, cpu_clock = time.perf_counter(), time.process_time()
         chars_in = text_chars(table)
         result = run_stage_isolated(stage, table) if table.num_rows else StageResult(table, _no_rows_with_reason(table))
         seconds[first + offset] += time.perf_counter() - clock
+        cpu[first + offset] += time.process_time() - cpu_clock
         tally.add(result.kept, result.rejected, result.errored, chars_in, result.counters)
         outputs.reject(result.rejected)
         outputs.error(result.errored, stage.stage_name)

@@ -49,14 +49,17 @@ def summarise(
         stats_list = [shard_stats[name] for name in sorted(shard_stats)]
         stages = [_stage_totals(stats_list, i) for i in range(len(segment.stage_names))] if stats_list else []
         seconds = [0.0] * len(segment.stage_names)
+        cpu_seconds = [0.0] * len(segment.stage_names)
         nodes: Counter = Counter()
         for name in shard_stats:
             marker = markers.get(f"{segment.index}/{name}", {})
             for i, entry in enumerate(marker.get("seconds", [])):
                 seconds[i] += entry["seconds"]
+                cpu_seconds[i] += entry.get("cpu_seconds", 0.0)
             nodes[marker.get("worker", {}).get("node_id", "unknown")] += 1
-        for stage, spent in zip(stages, seconds, strict=False):
+        for stage, spent, cpu in zip(stages, seconds, cpu_seconds, strict=False):
             stage["seconds"] = round(spent, 3)
+            stage["cpu_seconds"] = round(cpu, 3)
         for stats in stats_list:
             file_errors.extend(
                 {"shard": stats["shard"], "file": stats["file"], "error": e} for e in stats["file_errors"]

@@ -117,3 +117,25 @@ def test_ctrl_c_cancels_pending_tasks(ray_local, tmp_path: Path) -> None:
         map_tasks(mark_then_sleep, markers, in_flight=2)
     time.sleep(4)  # anything still queued would have started by now
     assert len(list(tmp_path.glob("m*"))) <= 2, "only the tasks in flight ever started"
+
+
+def busy_title(seconds: float) -> str:
+    """Spin for ``seconds`` of CPU, then report this worker's process title."""
+    import time
+
+    import psutil
+
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        pass
+    return " ".join(psutil.Process().cmdline())
+
+
+def test_tasks_are_named_and_their_cpu_is_counted(ray_local) -> None:
+    from refinery.pipelines.executor import task_cpu_seconds
+
+    before = task_cpu_seconds()
+    titles = map_tasks(busy_title, [0.2, 0.2])
+    spent = task_cpu_seconds() - before
+    assert all("busy_title" in title for title in titles), titles  # ps shows which kind of task holds the memory
+    assert spent >= 0.35, spent  # both tasks' CPU, counted by the driver
