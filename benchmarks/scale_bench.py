@@ -62,6 +62,7 @@ class Monitor:
         self.driver_peak = 0
         self.task_peak: dict[str, int] = {}
         self.task_read: dict[str, int] = {}
+        self.cpu_by_pid: dict[int, float] = {}  # the latest CPU seconds seen of every process of the tree
         self._last_read: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -83,6 +84,8 @@ class Monitor:
         psutil = self._psutil
         try:
             self.driver_peak = max(self.driver_peak, self.root.memory_info().rss)
+            times = self.root.cpu_times()
+            self.cpu_by_pid[self.root.pid] = times.user + times.system
             children = self.root.children(recursive=True)
         except psutil.Error:
             return
@@ -91,6 +94,8 @@ class Monitor:
                 title = " ".join(process.cmdline())[:80]
                 rss = process.memory_info().rss
                 read = process.io_counters().read_chars
+                times = process.cpu_times()
+                self.cpu_by_pid[process.pid] = times.user + times.system
             except (psutil.Error, OSError):
                 continue
             previous = self._last_read.get(process.pid)
@@ -114,6 +119,8 @@ def measured(command: list[str], log: Path, env: dict[str, str] | None = None) -
         "command": [Path(command[0]).name, *command[1:]],
         "exit": code,
         "seconds": time.perf_counter() - started,
+        # CPU seconds of the whole process tree (driver, Ray's processes, workers; up to each one's last sample)
+        "cpu_seconds": sum(monitor.cpu_by_pid.values()),
         "driver_peak_rss": monitor.driver_peak,
         "task_peak_rss": dict(sorted(monitor.task_peak.items())),
         "task_bytes_read": dict(sorted(monitor.task_read.items())),
@@ -177,12 +184,19 @@ def run_recipe_step(template: Path, folder: Path, work: Path, num_cpus: int) -> 
                 "kept": st["kept"],
                 "chars_in": st["chars_in"],
                 "seconds": st["seconds"],
+                "cpu_seconds": st.get("cpu_seconds"),
             }
             for seg in run["segments"]
             for st in seg["stages"]
         ]
         result["phases"] = [
-            {"segment": seg["index"], "stage": seg["stages"][0]["stage"], "phase": phase, "seconds": seconds}
+            {
+                "segment": seg["index"],
+                "stage": seg["stages"][0]["stage"],
+                "phase": phase,
+                "seconds": seconds,
+                "cpu_seconds": seg.get("phase_cpu_seconds", {}).get(phase),
+            }
             for seg in run["segments"]
             for phase, seconds in seg.get("phase_seconds", {}).items()
         ]
@@ -338,11 +352,15 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         if step_name in ("recipe", "semantic"):
             for stage in step.get("stages", []):
                 mb = stage["chars_in"] / MB
+                cpu = stage.get("cpu_seconds")
                 out.append({"name": f"{step_name}:{stage['segment']}·{stage['stage']}",
-                            "s_per_mb": stage["seconds"] / mb if mb else None})  # fmt: skip
+                            "s_per_mb": stage["seconds"] / mb if mb else None,
+                            "cpu_s_per_mb": cpu / mb if mb and cpu is not None else None})  # fmt: skip
             for phase in step.get("phases", []):
+                cpu = phase.get("cpu_seconds")
                 out.append({"name": f"{step_name}:{phase['segment']}·{phase['stage']}:{phase['phase']}",
-                            "s_per_mb": phase["seconds"] / text_mb})  # fmt: skip
+                            "s_per_mb": phase["seconds"] / text_mb,
+                            "cpu_s_per_mb": cpu / text_mb if cpu is not None else None})  # fmt: skip
         if step_name == "loader" and "tokens" in step:
             out.append({"name": "loader:startup", "s_per_mb": step["startup_seconds"] / text_mb})
             out.append({"name": "loader:steady", "s_per_mb": step["steady_seconds"] / (step["tokens"] * 4 / MB)})
@@ -354,7 +372,9 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 read = step.get("task_bytes_read", {}).get(task, 0)
                 out.append({"name": f"{step_name}: ray::{task}", "task_mb": peak / 2**20,
                             "read_per_input_byte": read / base_bytes if base_bytes else None})  # fmt: skip
+        cpu = step.get("cpu_seconds")
         out.append({"name": f"{step_name} (whole command)", "s_per_mb": step["seconds"] / text_mb, **base,
+                    "cpu_s_per_mb": cpu / text_mb if cpu is not None else None,
                     "exit": step.get("exit")})  # fmt: skip
     return out
 
@@ -366,11 +386,12 @@ def report(results_dir: Path, tag: str, plot: Path | None) -> str:
     scales = sorted(by_scale)
     names = list(dict.fromkeys(name for s in scales for name in by_scale[s]))
     header = "| stage / phase / verb | " + " | ".join(f"{s:g}x s/MB" for s in scales)
+    header += " | " + " | ".join(f"{s:g}x CPU s/MB" for s in scales)
     header += " | " + " | ".join(f"{s:g}x read/in B" for s in scales) + " | "
     header += (
         " | ".join(f"{s:g}x task RSS MB" for s in scales) + " | " + " | ".join(f"{s:g}x driver MB" for s in scales)
     )
-    lines = [header + " |", "|" + "---|" * (1 + 4 * len(scales))]
+    lines = [header + " |", "|" + "---|" * (1 + 5 * len(scales))]
 
     def cell(scale: float, name: str, key: str, fmt: str) -> str:
         value = by_scale[scale].get(name, {}).get(key)
@@ -378,6 +399,7 @@ def report(results_dir: Path, tag: str, plot: Path | None) -> str:
 
     for name in names:
         cells = [cell(s, name, "s_per_mb", ".3f") for s in scales]
+        cells += [cell(s, name, "cpu_s_per_mb", ".3f") for s in scales]
         cells += [cell(s, name, "read_per_input_byte", ".2f") for s in scales]
         cells += [cell(s, name, "task_mb", ".0f") for s in scales]
         cells += [cell(s, name, "driver_mb", ".0f") for s in scales]
