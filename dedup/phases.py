@@ -31,13 +31,20 @@ def phase_dir(context: GlobalContext, phase: str, *parts: str) -> str:
     return "/".join([context.work_dir.rstrip("/"), phase, *parts])
 
 
-def _task(item: tuple[str, int, Callable[[dict[str, Any]], Any], dict[str, Any]]) -> Any:
-    phase, index, function, job = item
-    folder = os.environ.get(PAUSE_DIR_ENV)
-    if folder and index > 0 and os.environ.get(PAUSE_PHASE_ENV) == phase:
-        open(os.path.join(folder, f"{phase}-{index}"), "w").close()
-        time.sleep(600)
-    return function(job)
+class _PhaseTask:
+    """One phase job as a task, named after the phase's function (its workers show as ``ray::key_shard``...)."""
+
+    def __init__(self, function: Callable[[dict[str, Any]], Any]) -> None:
+        self.function = function
+        self.__name__ = getattr(function, "__name__", "phase_task")
+
+    def __call__(self, item: tuple[str, int, dict[str, Any]]) -> Any:
+        phase, index, job = item
+        folder = os.environ.get(PAUSE_DIR_ENV)
+        if folder and index > 0 and os.environ.get(PAUSE_PHASE_ENV) == phase:
+            open(os.path.join(folder, f"{phase}-{index}"), "w").close()
+            time.sleep(600)
+        return self.function(job)
 
 
 def run_phase(
@@ -59,7 +66,7 @@ def run_phase(
     if fs.exists(root):
         fs.rm(root, recursive=True)  # files of an earlier, different computation must not mix with these
     fs.makedirs(root, exist_ok=True)
-    results = context.map(_task, [(phase, i, function, job) for i, job in enumerate(jobs)])
+    results = context.map(_PhaseTask(function), [(phase, i, job) for i, job in enumerate(jobs)])
     storage.write_json_atomic(fs, results_path, {"phase": phase, "results": results})
     outputs = [f"{phase}/{RESULTS}"] + [f"{phase}/{sub}/{INDEX_FOLDER}" for sub in partitioned if jobs]
     context.mark_phase_done(phase, outputs=[o for o in outputs if fs.exists(storage.join(context_root(context), o))])
