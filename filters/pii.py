@@ -8,7 +8,14 @@ placeholder (``<EMAIL>``, ``<PHONE>``, ``<IP>``) and the counters ``emails_maske
 
 Phone numbers are international (``+`` and a country code) or North American (3-3-4 digit groups), so version
 strings, dates and port numbers are not taken for phones; an IPv4 address needs four dot-separated octets of at
-most 255.
+most 255. A dotted quad that numbers a section is not an address: one that opens a line and is followed by a
+dot (a heading or a table of contents entry, ``11.5.1.1. Regras``), follows a section/chapter word
+(``Section 11.5.1.1``, ``§ 4.2.1.3``) or is the start of a longer dotted number (``1.2.3.4.5``) is neither
+counted nor masked. (Before this rule the Debian handbook lost 18 pages to ``pii:too_many_ips`` for their
+section numbers.)
+
+Rejected documents keep their original text (what a reviewer or an ablation that puts them back needs); only
+kept documents are masked.
 """
 
 from __future__ import annotations
@@ -32,6 +39,32 @@ PHONE = (
 
 KINDS = (("emails", EMAIL, "<EMAIL>"), ("ips", IPV4, "<IP>"), ("phones", PHONE, "<PHONE>"))
 
+#: Words after which a dotted number is a section number (English, French, Spanish, Portuguese, German, Italian).
+SECTION_WORDS = r"section|sections|chapter|chapitre|sección|secciones|capítulo|seção|secção|abschnitt|kapitel|sezione"
+_QUAD = rf"({OCTET})\.({OCTET})\.({OCTET})\.({OCTET})"
+#: A numbered heading or table-of-contents entry: a line that opens with the number and a dot (``11.5.1.1. Rules``;
+#: an address opening a log or hosts line, ``203.0.113.5 - -``, has no dot after it and is still counted).
+SECTION_HEADING = rf"(?m)(^[ \t]*){_QUAD}(\.(?:[ \t]|$))"
+#: A cross-reference: the number after a section word or the section sign.
+SECTION_REFERENCE = rf"(?i)((?:\b(?:{SECTION_WORDS})|§)[ \t]*){_QUAD}\b"
+#: The first five parts of a longer dotted number (an address has exactly four).
+LONG_DOTTED = r"\b([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)"
+#: Stands for a dot of a protected number while the PII patterns run (a private-use character and a Unicode
+#: noncharacter: text never legitimately holds the pair, and the dots are restored after).
+PROTECTED_DOT = "\ue000\ufdd0"
+
+
+def protect_section_numbers(text: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``text`` with the dots of section numbers and longer dotted numbers replaced by :data:`PROTECTED_DOT`."""
+    dot = PROTECTED_DOT
+    text = pc.replace_substring_regex(text, SECTION_HEADING, rf"\1\2{dot}\3{dot}\4{dot}\5\6")
+    text = pc.replace_substring_regex(text, SECTION_REFERENCE, rf"\1\2{dot}\3{dot}\4{dot}\5")
+    return pc.replace_substring_regex(text, LONG_DOTTED, rf"\1{dot}\2{dot}\3{dot}\4{dot}\5")
+
+
+def restore_section_numbers(text: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.replace_substring(text, PROTECTED_DOT, ".")
+
 
 @register_stage("pii")
 class PiiFilter(LanguageAwareMapStage):
@@ -43,7 +76,8 @@ class PiiFilter(LanguageAwareMapStage):
     mask: bool = True
 
     def process_batch(self, batch: pa.Table) -> StageResult:
-        text = pc.fill_null(batch.column(TEXT), "")
+        original = batch.column(TEXT)
+        text = protect_section_numbers(pc.fill_null(original, ""))
         limits = {"emails": self.max_emails, "ips": self.max_ips, "phones": self.max_phones}
         counts = {
             name: pc.count_substring_regex(text, pattern).to_numpy(zero_copy_only=False) for name, pattern, _ in KINDS
@@ -58,6 +92,8 @@ class PiiFilter(LanguageAwareMapStage):
             for name, pattern, placeholder in KINDS:
                 text = pc.replace_substring_regex(text, pattern, placeholder)
                 counters[f"{name}_masked"] = int(counts[name][keep].sum())
+            masked = restore_section_numbers(text).cast(original.type)
+            text = pc.if_else(pa.array(keep), masked, original)  # rejected documents keep their own text
             batch = batch.set_column(batch.schema.get_field_index(TEXT), TEXT, text.cast(pa.large_string()))
         result = split_by_mask(batch, keep, pa.array(reasons.tolist(), pa.string()))
         result.counters = counters

@@ -147,3 +147,19 @@ def test_token_kl_is_a_resumable_global_stage(ray_local, tmp_path, real_document
     again = run_recipe(recipe, show_progress=False)
     assert again.summary["shards"]["processed"] == 0
     assert output_digests(tmp_path / "out") == before
+
+
+def test_pii_leaves_section_numbers_alone_and_rejected_text_unmasked():
+    """Section numbers (headings, cross-references, longer dotted numbers) are not IP addresses; real ones are."""
+    headings = "\n\n".join(f"11.5.{i}.1. Regras\n\nTexto da seção {i}." for i in range(1, 14))
+    references = " ".join(f"See Section 4.2.{i}.3 and § 7.1.{i}.2 for details." for i in range(1, 14))
+    dotted = " ".join(f"Release 1.2.3.{i}.5 is out." for i in range(1, 14))
+    log = "\n".join(f"203.0.113.{i} - - [07/Dec/2026] GET /" for i in range(1, 14))
+    one_address = headings + "\nThe server listens on 192.168.1.20."
+    result = PiiFilter().process(table([headings, references, dotted, log, one_address]))
+    assert result.rejected["reason"].to_pylist() == ["pii:too_many_ips"]
+    assert result.rejected["text"][0].as_py() == log  # a rejected page keeps its own text
+    kept = result.kept["text"].to_pylist()
+    assert kept[:3] == [headings, references, dotted]  # nothing masked, dots restored
+    assert kept[3] == headings + "\nThe server listens on <IP>."
+    assert result.counters["ips_masked"] == 1
