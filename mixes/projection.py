@@ -151,6 +151,7 @@ def phase_entries(run: dict[str, Any]) -> list[dict[str, Any]]:
     entries = []
     for segment in run["segments"]:
         stage = segment["stages"][0] if segment["stages"] else {"stage": "?", "chars_in": 0, "in": 0}
+        cpu = segment.get("phase_cpu_seconds", {})
         for phase, seconds in sorted(segment.get("phase_seconds", {}).items()):
             entries.append(
                 {
@@ -158,6 +159,7 @@ def phase_entries(run: dict[str, Any]) -> list[dict[str, Any]]:
                     "kind": "phase",
                     "stage": f"{stage['stage']}:{phase}",
                     "seconds": float(seconds),
+                    "cpu_seconds": None if phase not in cpu else float(cpu[phase]),
                     "chars_in": stage["chars_in"],
                     "documents_in": stage["in"],
                 }
@@ -394,21 +396,37 @@ def compare_runs(small_dir: str, large_dir: str) -> dict[str, Any]:
         raise ValueError(f"{small_dir}: the run read no characters")
     scale = large_chars / small_chars
 
-    def seconds_by_name(run: dict[str, Any]) -> dict[str, float]:
+    def seconds_by_name(run: dict[str, Any], field: str) -> dict[str, float]:
         found = {
-            f"{seg['index']}·{st['stage']}": float(st["seconds"]) for seg in run["segments"] for st in seg["stages"]
+            f"{seg['index']}·{st['stage']}": float(st[field])
+            for seg in run["segments"]
+            for st in seg["stages"]
+            if st.get(field) is not None
         }
-        found.update({f"{p['segment']}·{p['stage']}": p["seconds"] for p in phase_entries(run)})
+        found.update({f"{p['segment']}·{p['stage']}": p[field] for p in phase_entries(run) if p.get(field) is not None})
         return found
 
-    predicted_by, measured_by = seconds_by_name(small), seconds_by_name(large)
+    def relative(predicted: float, measured: float) -> float | None:
+        return (predicted - measured) / measured if measured > 0 else None
+
+    predicted_by, measured_by = seconds_by_name(small, "seconds"), seconds_by_name(large, "seconds")
+    # CPU seconds (recorded since the runner counts them) do not stretch with the machine's load as wall does
+    predicted_cpu, measured_cpu = seconds_by_name(small, "cpu_seconds"), seconds_by_name(large, "cpu_seconds")
     rows = []
     for name in [n for n in measured_by if n in predicted_by]:
         predicted, measured = predicted_by[name] * scale, measured_by[name]
-        error = (predicted - measured) / measured if measured > 0 else None
-        rows.append({"name": name, "predicted_seconds": predicted, "measured_seconds": measured, "error": error})
+        row = {"name": name, "predicted_seconds": predicted, "measured_seconds": measured}
+        row["error"] = relative(predicted, measured)
+        if name in predicted_cpu and name in measured_cpu:
+            row["predicted_cpu_seconds"] = predicted_cpu[name] * scale
+            row["measured_cpu_seconds"] = measured_cpu[name]
+            row["cpu_error"] = relative(row["predicted_cpu_seconds"], row["measured_cpu_seconds"])
+        rows.append(row)
     total_predicted = sum(r["predicted_seconds"] for r in rows)
     total_measured = sum(r["measured_seconds"] for r in rows)
+    cpu_rows = [r for r in rows if "cpu_error" in r]
+    cpu_predicted = sum(r["predicted_cpu_seconds"] for r in cpu_rows)
+    cpu_measured = sum(r["measured_cpu_seconds"] for r in cpu_rows)
     wall_predicted = small["wall_seconds"] * scale
     return {
         "small_run": str(small_dir),
@@ -419,6 +437,11 @@ def compare_runs(small_dir: str, large_dir: str) -> dict[str, Any]:
             "predicted_seconds": total_predicted,
             "measured_seconds": total_measured,
             "error": (total_predicted - total_measured) / total_measured if total_measured else None,
+        },
+        "cpu_total": {
+            "predicted_seconds": cpu_predicted,
+            "measured_seconds": cpu_measured,
+            "error": relative(cpu_predicted, cpu_measured),
         },
         "wall": {
             "predicted_seconds": wall_predicted,
@@ -432,14 +455,29 @@ def compare_runs(small_dir: str, large_dir: str) -> dict[str, Any]:
 
 def comparison_table(comparison: dict[str, Any]) -> str:
     """The comparison as a terminal table, worst errors visible at a glance."""
-    lines = [f"{'stage / phase':<40}{'predicted s':>13}{'measured s':>12}{'error':>9}"]
+
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{value:+.0%}"
+
+    lines = [
+        f"{'stage / phase':<40}{'predicted s':>13}{'measured s':>12}{'error':>9}"
+        f"{'pred. CPU s':>13}{'meas. CPU s':>13}{'CPU error':>11}"
+    ]
     for row in comparison["rows"]:
-        error = "-" if row["error"] is None else f"{row['error']:+.0%}"
-        lines.append(f"{row['name']:<40}{row['predicted_seconds']:>13.1f}{row['measured_seconds']:>12.1f}{error:>9}")
+        line = f"{row['name']:<40}{row['predicted_seconds']:>13.1f}{row['measured_seconds']:>12.1f}"
+        line += f"{percent(row['error']):>9}"
+        if "cpu_error" in row:
+            line += f"{row['predicted_cpu_seconds']:>13.1f}{row['measured_cpu_seconds']:>13.1f}"
+            line += f"{percent(row['cpu_error']):>11}"
+        lines.append(line)
     for label in ("total", "wall"):
         part = comparison[label]
-        error = "-" if part["error"] is None else f"{part['error']:+.0%}"
-        lines.append(f"{label:<40}{part['predicted_seconds']:>13.1f}{part['measured_seconds']:>12.1f}{error:>9}")
+        line = f"{label:<40}{part['predicted_seconds']:>13.1f}{part['measured_seconds']:>12.1f}"
+        line += f"{percent(part['error']):>9}"
+        cpu = comparison.get("cpu_total") if label == "total" else None
+        if cpu and cpu["measured_seconds"]:
+            line += f"{cpu['predicted_seconds']:>13.1f}{cpu['measured_seconds']:>13.1f}{percent(cpu['error']):>11}"
+        lines.append(line)
     lines.append(
         f"(scale x{comparison['scale']:.2f} by input characters: {comparison['small_run']} -> "
         f"{comparison['large_run']})"

@@ -84,4 +84,13 @@ def check_projection(run_dir: str, summary: dict) -> None:
     assert projection["total_core_hours"] == pytest.approx(parts) and projection["phase_core_hours"] > 0
     itself = compare_runs(run_dir, run_dir)
     assert itself["scale"] == 1 and itself["total"]["error"] == 0
+    assert itself["cpu_total"]["measured_seconds"] > 0 and itself["cpu_total"]["error"] == 0  # CPU is recorded
+    assert all(
+        summary_stage.get("cpu_seconds", 0) >= 0 for seg in summary["segments"] for summary_stage in seg["stages"]
+    )
+    assert all(
+        seg.get("phase_cpu_seconds", {}).keys() == seg["phase_seconds"].keys()
+        for seg in summary["segments"]
+        if "phase_seconds" in seg
+    )
     assert {row["name"].split("·")[1] for row in itself["rows"]} >= {"minhash_dedup:signatures", "token_kl"}
