@@ -52,7 +52,18 @@ def test_decisions_do_not_depend_on_the_derived_count(name, batches, tmp_path): 
             decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
             results.append(decision.process(part))
         result = merge(results)
-        outcomes.append((parts, sorted(result.rejected["id"].to_pylist())))
-    (one, rejected_one), (many, rejected_many) = outcomes
+        outcomes.append((parts, sorted(result.rejected["id"].to_pylist()), getattr(decision, "partitions", None)))
+    (one, rejected_one, _), (many, rejected_many, drop_writers) = outcomes
     assert one == 1 and many > 8, (one, many)
     assert rejected_one == rejected_many and len(rejected_one) >= 9
+    if name == "minhash_dedup":  # a shard's drop list comes from one writer, however many corpus partitions
+        assert drop_writers == 1, drop_writers
+
+
+def test_drop_lists_are_partitioned_by_clustered_documents():
+    from refinery.dedup.minhash.stage import DROP_ROWS_PER_PARTITION, drop_partition_count
+
+    assert drop_partition_count(0, 12) == 1
+    assert drop_partition_count(DROP_ROWS_PER_PARTITION // 2, 12) == 1
+    assert drop_partition_count(3 * DROP_ROWS_PER_PARTITION, 12) == 6
+    assert drop_partition_count(10**12, 12) == 12, "never more than the stage's own partitions"

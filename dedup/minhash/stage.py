@@ -40,6 +40,20 @@ from refinery.pipelines.partitions import PARTITION_BYTES, partition_count
 from refinery.pipelines.stages import GlobalContext, GlobalStage, register_stage
 
 MAX_ROUNDS = 200
+#: Clustered documents per partition of the ``clusters`` and ``drops`` phases (~150 bytes each in memory).
+DROP_ROWS_PER_PARTITION = 2**20
+
+
+def drop_partition_count(final_edges: int, partitions: int) -> int:
+    """How many partitions the drop lists are written by: from the clustered documents, not the corpus.
+
+    Why: every shard's decision reads its drop list from each writer of the ``drops`` phase, so with one writer
+    per corpus partition a shard's cost grew with the corpus (2 files per shard at 8x, 12 at 64x, 65,536 at the
+    cap). Only clustered documents reach these phases (at most twice the edges of the converged star forest),
+    so their count sets the partitions: one at the sizes the tests and benchmarks run, and never more than the
+    stage's own count.
+    """
+    return max(1, min(partitions, -(-2 * final_edges // DROP_ROWS_PER_PARTITION)))
 
 
 @register_stage("minhash_dedup")
@@ -64,8 +78,17 @@ class MinhashDedup(GlobalStage):
     def added_columns(self) -> list[pa.Field]:
         return [pa.field(DUPLICATE, pa.string()), pa.field(CLUSTER, pa.string())]
 
-    def _reduce_jobs(self, source: str, writer_count: int, out: str, **extra: Any) -> list[dict[str, Any]]:
-        partitions = self._partitions
+    def _reduce_jobs(
+        self,
+        source: str,
+        writer_count: int,
+        out: str,
+        tasks: int | None = None,
+        outputs: int | None = None,
+        **extra: Any,
+    ) -> list[dict[str, Any]]:
+        """One job per input partition (``tasks``, default the stage's count), each writing ``outputs`` partitions."""
+        tasks = tasks or self._partitions
         return [
             {
                 "partition": k,
@@ -73,10 +96,10 @@ class MinhashDedup(GlobalStage):
                 "writers": writers(writer_count),
                 "out": out,
                 "writer": writer_name(k),
-                "partitions": partitions,
+                "partitions": outputs or self._partitions,
                 **extra,
             }
-            for k in range(partitions)
+            for k in range(tasks)
         ]
 
     def prepare(self, context: GlobalContext) -> MinhashDecision:
@@ -137,13 +160,18 @@ class MinhashDedup(GlobalStage):
         final = phase_dir(context, f"components-r{rounds - 2:02d}", "rows") if rounds >= 2 else edges_dir
 
         members_dir, drops_dir = phase_dir(context, "clusters", "rows"), phase_dir(context, "drops", "rows")
-        label_jobs = self._reduce_jobs(final, parts, members_dir, meta=signatures["meta"], meta_writers=writers(shards))
+        drop_parts = drop_partition_count(hashes[max(rounds - 1, 0)][1] if hashes else 0, parts)
+        label_jobs = self._reduce_jobs(
+            final, parts, members_dir, outputs=drop_parts, meta=signatures["meta"], meta_writers=writers(shards)
+        )
         run_phase(context, "clusters", label_partition, label_jobs, partitioned=["rows"])
-        drop_jobs = self._reduce_jobs(members_dir, parts, drops_dir, shards=max(shards, 1), keep=self.keep)
+        drop_jobs = self._reduce_jobs(
+            members_dir, parts, drops_dir, tasks=drop_parts, shards=max(shards, 1), keep=self.keep
+        )
         stats = run_phase(context, "drops", drop_partition, drop_jobs, partitioned=["rows"])
         context.map(
             check_decision_list,
-            [{"directory": drops_dir, "shard": i, "writers": writers(parts)} for i in range(shards)],
+            [{"directory": drops_dir, "shard": i, "writers": writers(drop_parts)} for i in range(shards)],
         )
         if not context.phase_done("summary"):
             summary = cluster_summary(
@@ -163,4 +191,6 @@ class MinhashDedup(GlobalStage):
             section = storage.join(root.rsplit("/", 2)[0], "report_section.html")
             storage.write_bytes_atomic(fs, section, dedup_report_html(summary).encode())  # in the run report
             context.mark_phase_done("summary", outputs=["summary/minhash_clusters.json", "report_section.html"])
-        return MinhashDecision(shards_file=shards_file, shards_sha256=shards_sha, drops_dir=drops_dir, partitions=parts)
+        return MinhashDecision(
+            shards_file=shards_file, shards_sha256=shards_sha, drops_dir=drops_dir, partitions=drop_parts
+        )
