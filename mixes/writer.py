@@ -693,10 +693,17 @@ def _shard_entry(marker: dict[str, Any]) -> dict[str, Any]:
 
 
 def _remove_stale(output_dir: str, wanted: set[str]) -> None:
-    """Shards of an earlier plan in the same output directory (another shard count): not part of this mix."""
+    """Shards of an earlier plan in the same output directory (another shard count): not part of this mix.
+
+    One listing of names per folder (no file's details: a listing's cost, not a call per shard).
+    """
     fs, root = storage.filesystem(output_dir)
     for folder in ("shards", "heldout"):
-        for path in fs.glob(storage.join(root, folder, "*.parquet")):
+        try:
+            paths = fs.ls(storage.join(root, folder), detail=False)
+        except FileNotFoundError:
+            continue
+        for path in paths:
             relative = posixpath.join(folder, posixpath.basename(path))
-            if relative not in wanted:
+            if relative.endswith(".parquet") and not storage.is_temporary(path) and relative not in wanted:
                 fs.rm(path)
