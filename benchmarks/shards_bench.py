@@ -24,7 +24,9 @@ One command: ``.venv/bin/python benchmarks/shards_bench.py [--max-documents N]``
   sampled every 0.1 s), each per MB of the run's kept text and against the same contender's 1-shard write. The
   peer is another checkout's ``refinery`` (e.g. main's): each count's manifests must agree (same shards, same
   sha256s). ``--warm-index`` copies a finished index into each output first, so tokenising the run (a cost per
-  MB, the same at every count) is left out and the writer's own cost per output shard shows.
+  MB, the same at every count) is left out and the writer's own cost per output shard shows; ``--in-process``
+  runs ``write_mix(in_process=True)`` in the contender's Python instead of the CLI (no Ray start-up, workers or
+  scheduling: the writer's CPU alone).
 
 Each contender runs in its own subprocess (pinned to one core, except the ``--run-dir`` writes).
 """
@@ -322,8 +324,12 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
                 shutil.rmtree(output, ignore_errors=True)
                 if args.warm_index:
                     shutil.copytree(warm / "_work" / "index", output / "_work" / "index")
-                command = [refinery, "shards", str(run_dir), "--weights", str(weights[count]), "--output", str(output)]
-                command += ["--num-cpus", str(args.num_cpus)]
+                if args.in_process:  # write_mix(in_process=True) in the contender's own Python: no Ray at all
+                    python = str(Path(refinery).parent / "python")
+                    command = [python, __file__, "--write-in-process", str(run_dir), str(weights[count]), str(output)]
+                else:
+                    command = [refinery, "shards", str(run_dir), "--weights", str(weights[count])]
+                    command += ["--output", str(output), "--num-cpus", str(args.num_cpus)]
                 code, wall, cpu = tree_seconds(command, work / f"{output.name}.log")
                 if code != 0:
                     raise SystemExit(f"{name} failed at {count} shards: see {work / (output.name + '.log')}")
@@ -377,7 +383,15 @@ def main() -> None:
     parser.add_argument("--warm-index", action="store_true", help="copy a finished index into every output first")
     parser.add_argument("--num-cpus", type=int, default=2, help="the embedded Ray's CPUs (with --run-dir)")
     parser.add_argument("--work", help="folder for the --run-dir writes (default: a new one under /tmp)")
+    parser.add_argument("--in-process", action="store_true", help="write_mix(in_process=True), not the CLI on Ray")
+    parser.add_argument("--write-in-process", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_in_process:
+        from refinery.mixes.writer import write_mix
+
+        run_dir, weights_file, output = args.write_in_process
+        write_mix(run_dir, json.loads(Path(weights_file).read_text()), output, in_process=True)
+        return
     if args.output_shards and args.run_dir:
         rows = run_scaling(args)
         print(json.dumps(rows))

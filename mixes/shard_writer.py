@@ -234,16 +234,17 @@ def read_unit_records(output_dir: str, fingerprint: str) -> dict[str, dict[str, 
 
 
 def check_units(job: dict[str, Any]) -> list[bool]:
-    """For each ``[output_path, record]`` of ``job["units"]``: is the file still there with the record's size and
-    footer row count?
+    """For each record of ``job["units"]`` (its ``path`` relative to ``job["output_dir"]``): is the file still there
+    with the record's size and footer row count?
 
     A task per partition, run only for units a marker records (a rerun): the sha256 in the record was computed
     while the file was written and is trusted (``refinery verify`` hashes every file); a truncated or overwritten
     file fails the size or footer check and is rewritten.
     """
+    fs, root = storage.filesystem(job["output_dir"])
     results = []
-    for output_path, record in job["units"]:
-        fs, inner = storage.filesystem(output_path)
+    for record in job["units"]:
+        inner = storage.join(root, record["path"])
         try:
             if fs.size(inner) != record.get("bytes"):
                 results.append(False)
@@ -314,11 +315,11 @@ class PartitionMarker:
 def assemble_partition(job: dict[str, Any]) -> dict[str, Any]:
     """Phase 4 for one partition: write every unit of ``job["units"]``; return their records and the bytes read.
 
-    ``job``: ``units`` (the units to write: ``{unit, path, output_path}``), ``done`` (records of the partition's
-    units already written, by path: kept in its marker), ``marker_path``, ``partition``, ``files`` (``[path,
-    record]`` of this partition's scatter files, in writer order), ``fingerprint``, ``schema`` (serialised output
-    schema), ``row_group_rows``. Per unit: one Parquet file written under a temporary name and renamed; the
-    folders, the sort, the take and the marker are per partition.
+    ``job``: ``output_dir``, ``units`` (the units to write: ``{unit, path}``, paths relative to it), ``done``
+    (records of the partition's units already written, by path: kept in its marker), ``marker_path``,
+    ``partition``, ``files`` (``[path, record]`` of this partition's scatter files, in writer order),
+    ``fingerprint``, ``schema`` (serialised output schema), ``row_group_rows``. Per unit: one Parquet file
+    written under a temporary name and renamed; the folders, the sort, the take and the marker are per partition.
     """
     schema = pa.ipc.read_schema(pa.py_buffer(job["schema"]))
     tables = [read_checked(path, record) for path, record in job["files"]]
@@ -336,14 +337,12 @@ def assemble_partition(job: dict[str, Any]) -> dict[str, Any]:
     starts = np.searchsorted(sorted_units, wanted, side="left")
     ends = np.searchsorted(sorted_units, wanted, side="right")
     marker = PartitionMarker(job)
-    folders: set[tuple[int, str]] = set()
+    fs, root = storage.filesystem(job["output_dir"])
+    for folder in sorted({posixpath.dirname(u["path"]) for u in job["units"]}):
+        fs.makedirs(storage.join(root, folder), exist_ok=True)
     records = []
     for unit, start, end in zip(job["units"], starts.tolist(), ends.tolist(), strict=True):
-        fs, inner = storage.filesystem(unit["output_path"])
-        folder = posixpath.dirname(inner)
-        if (id(fs), folder) not in folders:
-            fs.makedirs(folder, exist_ok=True)
-            folders.add((id(fs), folder))
+        inner = storage.join(root, unit["path"])
         data = parquet_bytes(ordered.slice(start, end - start), job["row_group_rows"])
         put_file(fs, inner, data)
         record = {

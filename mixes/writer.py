@@ -380,10 +380,7 @@ def write_units(
     are removed once every unit is written (a later repair scatters again). A scatter file that fails its
     writer's record (an :class:`IntermediateError`) makes the scatter run again, once.
     """
-    unit_files = {
-        unit: {"unit": unit, "path": relative, "output_path": storage.join(mix.output_dir, relative)}
-        for unit, relative in layout.units
-    }
+    unit_files = {unit: {"unit": unit, "path": relative} for unit, relative in layout.units}
     done = units_already_written(mix, layout, unit_files)
     if len(done) == len(unit_files):
         return [done[unit] for unit, _ in layout.units]
@@ -424,6 +421,7 @@ def write_units(
     assemble_jobs = [
         {
             "partition": partition,
+            "output_dir": mix.output_dir,
             "units": [unit_files[u] for u in units if u not in done],
             "done": {unit_files[u]["path"]: done[u] for u in units if u in done},
             "marker_path": partition_marker_path(mix.output_dir, partition),
@@ -469,7 +467,7 @@ def units_already_written(
         if relative in records:
             recorded.setdefault(layout.partition_of[unit], []).append(unit)
     jobs = [
-        {"units": [[unit_files[u]["output_path"], records[unit_files[u]["path"]]] for u in units]}
+        {"output_dir": mix.output_dir, "units": [records[unit_files[u]["path"]] for u in units]}
         for _, units in sorted(recorded.items())
     ]
     checked = mix.map(check_units, jobs, "shards: check") if jobs else []
