@@ -16,17 +16,17 @@ One command: ``.venv/bin/python benchmarks/shards_bench.py [--max-documents N]``
   the bytes read per input byte, counted in a second, in-process write of the same mix (every file read through
   fsspec's local opener is counted; the run's kept files are the input).
 
-* a finished run's ``refinery shards`` (``--run-dir DIR --output-shards 1,100,1000 [--peer PATH/refinery]
-  [--repeats N] [--warm-index]``): the whole command, as ``scale_bench.py``'s ``shards`` step runs it (one epoch,
-  every bucket, ``shard_rows`` = kept documents / count, held-out fraction 0.001), into a fresh output folder per
-  count, repeat and contender, run after run (count by count, contender by contender) so machine load falls on
-  both alike. Per write: wall seconds and CPU seconds of the whole process tree (the driver, Ray, its workers;
-  sampled every 0.1 s), each per MB of the run's kept text and against the same contender's 1-shard write. The
-  peer is another checkout's ``refinery`` (e.g. main's): each count's manifests must agree (same shards, same
-  sha256s). ``--warm-index`` copies a finished index into each output first, so tokenising the run (a cost per
-  MB, the same at every count) is left out and the writer's own cost per output shard shows; ``--in-process``
-  runs ``write_mix(in_process=True)`` in the contender's Python instead of the CLI (no Ray start-up, workers or
-  scheduling: the writer's CPU alone).
+* a finished run's ``refinery shards`` (``--run-dir DIR --output-shards 1,100,1000 [--peer PATH/refinery] [--repeats
+  N] [--warm-index]``): the whole command, as ``scale_bench.py``'s ``shards`` step runs it (one epoch, every bucket,
+  ``shard_rows`` = kept documents / count, held-out fraction 0.001), into a fresh output folder per count, repeat
+  and contender, run after run (count by count, contender by contender) so machine load falls on both alike. Per
+  write: wall seconds and CPU seconds of the whole process tree (the driver, Ray, its workers; sampled every 0.1 s),
+  each per MB of the run's kept text (millions of characters, as ``scale_bench.py``) and against the same
+  contender's 1-shard write. The peer is another checkout's ``refinery`` (e.g. main's): each count's manifests must
+  agree (same shards, same sha256s). ``--warm-index`` copies a finished index into each output first, so tokenising
+  the run (a cost per MB, the same at every count) is left out and the writer's own cost per output shard shows;
+  ``--in-process`` runs ``write_mix(in_process=True)`` in the contender's Python instead of the CLI (no Ray
+  start-up, workers or scheduling: the writer's CPU alone).
 
 Each contender runs in its own subprocess (pinned to one core, except the ``--run-dir`` writes).
 """
@@ -272,17 +272,10 @@ def tree_seconds(command: list[str], log: Path) -> tuple[int, float, float]:
 
 
 def kept_text_mb(run_dir: Path) -> tuple[int, float]:
-    """(kept documents, MB of kept text) of a finished run: what ``scale_bench.py`` divides the verbs by."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    kept = json.loads((run_dir / "run.json").read_text())["outputs"]["kept"]
-    documents, text = 0, 0
-    for relative in kept:
-        column = pq.read_table(run_dir / relative, columns=["text"]).column("text")
-        documents += len(column)
-        text += pc.sum(pc.binary_length(column)).as_py() or 0
-    return documents, text / 1e6
+    """(kept documents, millions of kept characters) of a finished run, from its run.json: what
+    ``scale_bench.py`` divides the verbs' seconds by (its "MB of kept text")."""
+    last = json.loads((run_dir / "run.json").read_text())["segments"][-1]["stages"][-1]
+    return last["kept"], last["chars_kept"] / 1e6
 
 
 def run_scaling(args: argparse.Namespace) -> list[dict]:
@@ -352,7 +345,7 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
                 shutil.rmtree(output, ignore_errors=True)
     for count, by_name in shas.items():
         assert len({tuple(v) for v in by_name.values()}) == 1, f"the contenders' shards differ at {count} shards"
-    print(f"kept text {text_mb:.1f} MB, {documents:,} documents; load average at the end {os.getloadavg()}")
+    print(f"kept text {text_mb:.1f} M characters, {documents:,} documents; load average at the end {os.getloadavg()}")
     print(f"{'contender':>10}{'shards':>8}{'wall s':>8}{'CPU s':>8}{'wall s/MB':>11}{'CPU s/MB':>10}{'CPU x 1':>9}")
     for name in contenders:
         best = {}  # per count, the repeat with the least CPU (the least disturbed by other load)
