@@ -11,18 +11,23 @@ write them, split by partition, with :func:`refinery.pipelines.partitions.write_
 (``_work/partitions/part-PPPPP/NNNNN.parquet``, each file's rows, bytes and sha256 recorded by its writer).
 
 **Assemble** (a task per partition, :func:`assemble_partition`): read the partition's files (checked against
-their writers' records), sort each unit's rows by position, write each unit as zstd Parquet under a temporary
-name, rename it into place and write its completion marker (rows, tokens, bytes and the sha256 its writer
-computed while writing) last.
+their writers' records), sort the rows once by (unit, position), then per unit: serialise it as zstd Parquet
+(its sha256 taken from those bytes), write it under a temporary name and rename it into place. Nothing else is
+per unit: folders are created once per task, and one completion marker per partition
+(``_work/done/part-PPPPP.json``: every unit's rows, tokens, bytes and sha256) is rewritten after every
+``CHECKPOINT_BYTES`` of new units and at the end.
 
 So every input byte is read at most twice whatever the number of output shards (the index reads a few columns,
-the scatter reads the rows once) and every partition file once; the cost per MB does not grow with the shard
-count. The concatenated shards are one uniform shuffle of the whole mix across buckets, and since no decision
-depends on timing, placement or the partition count, the same plan always gives the same bytes.
+the scatter reads the rows once) and every partition file once, and an output shard costs one file written and
+one rename: the cost per MB does not grow with the shard count beyond one small Parquet file's set-up. The
+concatenated shards are one uniform shuffle of the whole mix across buckets, and since no decision depends on
+timing, placement or the partition count, the same plan always gives the same bytes.
 
-Resume: a unit whose marker carries the plan's fingerprint and whose file still has the marker's size and row
-count (its Parquet footer) is not written again; a partition whose units are all done is not read. Digests are
-computed once, while writing, and trusted through the markers: ``refinery verify`` is the full check.
+Resume: a unit that a partition marker of this plan records, and whose file still has the recorded size and row
+count (its Parquet footer, checked by :func:`check_units`, a task per partition), is not written again; a
+partition whose units are all done is not read; a killed assembly redoes at most the units since its last
+checkpoint. Digests are computed once, while writing, and trusted through the markers: ``refinery verify`` is the
+full check.
 """
 
 from __future__ import annotations
