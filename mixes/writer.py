@@ -691,7 +691,8 @@ def _shard_entry(marker: dict[str, Any]) -> dict[str, Any]:
 
 
 def _remove_stale(output_dir: str, wanted: set[str]) -> None:
-    """Shards of an earlier plan in the same output directory (another shard count): not part of this mix.
+    """Shards of an earlier plan in the same output directory (another shard count), and temporaries a killed
+    writer left: not part of this mix. Every task has finished when this runs.
 
     One listing of names per folder (no file's details: a listing's cost, not a call per shard).
     """
@@ -703,5 +704,5 @@ def _remove_stale(output_dir: str, wanted: set[str]) -> None:
             continue
         for path in paths:
             relative = posixpath.join(folder, posixpath.basename(path))
-            if relative.endswith(".parquet") and not storage.is_temporary(path) and relative not in wanted:
+            if relative.endswith(".parquet") and relative not in wanted:  # a killed writer's temporaries too
                 fs.rm(path)

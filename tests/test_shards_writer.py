@@ -546,7 +546,8 @@ def test_file_operations_per_output_shard_are_one_write_and_one_rename(run_dir: 
 
 def test_a_killed_assembly_resumes_from_its_partition_marker(run_dir: Path, tmp_path: Path, monkeypatch):
     """Killed after a few shards of one partition (the marker checkpointed after every shard here): the rerun
-    writes only the shards not recorded, and the mix is byte-identical to one written without interruption."""
+    writes only the shards not recorded, removes what a killed write left, and the mix is byte-identical to one
+    written without interruption."""
     from refinery.mixes import shard_writer
 
     weights = {"buckets": {"*": {"weight": 1}}, "heldout_fraction": 0.1, "shard_rows": 20}
@@ -565,6 +566,7 @@ def test_a_killed_assembly_resumes_from_its_partition_marker(run_dir: Path, tmp_
     with pytest.raises(KeyboardInterrupt):
         write_mix(run_dir, weights, tmp_path / "killed", in_process=True)
     first = {p: Path(p).stat().st_mtime_ns for p in written}
+    (tmp_path / "killed/shards/.tmp-0123456789ab-part-00009.parquet").write_bytes(b"half a file")  # a SIGKILL's
     rewritten = []
 
     def counting_put(fs, path, data):
