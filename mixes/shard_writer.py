@@ -11,28 +11,35 @@ write them, split by partition, with :func:`refinery.pipelines.partitions.write_
 (``_work/partitions/part-PPPPP/NNNNN.parquet``, each file's rows, bytes and sha256 recorded by its writer).
 
 **Assemble** (a task per partition, :func:`assemble_partition`): read the partition's files (checked against
-their writers' records), sort each unit's rows by position, write each unit as zstd Parquet under a temporary
-name, rename it into place and write its completion marker (rows, tokens, bytes and the sha256 its writer
-computed while writing) last.
+their writers' records), sort the rows once by (unit, position), then per unit: serialise it as zstd Parquet
+(its sha256 taken from those bytes), write it under a temporary name and rename it into place. Nothing else is
+per unit: folders are created once per task, and one completion marker per partition
+(``_work/done/part-PPPPP.json``: every unit's rows, tokens, bytes and sha256) is rewritten after every
+``CHECKPOINT_BYTES`` of new units and at the end.
 
 So every input byte is read at most twice whatever the number of output shards (the index reads a few columns,
-the scatter reads the rows once) and every partition file once; the cost per MB does not grow with the shard
-count. The concatenated shards are one uniform shuffle of the whole mix across buckets, and since no decision
-depends on timing, placement or the partition count, the same plan always gives the same bytes.
+the scatter reads the rows once) and every partition file once, and an output shard costs one file written and
+one rename: the cost per MB does not grow with the shard count beyond one small Parquet file's set-up. The
+concatenated shards are one uniform shuffle of the whole mix across buckets, and since no decision depends on
+timing, placement or the partition count, the same plan always gives the same bytes.
 
-Resume: a unit whose marker carries the plan's fingerprint and whose file still has the marker's size and row
-count (its Parquet footer) is not written again; a partition whose units are all done is not read. Digests are
-computed once, while writing, and trusted through the markers: ``refinery verify`` is the full check.
+Resume: a unit that a partition marker of this plan records, and whose file still has the recorded size and row
+count (its Parquet footer, checked by :func:`check_units`, a task per partition), is not written again; a
+partition whose units are all done is not read; a killed assembly redoes at most the units since its last
+checkpoint. Digests are computed once, while writing, and trusted through the markers: ``refinery verify`` is the
+full check.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import posixpath
+import uuid
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.pipelines import storage
@@ -205,79 +212,155 @@ def scatter_shard(job: dict[str, Any]) -> dict[str, Any]:
     return summary | {"input_bytes_read": read_bytes}
 
 
-def unit_is_done(marker_path: str, output_path: str, fingerprint: str) -> dict[str, Any] | None:
-    """The marker of a finished unit whose file is still there with the marker's size and row count, else None.
+def partition_marker_path(output_dir: str, partition: int) -> str:
+    """The completion marker of one assembly task: every unit of its partition written so far, with its record."""
+    return storage.join(output_dir, "_work", "done", f"part-{partition:05d}.json")
 
-    The sha256 is the one computed while the file was written, trusted through the marker (no re-hash on every
-    rerun); a truncated or overwritten file fails the size or footer check, and ``refinery verify`` hashes all.
+
+def read_unit_records(output_dir: str, fingerprint: str) -> dict[str, dict[str, Any]]:
+    """Every unit record of this plan in the partitions' markers, by relative path; stale markers removed.
+
+    One listing and one read per partition marker, never one per unit. A marker of another plan describes files
+    this plan will overwrite, so it is removed before anything is written (it can never vouch for them later).
+    Records are keyed by path, not by partition: a rerun with another partition count still finds them.
     """
-    done = storage.read_marker(marker_path, fingerprint)
-    fs, output = storage.filesystem(output_path)
-    if done is None or not fs.exists(output) or fs.size(output) != done.get("bytes"):
-        return None
+    fs, root = storage.filesystem(storage.join(output_dir, "_work", "done"))
+    records: dict[str, dict[str, Any]] = {}
+    for path in sorted(fs.glob(storage.join(root, "part-*.json"))):
+        try:
+            marker = storage.read_json(fs, path)
+        except (FileNotFoundError, ValueError):
+            marker = None
+        if not isinstance(marker, dict) or marker.get("fingerprint") != fingerprint:
+            fs.rm(path)
+            continue
+        records.update(marker.get("units", {}))
+    return records
+
+
+def check_units(job: dict[str, Any]) -> list[bool]:
+    """For each record of ``job["units"]`` (its ``path`` relative to ``job["output_dir"]``): is the file still there
+    with the record's size and footer row count?
+
+    A task per partition, run only for units a marker records (a rerun): the sha256 in the record was computed
+    while the file was written and is trusted (``refinery verify`` hashes every file); a truncated or overwritten
+    file fails the size or footer check and is rewritten.
+    """
+    fs, root = storage.filesystem(job["output_dir"])
+    results = []
+    for record in job["units"]:
+        inner = storage.join(root, record["path"])
+        try:
+            if fs.size(inner) != record.get("bytes"):
+                results.append(False)
+                continue
+            with fs.open(inner, "rb") as handle:
+                rows = pq.ParquetFile(handle).metadata.num_rows
+        except (OSError, ValueError, pa.ArrowException):
+            results.append(False)
+            continue
+        results.append(rows == record.get("rows"))
+    return results
+
+
+def parquet_bytes(table: pa.Table, row_group_rows: int) -> bytes:
+    """One unit as zstd Parquet bytes, a row group per ``row_group_rows`` rows (the same bytes a streamed write
+    of the same slices gives)."""
+    sink = io.BytesIO()
+    writer = pq.ParquetWriter(sink, table.schema, **storage.PARQUET_OPTIONS)
+    for start in range(0, table.num_rows, row_group_rows):
+        writer.write_table(table.slice(start, row_group_rows))
+    writer.close()
+    return sink.getvalue()
+
+
+def put_file(fs: Any, path: str, data: bytes) -> None:
+    """``data`` at ``path`` under a temporary name, then renamed: a reader sees the whole file or none.
+
+    The folder must exist (created once per task, not once per file).
+    """
+    head, tail = posixpath.split(path)
+    temporary = posixpath.join(head, f"{storage.TEMPORARY_PREFIX}{uuid.uuid4().hex[:12]}-{tail}")
     try:
-        with fs.open(output, "rb") as handle:
-            rows = pq.ParquetFile(handle).metadata.num_rows
-    except (OSError, ValueError, pa.ArrowException):
-        return None
-    return done if rows == done.get("rows") else None
+        fs.pipe_file(temporary, data)
+    except BaseException:
+        if fs.exists(temporary):
+            fs.rm(temporary)
+        raise
+    fs.mv(temporary, path)
 
 
-def write_unit(table: pa.Table, job: dict[str, Any], unit: dict[str, Any]) -> dict[str, Any]:
-    """Write one unit's (already ordered) rows and then its marker; return the marker."""
-    fs, inner = storage.filesystem(unit["output_path"])
-    sink = storage.ParquetSink(fs, inner, table.schema)
-    for start in range(0, table.num_rows, job["row_group_rows"]):
-        sink.write(table.slice(start, job["row_group_rows"]))
-    sink.commit()
-    tokens = int(pc.sum(table.column(N_TOKENS)).as_py() or 0) if table.num_rows else 0
-    marker = {
-        "fingerprint": job["fingerprint"],
-        "path": unit["path"],
-        "rows": table.num_rows,
-        "tokens": tokens,
-        "bytes": fs.size(inner),
-        "sha256": sink.sha256,
-    }
-    marker_fs, marker_inner = storage.filesystem(unit["marker_path"])
-    storage.write_json_atomic(marker_fs, marker_inner, marker)
-    return marker
+#: An assembly task rewrites its partition's marker after at least this many bytes of new shards (and at its
+#: end): the marker's cost does not grow with the shard count, and a killed task loses at most this much work.
+CHECKPOINT_BYTES = 64_000_000
+
+
+class PartitionMarker:
+    """The records of one partition's units, written atomically at checkpoints (not after every unit)."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.fs, self.path = storage.filesystem(job["marker_path"])
+        self.fingerprint = job["fingerprint"]
+        self.partition = job["partition"]
+        self.units: dict[str, dict[str, Any]] = dict(job.get("done", {}))
+        self.pending = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.units[record["path"]] = record
+        self.pending += record["bytes"]
+        if self.pending >= CHECKPOINT_BYTES:
+            self.write()
+
+    def write(self) -> None:
+        marker = {"fingerprint": self.fingerprint, "partition": self.partition, "units": self.units}
+        storage.write_json_atomic(self.fs, self.path, marker)
+        self.pending = 0
 
 
 def assemble_partition(job: dict[str, Any]) -> dict[str, Any]:
-    """Phase 4 for one partition: write every unit of it not already done; return their markers and bytes read.
+    """Phase 4 for one partition: write every unit of ``job["units"]``; return their records and the bytes read.
 
-    ``job``: ``units`` (list of ``{unit, path, output_path, marker_path}``), ``files`` (``[path, record]`` of this
-    partition's scatter files, in writer order), ``fingerprint``, ``schema`` (serialised output schema),
-    ``row_group_rows``.
+    ``job``: ``output_dir``, ``units`` (the units to write: ``{unit, path}``, paths relative to it), ``done``
+    (records of the partition's units already written, by path: kept in its marker), ``marker_path``,
+    ``partition``, ``files`` (``[path, record]`` of this partition's scatter files, in writer order),
+    ``fingerprint``, ``schema`` (serialised output schema), ``row_group_rows``. Per unit: one Parquet file
+    written under a temporary name and renamed; the folders, the sort, the take and the marker are per partition.
     """
-    markers: dict[int, dict[str, Any]] = {}
-    for unit in job["units"]:
-        done = unit_is_done(unit["marker_path"], unit["output_path"], job["fingerprint"])
-        if done is not None:
-            markers[unit["unit"]] = done
-    todo = [u for u in job["units"] if u["unit"] not in markers]
-    read_bytes = 0
-    if todo:
-        schema = pa.ipc.read_schema(pa.py_buffer(job["schema"]))
-        tables = [read_checked(path, record) for path, record in job["files"]]
-        read_bytes = sum(record["bytes"] for _, record in job["files"])
-        table = pa.concat_tables(tables) if tables else schema.append(pa.field(UNIT, pa.int32())).empty_table()
-        units = table.column(UNIT).to_numpy() if table.num_rows else np.zeros(0, np.int32)
-        orders = table.column(ORDER).to_numpy() if table.num_rows else np.zeros(0, np.uint64)
-        order = np.lexsort((orders, units))  # stable: ties keep writer order, as one shard was always built
-        sorted_units = units[order]
-        # one take for the whole partition, then zero-copy slices: a take per unit would copy it per unit
-        ordered = table.select(schema.names).take(pa.array(order, pa.int64())).cast(schema)
-        for unit in todo:
-            start, end = np.searchsorted(sorted_units, [unit["unit"], unit["unit"] + 1])
-            markers[unit["unit"]] = write_unit(ordered.slice(int(start), int(end - start)), job, unit)
-    return {"markers": [markers[u["unit"]] for u in job["units"]], "bytes_read": read_bytes}
-
-
-def unit_paths(output_dir: str, relative: str) -> tuple[str, str]:
-    """(file, marker) of a unit: markers live under ``_work/done/`` with the file's relative path."""
-    return storage.join(output_dir, relative), storage.join(output_dir, "_work", "done", relative + ".json")
+    schema = pa.ipc.read_schema(pa.py_buffer(job["schema"]))
+    tables = [read_checked(path, record) for path, record in job["files"]]
+    read_bytes = sum(record["bytes"] for _, record in job["files"])
+    table = pa.concat_tables(tables) if tables else schema.append(pa.field(UNIT, pa.int32())).empty_table()
+    units = table.column(UNIT).to_numpy() if table.num_rows else np.zeros(0, np.int32)
+    orders = table.column(ORDER).to_numpy() if table.num_rows else np.zeros(0, np.uint64)
+    order = np.lexsort((orders, units))  # stable: ties keep writer order, as one shard was always built
+    sorted_units = units[order]
+    # one take for the whole partition, then zero-copy slices: a take per unit would copy it per unit
+    ordered = table.select(schema.names).take(pa.array(order, pa.int64())).cast(schema)
+    tokens = ordered.column(N_TOKENS).to_numpy(zero_copy_only=False) if ordered.num_rows else np.zeros(0, np.int64)
+    token_sums = np.concatenate([[0], np.cumsum(tokens, dtype=np.int64)])
+    wanted = np.array([u["unit"] for u in job["units"]], np.int64)
+    starts = np.searchsorted(sorted_units, wanted, side="left")
+    ends = np.searchsorted(sorted_units, wanted, side="right")
+    marker = PartitionMarker(job)
+    fs, root = storage.filesystem(job["output_dir"])
+    for folder in sorted({posixpath.dirname(u["path"]) for u in job["units"]}):
+        fs.makedirs(storage.join(root, folder), exist_ok=True)
+    records = []
+    for unit, start, end in zip(job["units"], starts.tolist(), ends.tolist(), strict=True):
+        inner = storage.join(root, unit["path"])
+        data = parquet_bytes(ordered.slice(start, end - start), job["row_group_rows"])
+        put_file(fs, inner, data)
+        record = {
+            "path": unit["path"],
+            "rows": end - start,
+            "tokens": int(token_sums[end] - token_sums[start]),
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        records.append(record)
+        marker.add(record)
+    marker.write()
+    return {"records": records, "bytes_read": read_bytes}
 
 
 def relative_shard_path(unit: int) -> str:

@@ -62,13 +62,14 @@ from .sampling import (
 )
 from .shard_writer import (
     assemble_partition,
+    check_units,
     output_schema,
     partition_count,
+    partition_marker_path,
+    read_unit_records,
     relative_shard_path,
     scatter_shard,
-    unit_is_done,
     unit_partitions,
-    unit_paths,
 )
 from .weights import OTHERS, WeightsSpec, load_weights
 
@@ -379,13 +380,9 @@ def write_units(
     are removed once every unit is written (a later repair scatters again). A scatter file that fails its
     writer's record (an :class:`IntermediateError`) makes the scatter run again, once.
     """
-    unit_files = {
-        unit: dict(zip(("output_path", "marker_path"), unit_paths(mix.output_dir, relative), strict=True))
-        | {"unit": unit, "path": relative}
-        for unit, relative in layout.units
-    }
-    done = {u: unit_is_done(f["marker_path"], f["output_path"], layout.plan_fingerprint) for u, f in unit_files.items()}
-    if all(marker is not None for marker in done.values()):
+    unit_files = {unit: {"unit": unit, "path": relative} for unit, relative in layout.units}
+    done = units_already_written(mix, layout, unit_files)
+    if len(done) == len(unit_files):
         return [done[unit] for unit, _ in layout.units]
     schema = output_schema(_input_schema(mix.inputs[0])).serialize().to_pybytes()
     directory = storage.join(mix.work, "partitions")
@@ -423,7 +420,11 @@ def write_units(
         by_partition.setdefault(layout.partition_of[unit], []).append(unit)
     assemble_jobs = [
         {
-            "units": [unit_files[u] for u in units],
+            "partition": partition,
+            "output_dir": mix.output_dir,
+            "units": [unit_files[u] for u in units if u not in done],
+            "done": {unit_files[u]["path"]: done[u] for u in units if u in done},
+            "marker_path": partition_marker_path(mix.output_dir, partition),
             "files": [
                 [partition_path(directory, partition, writer), summary["files"][str(partition)]]
                 for writer, summary in zip(writers, scattered, strict=True)
@@ -434,7 +435,7 @@ def write_units(
             "row_group_rows": mix.row_group_rows,
         }
         for partition, units in sorted(by_partition.items())
-        if any(done[u] is None for u in units)
+        if any(u not in done for u in units)
     ]
     try:
         assembled = mix.map(assemble_partition, assemble_jobs, "shards: assemble")
@@ -445,11 +446,37 @@ def write_units(
         return write_units(mix, plans, layout, retried=True)
     unit_of_path = {relative: unit for unit, relative in layout.units}
     for result in assembled:
-        for marker in result["markers"]:
-            done[unit_of_path[marker["path"]]] = marker
+        for record in result["records"]:
+            done[unit_of_path[record["path"]]] = record
     _record_reads(mix, scattered, assembled)
     _remove_scatter(mix)
     return [done[unit] for unit, _ in layout.units]
+
+
+def units_already_written(
+    mix: MixWrite, layout: UnitLayout, unit_files: dict[int, dict[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    """The units this plan already wrote, with their records: recorded in a partition marker, and the file still
+    has the recorded size and footer row count (checked by a task per partition, only for recorded units).
+
+    The driver reads the partition markers (one listing, one read per partition), never a file per unit.
+    """
+    records = read_unit_records(mix.output_dir, layout.plan_fingerprint)
+    recorded: dict[int, list[int]] = {}
+    for unit, relative in layout.units:
+        if relative in records:
+            recorded.setdefault(layout.partition_of[unit], []).append(unit)
+    jobs = [
+        {"output_dir": mix.output_dir, "units": [records[unit_files[u]["path"]] for u in units]}
+        for _, units in sorted(recorded.items())
+    ]
+    checked = mix.map(check_units, jobs, "shards: check") if jobs else []
+    done = {}
+    for (_, units), results in zip(sorted(recorded.items()), checked, strict=True):
+        for unit, ok in zip(units, results, strict=True):
+            if ok:
+                done[unit] = records[unit_files[unit]["path"]]
+    return done
 
 
 def _remove_scatter(mix: MixWrite) -> None:
@@ -664,10 +691,18 @@ def _shard_entry(marker: dict[str, Any]) -> dict[str, Any]:
 
 
 def _remove_stale(output_dir: str, wanted: set[str]) -> None:
-    """Shards of an earlier plan in the same output directory (another shard count): not part of this mix."""
+    """Shards of an earlier plan in the same output directory (another shard count), and temporaries a killed
+    writer left: not part of this mix. Every task has finished when this runs.
+
+    One listing of names per folder (no file's details: a listing's cost, not a call per shard).
+    """
     fs, root = storage.filesystem(output_dir)
     for folder in ("shards", "heldout"):
-        for path in fs.glob(storage.join(root, folder, "*.parquet")):
+        try:
+            paths = fs.ls(storage.join(root, folder), detail=False)
+        except FileNotFoundError:
+            continue
+        for path in paths:
             relative = posixpath.join(folder, posixpath.basename(path))
-            if relative not in wanted:
+            if relative.endswith(".parquet") and relative not in wanted:  # a killed writer's temporaries too
                 fs.rm(path)

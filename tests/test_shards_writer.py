@@ -458,3 +458,124 @@ def test_a_lost_scatter_file_is_scattered_again(mix: Path, run_dir: Path, tmp_pa
     expected = {k: v for k, v in tree_digests(mix.parent).items() if not k.startswith("_work")}
     assert {k: v for k, v in tree_digests(again.parent).items() if not k.startswith("_work")} == expected
     assert not (tmp_path / "lost/_work/partitions").exists()
+
+
+@contextlib.contextmanager
+def counting_file_operations():
+    """Calls of each file-system operation (through fsspec's local file system) while the block runs here.
+
+    ``write``: files opened for writing, split into ``marker`` (JSON under ``_work/done``) and the rest;
+    ``read``: files opened for reading; ``mv``, ``info`` (exists, size), ``makedirs``, ``ls`` (glob), ``rm``.
+    """
+    from fsspec.implementations.local import LocalFileSystem
+
+    counts: dict[str, int] = {}
+    originals = {name: getattr(LocalFileSystem, name) for name in ("_open", "mv", "info", "makedirs", "ls", "rm")}
+    depth = [0]  # a call made by another counted call (a listing's details, a move's folder) is part of it
+
+    def counted(name):
+        original = originals[name]
+
+        def call(self, path, *args, **kwargs):
+            if depth[0]:
+                return original(self, path, *args, **kwargs)
+            key = name
+            if name == "_open":
+                mode = args[0] if args else kwargs.get("mode", "rb")
+                writing = any(flag in mode for flag in "wa")
+                marker = writing and "/_work/done/" in str(path) and str(path).endswith(".json")
+                key = "marker" if marker else "write" if writing else "read"
+            counts[key] = counts.get(key, 0) + 1
+            depth[0] += 1
+            try:
+                return original(self, path, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        return call
+
+    for name in originals:
+        setattr(LocalFileSystem, name, counted(name))
+    try:
+        yield counts
+    finally:
+        for name, original in originals.items():
+            setattr(LocalFileSystem, name, original)
+
+
+def test_file_operations_per_output_shard_are_one_write_and_one_rename(run_dir: Path, tmp_path: Path):
+    """Count every file-system call of a whole mix write (``in_process``: every step in this process) at 1 and at
+    >= 100 output shards: each extra output file costs exactly one file written and one rename; the markers,
+    existence and size checks, folder creations, listings and reads do not grow with the shard count. A rerun of
+    a finished mix reads each shard's footer once (its size and row count) and writes no shard and no marker.
+
+    Before, every output shard also had its own completion marker (a second file and rename), two folder
+    creations, a size check, and an existence check on the driver and again in its task.
+    """
+    weights = {"buckets": {"*": {"weight": 1}}, "heldout_fraction": 0.1}
+    fresh, rerun, units = {}, {}, {}
+    for rows_per_shard in (10_000, 1):
+        output = tmp_path / str(rows_per_shard)
+        with counting_file_operations() as counts:
+            manifest = load_manifest(
+                write_mix(run_dir, weights | {"shard_rows": rows_per_shard}, output, in_process=True)
+            )
+        units[rows_per_shard] = len(manifest["shards"]) + len(manifest["heldout"])
+        fresh[rows_per_shard] = counts
+        with counting_file_operations() as counts:
+            assert (
+                load_manifest(write_mix(run_dir, weights | {"shard_rows": rows_per_shard}, output, in_process=True))
+                == manifest
+            )
+        rerun[rows_per_shard] = counts
+    few, many = units[10_000], units[1]
+    assert few <= 4 and many >= 100, (few, many)
+    per_unit = {"write": 1, "mv": 1}  # the shard itself, under a temporary name, then renamed
+    for operation in set(fresh[10_000]) | set(fresh[1]):
+        allowance = per_unit.get(operation, 0)
+        extra = fresh[1].get(operation, 0) - fresh[10_000].get(operation, 0)
+        assert extra <= allowance * (many - few), (operation, fresh, units)
+    assert fresh[1]["marker"] == fresh[10_000]["marker"] <= 4, fresh  # one per partition, not per shard
+    per_unit_rerun = {"read": 1, "info": 1}  # the footer and the size of every recorded shard, in its check task
+    for operation in set(rerun[10_000]) | set(rerun[1]):
+        allowance = per_unit_rerun.get(operation, 0)
+        extra = rerun[1].get(operation, 0) - rerun[10_000].get(operation, 0)
+        assert extra <= allowance * (many - few), (operation, rerun, units)
+    assert "marker" not in rerun[1], rerun
+
+
+def test_a_killed_assembly_resumes_from_its_partition_marker(run_dir: Path, tmp_path: Path, monkeypatch):
+    """Killed after a few shards of one partition (the marker checkpointed after every shard here): the rerun
+    writes only the shards not recorded, removes what a killed write left, and the mix is byte-identical to one
+    written without interruption."""
+    from refinery.mixes import shard_writer
+
+    weights = {"buckets": {"*": {"weight": 1}}, "heldout_fraction": 0.1, "shard_rows": 20}
+    expected = write_mix(run_dir, weights, tmp_path / "whole", in_process=True)
+    expected_files = {k: v for k, v in tree_digests(expected.parent).items() if not k.startswith("_work")}
+    real_put, written = shard_writer.put_file, []
+
+    def killed_after_three(fs, path, data):
+        if len(written) == 3:
+            raise KeyboardInterrupt("killed")
+        real_put(fs, path, data)
+        written.append(path)
+
+    monkeypatch.setattr(shard_writer, "CHECKPOINT_BYTES", 1)
+    monkeypatch.setattr(shard_writer, "put_file", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        write_mix(run_dir, weights, tmp_path / "killed", in_process=True)
+    first = {p: Path(p).stat().st_mtime_ns for p in written}
+    (tmp_path / "killed/shards/.tmp-0123456789ab-part-00009.parquet").write_bytes(b"half a file")  # a SIGKILL's
+    rewritten = []
+
+    def counting_put(fs, path, data):
+        rewritten.append(path)
+        real_put(fs, path, data)
+
+    monkeypatch.setattr(shard_writer, "put_file", counting_put)
+    again = write_mix(run_dir, weights, tmp_path / "killed", in_process=True)
+    assert {k: v for k, v in tree_digests(again.parent).items() if not k.startswith("_work")} == expected_files
+    units = len(load_manifest(again)["shards"]) + len(load_manifest(again)["heldout"])
+    assert len(rewritten) == units - 3 and not set(rewritten) & set(first), (len(rewritten), units)
+    assert {p: Path(p).stat().st_mtime_ns for p in first} == first
