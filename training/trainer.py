@@ -75,6 +75,7 @@ class TrainConfig:
     overflow: str = "carry"
     reset_positions: bool = True
     backend: str | None = None  # None: flex on CUDA, sdpa on CPU
+    loss_chunk_rows: int | None = None  # None: CPU_LOSS_CHUNK_ROWS on CPU, whole logits on CUDA; 0: whole logits
     read_rows: int = 64  # documents tokenized per read: bounds how far the packer reads ahead
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -109,6 +110,18 @@ PRESETS: dict[str, TrainConfig] = {
         token_budget=20_000_000_000, eval_every=500, eval_sequences=32, checkpoint_every=250,
     ),
 }  # fmt: skip
+
+
+#: Tokens projected and scored at a time by the CPU loss (:mod:`refinery.training.loss`): 256 × 16,384 float32
+#: logits are 16 MB, small enough to stay cached and to be reused by the allocator instead of page-faulted anew.
+CPU_LOSS_CHUNK_ROWS = 256
+
+
+def loss_chunk_rows(config: TrainConfig, device: torch.device) -> int:
+    """The chunk the loss is computed in on ``device`` (0: the whole logits at once)."""
+    if config.loss_chunk_rows is not None:
+        return config.loss_chunk_rows
+    return CPU_LOSS_CHUNK_ROWS if device.type == "cpu" else 0
 
 
 def preset(size: str, **overrides: Any) -> TrainConfig:
@@ -159,6 +172,7 @@ class Trainer:
         if not resume and latest_checkpoint(self.output / "checkpoints") is not None:
             raise TrainingError(f"{self.output} holds a run already: pass resume=True (--resume) or another folder")
         self.backend = config.backend or default_backend(self.device)
+        self.loss_chunk_rows = loss_chunk_rows(config, self.device)
         self._check_manifest(verify_shards)
         self.tokenizer = load_tokenizer(self._tokenizer_reference)
         self.vocabulary = self._vocabulary(vocabulary)
@@ -266,7 +280,8 @@ class Trainer:
         for batch in batches:
             tokens, labels, positions, documents = _to_device(batch, self.vocabulary, self.table, self.device)
             with self._autocast():
-                loss = self.model.loss(tokens, labels, positions, build_mask(documents, self.backend))  # type: ignore[arg-type]
+                mask = build_mask(documents, self.backend)  # type: ignore[arg-type]
+                loss = self.model.loss(tokens, labels, positions, mask, chunk_rows=self.loss_chunk_rows)
             (loss / max(1, labelled)).backward()
             total += float(loss.detach())
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
@@ -291,7 +306,8 @@ class Trainer:
                 )
                 tokens, labels, positions, documents = _to_device(part, self.vocabulary, self.table, self.device)
                 with self._autocast():
-                    total += float(self.model.loss(tokens, labels, positions, build_mask(documents, self.backend)))  # type: ignore[arg-type]
+                    mask = build_mask(documents, self.backend)  # type: ignore[arg-type]
+                    total += float(self.model.loss(tokens, labels, positions, mask, chunk_rows=self.loss_chunk_rows))
                 count += int((labels != -100).sum())
             losses[bucket] = total / max(1, count)
         return losses
