@@ -408,10 +408,12 @@ def train(
     vocabulary: Vocabulary | None = None,
     stop_after_steps: int | None = None,
     verify_shards: bool = False,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` on a manifest (see the module docstring); returns the summary written to summary.json.
 
-    ``verify_shards`` hashes every file before starting; by default only their sizes are checked."""
+    ``verify_shards`` hashes every file before starting; by default only their sizes are checked. ``device`` None:
+    CUDA when visible, else CPU."""
     try:
         trainer = Trainer(
             manifest_path,
@@ -421,6 +423,7 @@ def train(
             progress=progress,
             vocabulary=vocabulary,
             verify_shards=verify_shards,
+            device=device,
         )
     except ManifestError as error:
         raise TrainingError(str(error)) from None
