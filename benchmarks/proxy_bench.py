@@ -84,16 +84,24 @@ def paired_steps(manifest: Path, size: str, steps: int, folder: Path) -> dict:
     }
 
 
-def whole_proxy(manifest: Path, size: str, tokens: int, folder: Path, device: str) -> dict:
+def whole_proxy(manifest: Path, size: str, tokens: int, folder: Path, device: str, eval_every: int) -> dict:
     """One proxy as the optimizer's task trains it: set-up, training and evaluation in the wall time."""
-    from refinery.training.api import train_on_manifest
+    from refinery.training.api import read_log, train_on_manifest
 
     started = time.perf_counter()
     summary = train_on_manifest(
-        manifest, config=size, token_budget=tokens, output_dir=folder / "proxy", threads=1, device=device
+        manifest,
+        config=size,
+        token_budget=tokens,
+        output_dir=folder / "proxy",
+        threads=1,
+        device=device,
+        eval_sequences=32,  # the mix optimizer's default per target
+        eval_every=eval_every or None,
     )
     wall = time.perf_counter() - started
     return {
+        "heldout_mean_by_tokens": {r["tokens"]: round(r["mean"], 4) for r in read_log(folder / "proxy", "eval")},
         "device": summary["device"],
         "backend": summary["backend"],
         "tokens": summary["tokens"],
@@ -113,6 +121,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="timed steps of each path (0: skip the paired steps)")
     parser.add_argument("--proxy-tokens", type=int, default=0, help="also train one whole proxy of this many tokens")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="the whole proxy's device")
+    parser.add_argument("--eval-every", type=int, default=0, help="the whole proxy's held-out evaluation, in steps")
     args = parser.parse_args()
     import torch
 
@@ -145,7 +154,7 @@ def main() -> None:
                 flush=True,
             )
         if args.proxy_tokens:
-            proxy = whole_proxy(manifest, args.size, args.proxy_tokens, folder, args.device)
+            proxy = whole_proxy(manifest, args.size, args.proxy_tokens, folder, args.device, args.eval_every)
             result["proxy"] = proxy
             where = "per core" if proxy["device"] == "cpu" else f"on {proxy['device']} ({proxy['backend']})"
             print(
@@ -154,6 +163,8 @@ def main() -> None:
                 f"mean held-out loss {proxy['mean_eval_loss']:.3f}",
                 flush=True,
             )
+            for tokens, loss in proxy["heldout_mean_by_tokens"].items():
+                print(f"  held-out mean loss after {tokens:>11,} tokens: {loss:.3f}")
     result["peak_rss_mb"] = round(peak_rss_mb())
     result["manifest"] = str(args.manifest) if args.manifest else "sample corpus (tests/training_fixtures.py)"
     print(json.dumps(result))

@@ -8,8 +8,9 @@ largest ``mmap`` threshold, so every page faults in again), ``log_softmax`` and 
 memory, and the loss's backward fills another zeroed tensor of that size. Cut into chunks of ``chunk_rows`` tokens
 (a few MB, cache-sized), the same arithmetic runs on data that stays in cache and is never page-faulted again.
 
-What it computes, per chunk: ``logits = h · Wᵀ``; the loss of each labelled token is ``-log_softmax(logits)[label]``
-(the very kernel ``cross_entropy`` uses); the gradient of the summed loss with respect to the logits is
+What it computes, per chunk, in one reused float32 buffer: ``logits = h · Wᵀ``; the loss of each labelled token is
+``-log_softmax(logits)[label] = log Σ exp(logits − max) − (logits[label] − max)`` (log-softmax's own arithmetic);
+the gradient of the summed loss with respect to the logits is
 ``softmax − onehot(label)`` on labelled rows and 0 on ignored ones (``-100``), so ``∂h = g · W`` and
 ``∂W += gᵀ · h`` are computed in the forward pass (no second projection) and only scaled by the incoming gradient
 in the backward pass. Same three matrix products as the plain path; the summed loss and both gradients equal the
@@ -36,20 +37,31 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
         grad_weight = torch.zeros_like(weight) if want_weight else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        # one float32 buffer for every chunk's logits, then its probabilities, then its gradient (all in place)
+        rows_at_once = min(chunk_rows, hidden.shape[0])
+        buffer = torch.empty(rows_at_once, weight.shape[0], dtype=torch.float32, device=hidden.device)
+        direct = hidden.dtype == weight.dtype == torch.float32
         for start in range(0, hidden.shape[0], chunk_rows):
             rows = slice(start, start + chunk_rows)
             h, y = hidden[rows], labels[rows]
+            logits = buffer[: h.shape[0]]
+            if direct:
+                torch.mm(h, weight.T, out=logits)
+            else:
+                logits.copy_(h @ weight.T)
             labelled = y != IGNORE_INDEX
             target = torch.where(labelled, y, 0)[:, None]
-            log_probs = torch.log_softmax((h @ weight.T).float(), dim=-1)
-            picked = log_probs.gather(1, target).squeeze(1)
-            total -= torch.where(labelled, picked, 0.0).sum()
+            # -log_softmax(x)[y] = log(sum(exp(x - max))) - (x[y] - max): log_softmax's own arithmetic
+            logits.sub_(logits.amax(dim=1, keepdim=True))
+            picked = logits.gather(1, target).squeeze(1)
+            sums = logits.exp_().sum(dim=1, keepdim=True)
+            total += torch.where(labelled, sums.squeeze(1).log() - picked, 0.0).sum()
             if not (want_hidden or want_weight):
                 continue
-            grad = log_probs.exp_()  # softmax, in place: the log-probabilities are not needed any more
+            grad = logits.div_(sums)  # softmax
             grad.scatter_add_(1, target, torch.full_like(picked, -1.0)[:, None])
             grad.mul_(labelled[:, None])
-            grad = grad.to(weight.dtype)
+            grad = grad if direct else grad.to(weight.dtype)
             if want_hidden:
                 torch.mm(grad, weight, out=grad_hidden[rows])
             if want_weight:
