@@ -88,7 +88,7 @@ def whole_proxy(manifest: Path, size: str, tokens: int, folder: Path, device: st
     """One proxy as the optimizer's task trains it: set-up, training and evaluation in the wall time."""
     from refinery.training.api import read_log, train_on_manifest
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     summary = train_on_manifest(
         manifest,
         config=size,
@@ -99,7 +99,7 @@ def whole_proxy(manifest: Path, size: str, tokens: int, folder: Path, device: st
         eval_sequences=32,  # the mix optimizer's default per target
         eval_every=eval_every or None,
     )
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     return {
         "heldout_mean_by_tokens": {r["tokens"]: round(r["mean"], 4) for r in read_log(folder / "proxy", "eval")},
         "device": summary["device"],
@@ -107,6 +107,7 @@ def whole_proxy(manifest: Path, size: str, tokens: int, folder: Path, device: st
         "tokens": summary["tokens"],
         "steps": summary["steps"],
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
         "tokens_per_s": round(summary["tokens"] / wall, 1),
         "mean_eval_loss": summary["mean_eval_loss"],
         "parameters": summary["parameters"],
@@ -159,7 +160,8 @@ def main() -> None:
             where = "per core" if proxy["device"] == "cpu" else f"on {proxy['device']} ({proxy['backend']})"
             print(
                 f"one whole proxy: {proxy['tokens']:,} tokens ({proxy['steps']} steps) in {proxy['wall_s']:.0f} s "
-                f"wall = {proxy['tokens_per_s']:,.0f} tokens/s {where} (set-up and evaluation included); "
+                f"wall ({proxy['cpu_s']:.0f} CPU-s) = {proxy['tokens_per_s']:,.0f} tokens/s {where} "
+                f"(set-up and evaluation included); "
                 f"mean held-out loss {proxy['mean_eval_loss']:.3f}",
                 flush=True,
             )
