@@ -108,7 +108,8 @@ def test_chunked_loss_equals_the_plain_loss(reduction):
 
 def test_chunked_loss_without_gradients_is_the_same_number():
     generator = torch.Generator().manual_seed(2)
-    hidden, weight = torch.randn(130, 8, generator=generator), torch.randn(50, 8, generator=generator)
+    hidden = torch.randn(130, 8, generator=generator).requires_grad_(True)  # as in evaluation: parameters that
+    weight = torch.randn(50, 8, generator=generator).requires_grad_(True)  # require gradients, under no_grad
     labels = torch.randint(0, 50, (130,), generator=generator)
     with torch.no_grad():
         torch.testing.assert_close(
