@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from refinery.pipelines.models import load_tokenizer
 from refinery.training.attention import attend, build_mask
 from refinery.training.loss import linear_cross_entropy
 from refinery.training.packing import PackConfig, Packer, tokenize_documents
-from refinery.training.trainer import CPU_LOSS_CHUNK_ROWS, Trainer, preset
+from refinery.training.trainer import CPU_LOSS_CHUNK_ROWS, Trainer, TrainingError, preset, train
 
 
 @pytest.fixture(autouse=True)
@@ -139,3 +140,19 @@ def test_trainer_fast_paths_give_the_plain_paths_losses(manifest, tmp_path):
     assert fast[2].keys() == plain[2].keys()
     for bucket in plain[2]:
         assert fast[2][bucket] == pytest.approx(plain[2][bucket], rel=1e-5)
+
+
+def test_a_run_started_before_the_new_field_still_resumes(manifest, tmp_path):
+    """``loss_chunk_rows`` is a new TrainConfig field: a run whose config.json predates it resumes (the field's
+    default is what it ran with), and a run of another value of a field still refuses."""
+    output = tmp_path / "run"
+    config = preset("tiny", seq_len=64, micro_batch=2, grad_accum=1, token_budget=4 * 128, eval_sequences=2)
+    assert not train(manifest, output, config, stop_after_steps=2)["finished"]
+    record = json.loads((output / "config.json").read_text())
+    del record["train"]["loss_chunk_rows"]
+    (output / "config.json").write_text(json.dumps({**record, "train": {**record["train"], "lr": 1.0}}))
+    with pytest.raises(TrainingError, match="another configuration"):
+        train(manifest, output, config, resume=True)
+    (output / "config.json").write_text(json.dumps(record))
+    resumed = train(manifest, output, config, resume=True)
+    assert resumed["finished"] and resumed["steps"] == 4

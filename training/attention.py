@@ -13,7 +13,7 @@ Paths (``backend``):
   causal mask, so the result is the same function; on the proxy preset's CPU batches (long documentation pages,
   512-token rows) most rows hold one document. Memory of the mask grows with ``L²`` (fine at CPU lengths).
 * ``sdpa_dense`` — the same attention with one dense ``(B, 1, L, L)`` mask for every row (the form ``sdpa`` had
-  before): the reference the tests and ``benchmarks/train_bench.py`` compare ``sdpa`` against.
+  before): the reference the tests and ``benchmarks/proxy_bench.py`` compare ``sdpa`` against.
 * ``causal`` — plain causal SDPA with no document mask: not exact for packed documents; kept as the speed baseline
   of ``benchmarks/gpu_train.py`` (the speed a document mask should not lose).
 

@@ -251,6 +251,9 @@ class Trainer:
         path = self.output / "config.json"
         if self.resume and path.exists():
             old = json.loads(path.read_text())
+            # a field added to TrainConfig since the run started counts as its default (which the run had)
+            defaults = json.loads(json.dumps(asdict(TrainConfig())))
+            old["train"] = {**defaults, **old.get("train", {})}
             if old != json.loads(json.dumps(record)):
                 raise TrainingError(f"{path}: the folder holds a run of another configuration or manifest")
         self.output.mkdir(parents=True, exist_ok=True)
