@@ -15,7 +15,7 @@ from refinery.training.model import SIZES, Decoder, rope_tables, to_llama_state_
 from refinery.training.packing import PackConfig, Packer, tokenize_documents
 
 VOCAB = 2048  # a reduced output layer keeps the test fast; ids are folded into it
-PATHS = ["sdpa"] + (["flex"] if flex_available() else [])
+PATHS = ["sdpa", "sdpa_dense"] + (["flex"] if flex_available() else [])
 
 
 @pytest.fixture(scope="module")

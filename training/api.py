@@ -34,6 +34,7 @@ def train_on_manifest(
     output_dir: str | Path | None = None,
     vocabulary: Vocabulary | None = None,
     threads: int | None = None,
+    device: str | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train ``config`` (a preset name) on the manifest; return the run summary.
@@ -41,7 +42,8 @@ def train_on_manifest(
     The summary holds ``eval_losses`` (held-out loss per bucket, nats/token), ``mean_eval_loss`` (their unweighted
     mean), ``tokens``, ``steps`` and the packing counters. ``output_dir`` None trains in a temporary folder that is
     removed afterwards. Pass one ``vocabulary`` (:func:`refinery.training.vocab.build_vocabulary` over every
-    candidate manifest) to every run whose losses are compared. ``overrides`` are :class:`TrainConfig` fields.
+    candidate manifest) to every run whose losses are compared. ``overrides`` are :class:`TrainConfig` fields;
+    ``device`` None: CUDA when visible, else CPU.
     """
     import torch
 
@@ -55,7 +57,7 @@ def train_on_manifest(
     train_config = preset(config, token_budget=token_budget, seed=seed, **overrides)
     if output_dir is None:
         with tempfile.TemporaryDirectory(prefix="refinery-train-") as folder:
-            summary = train(manifest_path, folder, train_config, vocabulary=vocabulary)
+            summary = train(manifest_path, folder, train_config, vocabulary=vocabulary, device=device)
             summary["output_dir"] = None
             return summary
-    return train(manifest_path, output_dir, train_config, vocabulary=vocabulary)
+    return train(manifest_path, output_dir, train_config, vocabulary=vocabulary, device=device)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from refinery.training.attention import AttentionMask, attend, build_mask
+from refinery.training.loss import linear_cross_entropy
 
 VOCAB_SIZE = 128256
 
@@ -194,11 +195,16 @@ class Decoder(nn.Module):
         position_ids: torch.Tensor,
         mask: AttentionMask,
         reduction: str = "sum",
+        chunk_rows: int | None = None,
     ) -> torch.Tensor:
         """Cross-entropy of the labelled tokens (``-100`` ignored), summed by default so gradient accumulation can
-        divide by the exact number of labelled tokens of the whole step."""
-        logits = self.lm_head(self.hidden_states(input_ids, position_ids, mask))
-        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction=reduction)
+        divide by the exact number of labelled tokens of the whole step.
+
+        ``chunk_rows``: project and score that many tokens at a time (:mod:`refinery.training.loss`; the same loss
+        and gradients up to float summation order, without the whole ``tokens × vocabulary`` logits); None or 0:
+        the plain ``lm_head`` + ``cross_entropy``."""
+        hidden = self.hidden_states(input_ids, position_ids, mask)
+        return linear_cross_entropy(hidden, self.lm_head.weight, labels, chunk_rows, reduction)
 
 
 def count_parameters(model: Decoder, embedding: bool = True) -> int:

@@ -75,6 +75,7 @@ class TrainConfig:
     overflow: str = "carry"
     reset_positions: bool = True
     backend: str | None = None  # None: flex on CUDA, sdpa on CPU
+    loss_chunk_rows: int | None = None  # None: CPU_LOSS_CHUNK_ROWS on CPU, whole logits on CUDA; 0: whole logits
     read_rows: int = 64  # documents tokenized per read: bounds how far the packer reads ahead
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -109,6 +110,18 @@ PRESETS: dict[str, TrainConfig] = {
         token_budget=20_000_000_000, eval_every=500, eval_sequences=32, checkpoint_every=250,
     ),
 }  # fmt: skip
+
+
+#: Tokens projected and scored at a time by the CPU loss (:mod:`refinery.training.loss`): 256 × 16,384 float32
+#: logits are 16 MB, small enough to stay cached and to be reused by the allocator instead of page-faulted anew.
+CPU_LOSS_CHUNK_ROWS = 256
+
+
+def loss_chunk_rows(config: TrainConfig, device: torch.device) -> int:
+    """The chunk the loss is computed in on ``device`` (0: the whole logits at once)."""
+    if config.loss_chunk_rows is not None:
+        return config.loss_chunk_rows
+    return CPU_LOSS_CHUNK_ROWS if device.type == "cpu" else 0
 
 
 def preset(size: str, **overrides: Any) -> TrainConfig:
@@ -159,6 +172,7 @@ class Trainer:
         if not resume and latest_checkpoint(self.output / "checkpoints") is not None:
             raise TrainingError(f"{self.output} holds a run already: pass resume=True (--resume) or another folder")
         self.backend = config.backend or default_backend(self.device)
+        self.loss_chunk_rows = loss_chunk_rows(config, self.device)
         self._check_manifest(verify_shards)
         self.tokenizer = load_tokenizer(self._tokenizer_reference)
         self.vocabulary = self._vocabulary(vocabulary)
@@ -237,6 +251,9 @@ class Trainer:
         path = self.output / "config.json"
         if self.resume and path.exists():
             old = json.loads(path.read_text())
+            # a field added to TrainConfig since the run started counts as its default (which the run had)
+            defaults = json.loads(json.dumps(asdict(TrainConfig())))
+            old["train"] = {**defaults, **old.get("train", {})}
             if old != json.loads(json.dumps(record)):
                 raise TrainingError(f"{path}: the folder holds a run of another configuration or manifest")
         self.output.mkdir(parents=True, exist_ok=True)
@@ -266,7 +283,8 @@ class Trainer:
         for batch in batches:
             tokens, labels, positions, documents = _to_device(batch, self.vocabulary, self.table, self.device)
             with self._autocast():
-                loss = self.model.loss(tokens, labels, positions, build_mask(documents, self.backend))  # type: ignore[arg-type]
+                mask = build_mask(documents, self.backend)  # type: ignore[arg-type]
+                loss = self.model.loss(tokens, labels, positions, mask, chunk_rows=self.loss_chunk_rows)
             (loss / max(1, labelled)).backward()
             total += float(loss.detach())
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
@@ -291,7 +309,8 @@ class Trainer:
                 )
                 tokens, labels, positions, documents = _to_device(part, self.vocabulary, self.table, self.device)
                 with self._autocast():
-                    total += float(self.model.loss(tokens, labels, positions, build_mask(documents, self.backend)))  # type: ignore[arg-type]
+                    mask = build_mask(documents, self.backend)  # type: ignore[arg-type]
+                    total += float(self.model.loss(tokens, labels, positions, mask, chunk_rows=self.loss_chunk_rows))
                 count += int((labels != -100).sum())
             losses[bucket] = total / max(1, count)
         return losses
@@ -392,10 +411,12 @@ def train(
     vocabulary: Vocabulary | None = None,
     stop_after_steps: int | None = None,
     verify_shards: bool = False,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` on a manifest (see the module docstring); returns the summary written to summary.json.
 
-    ``verify_shards`` hashes every file before starting; by default only their sizes are checked."""
+    ``verify_shards`` hashes every file before starting; by default only their sizes are checked. ``device`` None:
+    CUDA when visible, else CPU."""
     try:
         trainer = Trainer(
             manifest_path,
@@ -405,6 +426,7 @@ def train(
             progress=progress,
             vocabulary=vocabulary,
             verify_shards=verify_shards,
+            device=device,
         )
     except ManifestError as error:
         raise TrainingError(str(error)) from None
