@@ -20,7 +20,7 @@ import pytest
 
 from refinery.filters import text_stats
 from refinery.filters.gopher import GopherQualityFilter, GopherRepetitionFilter
-from refinery.filters.line_repetition import duplicated_ngram_coverage
+from refinery.filters.line_repetition import LineNgramRepetitionFilter, duplicated_ngram_coverage
 from refinery.filters.ngram_kernels import duplicated_ngram_chars_kernel, top_ngram_chars_kernel
 from refinery.filters.text_stats import (
     SPLIT_WORDS,
@@ -161,6 +161,44 @@ def test_line_coverage_kernel_equals_the_numpy_rule(texts):
         got = [duplicated_ngram_coverage(tokens, n) for tokens in lines]
         assert got == [reference_line_coverage(tokens, n) for tokens in lines]
         assert sum(0 < value < 1 for value in got) > 20
+
+
+def reference_line_clean(text: str, n: int, min_words: int, max_coverage: float) -> tuple[str, int]:
+    """Previous ``line_ngram_repetition`` rule: per line, ``re.findall(r"\\w+")`` and the NumPy coverage."""
+    kept, removed = [], 0
+    for line in text.split("\n"):
+        tokens = tuple(re.findall(r"\w+", line)) if len(line) >= 2 * min_words else ()
+        if len(tokens) >= min_words and reference_line_coverage(tokens, n) > max_coverage:
+            removed += 1
+        else:
+            kept.append(line)
+    return ("\n".join(kept) if removed else text), removed
+
+
+def test_line_repetition_batch_kernel_equals_the_per_line_rule(texts):
+    # real pages, plus pages with log-like lines in several scripts, blank and edge-case texts
+    changelog_line = "2.4-1 urgency=low * New upstream release; fixes CVE-2024-0001 (Closes: #12345)"
+    repetitive = [changelog_line, "Größe_1·ändert—½ «straße» ²³\u00a0x", "日本語\u3000の テスト、文字 𝔘𝔫𝔦"] * 14
+    spliced = [text + "\n" + " ".join([line] * 4) for text, line in zip(texts[:40], repetitive[:40], strict=True)]
+    edge = ["", " ", "\n", " \u2003\n\t\x1c", "a\n", "\n\nword " * 30, "e\u0301t\u00e9 " * 40 + "\n" + "x_y " * 50]
+    corpus = texts + spliced + edge
+    for n, min_words, max_coverage in ((4, 20, 0.4), (2, 5, 0.2)):
+        stage = LineNgramRepetitionFilter(n=n, min_words=min_words, max_coverage=max_coverage)
+        expected = [reference_line_clean(text, n, min_words, max_coverage) for text in corpus]
+        assert [stage.clean(text) for text in corpus] == expected
+        batch = pa.table({"id": [str(i) for i in range(len(corpus) + 1)], "text": [*corpus, None]})
+        result = stage.process(batch)
+        kept = {row["id"]: row["text"] for row in result.kept.to_pylist()}
+        for index, (cleaned, _) in enumerate(expected):
+            assert kept.get(str(index)) == (cleaned if cleaned.strip() else None)
+        assert result.rejected.num_rows == len(corpus) + 1 - len(kept)
+        assert set(result.rejected["reason"].to_pylist()) == {"line_ngram_repetition:all_lines_removed"}
+        assert result.counters["lines_removed"] == sum(removed for _, removed in expected) > 10
+    # a batch where no line goes (the shortcut path): blank documents are still rejected, the rest kept as they are
+    quiet = pa.table({"id": [str(i) for i in range(7)], "text": [*edge[:5], texts[0], None]})
+    result = LineNgramRepetitionFilter().process(quiet)
+    assert result.kept["id"].to_pylist() == ["4", "5"] and result.kept["text"].to_pylist() == ["a\n", texts[0]]
+    assert result.rejected["reason"].to_pylist() == ["line_ngram_repetition:all_lines_removed"] * 5
 
 
 def reference_repetition_failure(stage: GopherRepetitionFilter, text: str) -> str | None:
