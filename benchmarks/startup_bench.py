@@ -14,8 +14,8 @@ Measured from outside: wall seconds from process start to the task's result, CPU
 (driver and every helper process it started), and the peak of the tree's summed RSS, sampled every 20 ms. Summed
 RSS counts the pages that Ray's processes share (the Python interpreter, Ray's libraries) once per process, so the
 peak of the summed PSS (each shared page split between the processes sharing it: what the tree takes from the
-machine) is printed beside it. Runs alternate between the contenders (``--repeats`` each) and medians are printed
-with the ratio to datatrove.
+machine; sampled every 200 ms) is printed beside it. Runs alternate between the contenders (``--repeats`` each)
+and medians are printed with the ratio to datatrove.
 """
 
 from __future__ import annotations
@@ -68,17 +68,20 @@ def measure(contender: str, num_cpus: int) -> dict[str, float]:
 
         def sample() -> None:
             nonlocal peak, peak_pss
+            rounds = 0
             while not done.is_set():
                 total = total_pss = 0
+                with_pss = rounds % 10 == 0  # PSS reads /proc/PID/smaps: every 200 ms, not to load the machine
+                rounds += 1
                 try:
                     tree = [process, *process.children(recursive=True)]
                 except psutil.Error:
                     tree = []
                 for member in tree:
                     try:
-                        memory = member.memory_full_info()
+                        memory = member.memory_full_info() if with_pss else member.memory_info()
                         total += memory.rss
-                        total_pss += memory.pss
+                        total_pss += memory.pss if with_pss else 0
                         times = member.cpu_times()
                         cpu[member.pid] = times.user + times.system
                     except psutil.Error:
