@@ -39,7 +39,11 @@ from refinery.filters.word_lists import (
     WORD,
     AdultWordsFilter,
     DirtyWordsFilter,
+    WordDensityFilter,
+    adult_word_list,
     alternation,
+    compiled,
+    consume_count,
     profanity_lists,
 )
 
@@ -332,3 +336,60 @@ def test_word_list_decisions_unchanged(real_documents, stage_class):
     expected = reference_word_list_decisions(stage, batch)
     assert got == expected
     assert set(expected) >= {"", stage.reason("too_many")}
+
+
+def test_re2_engines_agree_on_classes_and_case_folding():
+    # the word lists count with google-re2 compiled once; Arrow's RE2 defined the counts: same classes for every
+    # code point, same case-insensitive matches for every character of every list against every cased character
+    every = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    joined = "".join(every)  # runs of matching code points found in one pass (RE2's Python loop is per match)
+    array = pa.array(every, pa.string())
+    for members in (r"[\p{L}\p{N}_]", r"\p{L}"):
+        arrow = np.array(every, dtype=object)[pc.match_substring_regex(array, f"^{members}$").to_numpy(False)]
+        ours = "".join(compiled(members + "+").findall(joined))
+        assert "".join(arrow) == ours
+    cased = "".join(c for c in every if c.lower() != c or c.upper() != c or c.casefold() != c)
+    lists = [*profanity_lists().values(), adult_word_list()]
+    listed = sorted({c for words in lists for w in words for c in w})
+    candidates = pa.array(list(cased) + listed, pa.string())
+    values = np.array(candidates.to_pylist(), dtype=object)
+    for char in listed:
+        pattern = "(?i)" + re.escape(char)
+        arrow = set(values[pc.match_substring_regex(candidates, pattern).to_numpy(False)])
+        assert set(compiled(pattern).findall(cased + "".join(listed))) == arrow, char
+
+
+def test_consume_count_counts_as_arrow_does(texts):
+    pattern = alternation((*profanity_lists()["en"], "the", "of", "and"), True)
+    sample = [t[:5000] for t in texts[:60]] + ["ass ass", "x ass ass ass x", "ass  ass", "", "Ass,ASS;ass"]
+    arrow = pc.count_substring_regex(pa.array(sample), pattern).to_pylist()
+    assert [consume_count(compiled(pattern), t, 10**6) for t in sample] == arrow
+    assert [consume_count(compiled(pattern), t, 3) for t in sample] == [min(3, c) for c in arrow]
+    assert max(arrow) > 3
+
+
+class MarkedWordsFilter(WordDensityFilter):
+    """A list with entries that end in a mark or hold a double break, whose first word is not an entry."""
+
+    def words_for(self, language: str) -> tuple[str, ...]:
+        return ("darn;", "gosh--darn", "heck!", "fiddlesticks", "dang it")
+
+
+def test_word_lists_find_every_document_that_counts_with_marked_entries(texts):
+    # entries that are not words joined by single breaks are found by their first word run (presence_pattern)
+    stage = MarkedWordsFilter(max_count=4)
+    forms = ["darn; ", "darn;; ", "gosh--darn ", "GOSH--DARN! ", "heck! ", "(heck!)", "xheck! ", "dang it ", "darn "]
+    rng = np.random.default_rng(1)
+    made = []
+    for text in texts[:60]:
+        words = text[:400].split(" ")
+        for _ in range(int(rng.integers(0, 8))):
+            words.insert(int(rng.integers(len(words) + 1)), forms[int(rng.integers(len(forms)))])
+        made.append(" ".join(words))
+    batch = pa.table({"id": list(range(len(made))), "text": made, "lang": ["en"] * len(made)})
+    result = stage.process(batch)
+    reasons = dict(zip(result.rejected["id"].to_pylist(), result.rejected["reason"].to_pylist(), strict=True))
+    got = [reasons.get(row, "") for row in range(batch.num_rows)]
+    expected = reference_word_list_decisions(stage, batch)
+    assert got == expected
+    assert {"", stage.reason("too_many"), stage.reason("too_dense")} <= set(expected)
