@@ -35,6 +35,21 @@ from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
+_WORD, _ALPHA = 1, 2
+#: token -> its classes (``_WORD``: not only punctuation; ``_ALPHA``: has a letter); cleared when full.
+_TOKEN_CLASSES: dict[str, int] = {}
+TOKEN_CLASSES_SIZE = 500_000
+
+
+def token_classes(token: str) -> int:
+    """``_WORD`` when the token is not a symbol (datatrove's word test), ``_ALPHA`` when it has a letter;
+    memoised in ``_TOKEN_CLASSES`` (a pure function of the token)."""
+    kind = (0 if is_symbol(token) else _WORD) | (_ALPHA if any(map(str.isalpha, token)) else 0)
+    if len(_TOKEN_CLASSES) >= TOKEN_CLASSES_SIZE:
+        _TOKEN_CLASSES.clear()
+    _TOKEN_CLASSES[token] = kind
+    return kind
+
 
 class _DocumentRuleFilter(LanguageAwareMapStage):
     """Runs ``first_failure(text)`` per document; subclasses hold the rules."""
@@ -68,13 +83,20 @@ class GopherQualityFilter(_DocumentRuleFilter):
     def first_failure(self, text: str) -> str | None:
         tokens = words(text)
         n_words = len(tokens)
-        # per distinct token (a C-speed count first): the same sums as per token, far fewer Python steps
+        # per distinct token (a C-speed count first): the same sums as per token, far fewer Python steps; each
+        # token's classes are memoised per process (tokens repeat across documents)
         distinct = Counter(tokens)
-        n_non_symbol = non_symbol_chars = 0
+        n_non_symbol = non_symbol_chars = n_alpha = 0
+        classes = _TOKEN_CLASSES.get
         for token, count in distinct.items():
-            if not is_symbol(token):
+            kind = classes(token)
+            if kind is None:
+                kind = token_classes(token)
+            if kind & _WORD:
                 n_non_symbol += count
                 non_symbol_chars += len(token) * count
+            if kind & _ALPHA:
+                n_alpha += count
         if self.min_doc_words and n_non_symbol < self.min_doc_words:
             return "too_few_words"
         if self.max_doc_words and n_non_symbol > self.max_doc_words:
@@ -99,10 +121,8 @@ class GopherQualityFilter(_DocumentRuleFilter):
             ellipses = sum(line.rstrip().endswith(("...", "…")) for line in lines)
             if ellipses / len(lines) > self.max_ellipsis_lines_ratio:
                 return "too_many_end_ellipses"
-        if self.min_alpha_words_ratio:
-            alpha = sum(count for token, count in distinct.items() if any(map(str.isalpha, token)))
-            if alpha / n_words < self.min_alpha_words_ratio:
-                return "too_few_alpha_words"
+        if self.min_alpha_words_ratio and n_alpha / n_words < self.min_alpha_words_ratio:
+            return "too_few_alpha_words"
         if self.min_stop_words and len(set(self.stop_words).intersection(distinct)) < self.min_stop_words:
             return "too_few_stop_words"
         return None
