@@ -65,6 +65,23 @@ class _DocumentRuleFilter(LanguageAwareMapStage):
         return split_by_mask(batch, keep, labelled)
 
 
+def class_sums(distinct: Counter) -> tuple[int, int, int]:
+    """(non-symbol tokens, their characters, tokens with a letter) of a token count, one pass over the distinct
+    tokens with their memoised classes (measured faster than NumPy on the ~150 distinct tokens of a page)."""
+    n_non_symbol = non_symbol_chars = n_alpha = 0
+    classes = _TOKEN_CLASSES.get
+    for token, count in distinct.items():
+        kind = classes(token)
+        if kind is None:
+            kind = token_classes(token)
+        if kind & _WORD:
+            n_non_symbol += count
+            non_symbol_chars += len(token) * count
+        if kind & _ALPHA:
+            n_alpha += count
+    return n_non_symbol, non_symbol_chars, n_alpha
+
+
 @register_stage("gopher_quality")
 class GopherQualityFilter(_DocumentRuleFilter):
     """Gopher quality rules: document length in words, word length, symbols, bullets, alphabetic words, stop words."""
@@ -86,17 +103,7 @@ class GopherQualityFilter(_DocumentRuleFilter):
         # per distinct token (a C-speed count first): the same sums as per token, far fewer Python steps; each
         # token's classes are memoised per process (tokens repeat across documents)
         distinct = Counter(tokens)
-        n_non_symbol = non_symbol_chars = n_alpha = 0
-        classes = _TOKEN_CLASSES.get
-        for token, count in distinct.items():
-            kind = classes(token)
-            if kind is None:
-                kind = token_classes(token)
-            if kind & _WORD:
-                n_non_symbol += count
-                non_symbol_chars += len(token) * count
-            if kind & _ALPHA:
-                n_alpha += count
+        n_non_symbol, non_symbol_chars, n_alpha = class_sums(distinct)
         if self.min_doc_words and n_non_symbol < self.min_doc_words:
             return "too_few_words"
         if self.max_doc_words and n_non_symbol > self.max_doc_words:
