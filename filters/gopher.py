@@ -35,21 +35,6 @@ from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
-_WORD, _ALPHA = 1, 2
-#: token -> its classes (``_WORD``: not only punctuation; ``_ALPHA``: has a letter); cleared when full.
-_TOKEN_CLASSES: dict[str, int] = {}
-TOKEN_CLASSES_SIZE = 500_000
-
-
-def token_classes(token: str) -> int:
-    """``_WORD`` when the token is not a symbol (datatrove's word test), ``_ALPHA`` when it has a letter;
-    memoised in ``_TOKEN_CLASSES`` (a pure function of the token)."""
-    kind = (0 if is_symbol(token) else _WORD) | (_ALPHA if any(map(str.isalpha, token)) else 0)
-    if len(_TOKEN_CLASSES) >= TOKEN_CLASSES_SIZE:
-        _TOKEN_CLASSES.clear()
-    _TOKEN_CLASSES[token] = kind
-    return kind
-
 
 class _DocumentRuleFilter(LanguageAwareMapStage):
     """Runs ``first_failure(text)`` per document; subclasses hold the rules."""
@@ -63,23 +48,6 @@ class _DocumentRuleFilter(LanguageAwareMapStage):
         keep = np.array([reason is None for reason in reasons], dtype=bool)
         labelled = [None if r is None else self.reason(r) for r in reasons]
         return split_by_mask(batch, keep, labelled)
-
-
-def class_sums(distinct: Counter) -> tuple[int, int, int]:
-    """(non-symbol tokens, their characters, tokens with a letter) of a token count, one pass over the distinct
-    tokens with their memoised classes (measured faster than NumPy on the ~150 distinct tokens of a page)."""
-    n_non_symbol = non_symbol_chars = n_alpha = 0
-    classes = _TOKEN_CLASSES.get
-    for token, count in distinct.items():
-        kind = classes(token)
-        if kind is None:
-            kind = token_classes(token)
-        if kind & _WORD:
-            n_non_symbol += count
-            non_symbol_chars += len(token) * count
-        if kind & _ALPHA:
-            n_alpha += count
-    return n_non_symbol, non_symbol_chars, n_alpha
 
 
 @register_stage("gopher_quality")
@@ -100,10 +68,13 @@ class GopherQualityFilter(_DocumentRuleFilter):
     def first_failure(self, text: str) -> str | None:
         tokens = words(text)
         n_words = len(tokens)
-        # per distinct token (a C-speed count first): the same sums as per token, far fewer Python steps; each
-        # token's classes are memoised per process (tokens repeat across documents)
+        # per distinct token (a C-speed count first): the same sums as per token, far fewer Python steps
         distinct = Counter(tokens)
-        n_non_symbol, non_symbol_chars, n_alpha = class_sums(distinct)
+        n_non_symbol = non_symbol_chars = 0
+        for token, count in distinct.items():
+            if not is_symbol(token):
+                n_non_symbol += count
+                non_symbol_chars += len(token) * count
         if self.min_doc_words and n_non_symbol < self.min_doc_words:
             return "too_few_words"
         if self.max_doc_words and n_non_symbol > self.max_doc_words:
@@ -128,8 +99,10 @@ class GopherQualityFilter(_DocumentRuleFilter):
             ellipses = sum(line.rstrip().endswith(("...", "…")) for line in lines)
             if ellipses / len(lines) > self.max_ellipsis_lines_ratio:
                 return "too_many_end_ellipses"
-        if self.min_alpha_words_ratio and n_alpha / n_words < self.min_alpha_words_ratio:
-            return "too_few_alpha_words"
+        if self.min_alpha_words_ratio:
+            alpha = sum(count for token, count in distinct.items() if any(map(str.isalpha, token)))
+            if alpha / n_words < self.min_alpha_words_ratio:
+                return "too_few_alpha_words"
         if self.min_stop_words and len(set(self.stop_words).intersection(distinct)) < self.min_stop_words:
             return "too_few_stop_words"
         return None
