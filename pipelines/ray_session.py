@@ -7,7 +7,8 @@ stats, a short temp dir (Ray's socket paths fail beyond 107 bytes), and token au
 single-user). No log monitor either (``--include-log-monitor=false``, ~85 MB): nothing a run needs travels
 through it. A task's exception comes back through ``ray.get``; native crashes are written by each worker's
 faulthandler to ``RUN/logs/faults/``; what workers print stays in their Ray log files, and ``ray_session``
-copies the non-empty ones to ``worker_logs`` (``RUN/logs/workers/`` for a run) when the session ends. Set
+copies those where a worker printed something to ``worker_logs`` (``RUN/logs/workers/`` for a run) when the
+session ends. Set
 ``REFINERY_RAY_LOG_MONITOR=1`` to have workers' output forwarded to the console live instead. Ray's own
 helpers that the raylet and head always start (dashboard agent, runtime-env agent, API server) remain; see
 ``docs/filters.md`` (Performance) for what that start costs. With an address (``auto``, ``HOST:PORT``,
@@ -56,13 +57,24 @@ def start_embedded_head(num_cpus: int | None, log_monitor: bool | None = None): 
     return Node(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
 
 
+#: lines Ray writes into every worker log itself (which job and task the lines after them belong to)
+RAY_LOG_MARKERS = (":job_id:", ":task_name:", ":actor_name:", ":task_attempt_start:", ":task_attempt_end:")
+
+
+def printed_something(path: Path) -> bool:
+    """Whether a worker's log holds any line besides Ray's own job/task markers."""
+    with open(path, errors="replace") as lines:
+        return any(line.strip() and not line.startswith(RAY_LOG_MARKERS) for line in lines)
+
+
 def copy_worker_logs(head, destination: str) -> list[Path]:  # head: ray._private.node.Node
-    """Copy the head's non-empty worker stdout/stderr files (``worker-*.out``/``.err``) into ``destination``."""
+    """Copy the head's worker stdout/stderr files (``worker-*.out``/``.err``) where a worker printed something
+    into ``destination``."""
     found = [
         path
         for pattern in ("worker-*.out", "worker-*.err")
         for path in sorted(Path(head.get_logs_dir_path()).glob(pattern))
-        if path.stat().st_size > 0
+        if path.stat().st_size > 0 and printed_something(path)
     ]
     if found:
         os.makedirs(destination, exist_ok=True)

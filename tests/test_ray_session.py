@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from refinery.pipelines.ray_session import printed_something
+
 SCRIPT = """
 import sys
 import psutil
@@ -49,3 +51,11 @@ def test_worker_output_and_errors_reach_the_user_without_the_log_monitor(tmp_pat
     err = "".join(path.read_text() for path in logs.glob("worker-*.err"))
     assert "printed by a worker" in out
     assert "warned by a worker" in err
+
+
+def test_a_worker_log_with_only_rays_task_markers_is_not_copied(tmp_path: Path):
+    markers = ":job_id:01000000\n:task_name:_run_item\n:task_name:_run_item\n"
+    (tmp_path / "quiet.out").write_text(markers)
+    (tmp_path / "talked.err").write_text(markers + "Traceback (most recent call last):\n")
+    assert not printed_something(tmp_path / "quiet.out")
+    assert printed_something(tmp_path / "talked.err")
