@@ -127,8 +127,7 @@ def run_recipe(
     planned = list(segments)
     blocked: dict[str, Any] | None = None
     phase_seconds: dict[int, dict[str, float]] = {}
-    # an embedded Ray's worker output lands in RUN/logs/workers/ when the run ends (no log monitor; ray_session)
-    with ray_session(address, num_cpus, worker_logs=os.path.join(recipe.output_dir, "logs", "workers")) as resources:
+    with ray_session(address, num_cpus) as resources:
         cpus = int(resources.get("CPU", 1))
         in_flight = max_in_flight or recipe.ray.max_in_flight or 2 * cpus
         for segment in segments:
