@@ -6,17 +6,23 @@ Each contender is a fresh Python process that starts its executor and runs one t
 
 * ``refinery/ray``: ``ray_session(None, num_cpus)`` (the embedded head every ``refinery run`` starts) and one
   Ray task;
+* ``refinery/ray+log_monitor``: the same with Ray's log monitor started as before (``REFINERY_RAY_LOG_MONITOR=1``),
+  which shows what leaving it out saves;
 * ``datatrove/local``: ``LocalPipelineExecutor`` with one task and a one-step pipeline.
 
 Measured from outside: wall seconds from process start to the task's result, CPU seconds of the whole process tree
-(driver and every helper process it started), and the peak of the tree's summed RSS, sampled every 20 ms. Runs
-alternate between the contenders (``--repeats`` each) and medians are printed with the ratio to datatrove.
+(driver and every helper process it started), and the peak of the tree's summed RSS, sampled every 20 ms. Summed
+RSS counts the pages that Ray's processes share (the Python interpreter, Ray's libraries) once per process, so the
+peak of the summed PSS (each shared page split between the processes sharing it: what the tree takes from the
+machine; sampled every 200 ms) is printed beside it. Runs alternate between the contenders (``--repeats`` each)
+and medians are printed with the ratio to datatrove.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +42,7 @@ def first_shard(x):
 with ray_session(None, {num_cpus}):
     assert ray.get(first_shard.remote(1)) == 2
 """,
+    "refinery/ray+log_monitor": "",  # refinery/ray's code with REFINERY_RAY_LOG_MONITOR=1
     "datatrove/local": """
 from datatrove.executor import LocalPipelineExecutor
 
@@ -52,28 +59,35 @@ def measure(contender: str, num_cpus: int) -> dict[str, float]:
     import psutil
 
     with tempfile.TemporaryDirectory() as logs:
-        code = WORKERS[contender].format(num_cpus=num_cpus, logs=logs)
+        code = (WORKERS[contender] or WORKERS["refinery/ray"]).format(num_cpus=num_cpus, logs=logs)
+        env = {**os.environ, "REFINERY_RAY_LOG_MONITOR": "1" if contender.endswith("+log_monitor") else "0"}
         started = time.perf_counter()
-        process = psutil.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        peak, cpu = 0, {}
+        process = psutil.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        peak, peak_pss, cpu = 0, 0, {}
         done = threading.Event()
 
         def sample() -> None:
-            nonlocal peak
+            nonlocal peak, peak_pss
+            rounds = 0
             while not done.is_set():
-                total = 0
+                total = total_pss = 0
+                with_pss = rounds % 10 == 0  # PSS reads /proc/PID/smaps: every 200 ms, not to load the machine
+                rounds += 1
                 try:
                     tree = [process, *process.children(recursive=True)]
                 except psutil.Error:
                     tree = []
                 for member in tree:
                     try:
-                        total += member.memory_info().rss
+                        memory = member.memory_full_info() if with_pss else member.memory_info()
+                        total += memory.rss
+                        total_pss += memory.pss if with_pss else 0
                         times = member.cpu_times()
                         cpu[member.pid] = times.user + times.system
                     except psutil.Error:
                         pass
                 peak = max(peak, total)
+                peak_pss = max(peak_pss, total_pss)
                 time.sleep(0.02)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -84,7 +98,7 @@ def measure(contender: str, num_cpus: int) -> dict[str, float]:
         sampler.join()
         if process.returncode != 0:
             raise RuntimeError(f"{contender} failed:\n{stderr.decode()[-2000:]}")
-    return {"wall_s": wall, "tree_cpu_s": sum(cpu.values()), "peak_tree_gb": peak / 1e9}
+    return {"wall_s": wall, "tree_cpu_s": sum(cpu.values()), "peak_tree_gb": peak / 1e9, "peak_pss_gb": peak_pss / 1e9}
 
 
 def main() -> None:
@@ -98,10 +112,13 @@ def main() -> None:
             runs[name].append(measure(name, args.num_cpus))
     medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     peer = medians["datatrove/local"]
-    print(f"{'contender':<18}{'wall s':>8}{'tree CPU s':>12}{'peak tree GB':>14}{'x wall':>8}{'x CPU':>7}{'x RSS':>7}")
+    print(
+        f"{'contender':<26}{'wall s':>8}{'tree CPU s':>12}{'peak RSS GB':>13}{'peak PSS GB':>13}"
+        f"{'x wall':>8}{'x CPU':>7}{'x RSS':>7}"
+    )
     for name, m in medians.items():
         print(
-            f"{name:<18}{m['wall_s']:>8.2f}{m['tree_cpu_s']:>12.2f}{m['peak_tree_gb']:>14.3f}"
+            f"{name:<26}{m['wall_s']:>8.2f}{m['tree_cpu_s']:>12.2f}{m['peak_tree_gb']:>13.3f}{m['peak_pss_gb']:>13.3f}"
             f"{m['wall_s'] / peer['wall_s']:>8.2f}{m['tree_cpu_s'] / peer['tree_cpu_s']:>7.2f}"
             f"{m['peak_tree_gb'] / peer['peak_tree_gb']:>7.2f}"
         )

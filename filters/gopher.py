@@ -122,6 +122,13 @@ class GopherRepetitionFilter(_DocumentRuleFilter):
     )
     _rule_arrays: tuple[np.ndarray, ...] | None = PrivateAttr(default=None)
 
+    def setup_once(self) -> None:
+        """Load the compiled n-gram kernels (numba import and on-disk cache) before the first batch, once per worker."""
+        from refinery.filters.ngram_kernels import first_ngram_failure
+
+        warm = np.arange(12, dtype=np.int64)
+        first_ngram_failure(warm, np.ones(12, dtype=np.int64), 100, *self._ngram_rules())
+
     def first_failure(self, text: str) -> str | None:
         if not text:
             return "empty"

@@ -164,3 +164,90 @@ def repeated_ngram_coverage(ids: np.ndarray, lengths: np.ndarray, n: int) -> flo
     if covered == 0:
         return 0.0
     return covered / lengths.sum()
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+@njit(cache=True, nogil=True)
+def repetitive_lines(
+    data: np.ndarray,
+    offsets: np.ndarray,
+    classes: np.ndarray,
+    n: int,
+    min_words: int,
+    max_coverage: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lines of a batch of UTF-8 texts whose repeated word n-gram coverage is above ``max_coverage``.
+
+    The batch is Arrow's layout (``data`` bytes, ``offsets`` per text). Each text is cut at ``\\n`` as
+    ``str.split("\\n")`` cuts it; a line of at least ``2 * min_words`` characters (code points) is cut into words
+    as ``re.findall(r"\\w+")`` cuts it (bit 1 of ``classes[code_point]``: ``chr(code_point).isalnum()`` or
+    ``_``, the definition of ``\\w`` for ``str`` patterns); a line of at least ``min_words`` words is removed when
+    :func:`repeated_ngram_coverage` of its words is above ``max_coverage``. Words are identified by a 64-bit
+    FNV-1a hash of their code points (equal words, equal ids). Returns (text index, line index) of every
+    removed line, in order, and per text whether it is blank (every character ``str.isspace``: bit 2).
+    """
+    longest = 0
+    for text in range(offsets.size - 1):
+        longest = max(longest, offsets[text + 1] - offsets[text])
+    ids = np.empty(longest + 1, dtype=np.int64)
+    lengths = np.empty(longest + 1, dtype=np.int64)
+    removed_texts = []
+    removed_lines = []
+    blank = np.ones(offsets.size - 1, dtype=np.bool_)
+    min_chars = 2 * min_words
+    for text in range(offsets.size - 1):
+        position = offsets[text]
+        end = offsets[text + 1]
+        line = 0
+        line_chars = 0
+        words = 0
+        in_word = False
+        word_hash = _FNV_OFFSET
+        word_length = 0
+        while True:
+            at_end = position >= end
+            code = 10 if at_end else np.int64(data[position])
+            width = 1
+            if code >= 0x80:  # decode one UTF-8 sequence (Arrow strings are valid UTF-8)
+                if code >= 0xF0:
+                    width = 4
+                    code = code & 0x07
+                elif code >= 0xE0:
+                    width = 3
+                    code = code & 0x0F
+                else:
+                    width = 2
+                    code = code & 0x1F
+                for k in range(1, width):
+                    code = (code << 6) | (np.int64(data[position + k]) & 0x3F)
+            kind = classes[code]
+            if not at_end and kind & 2 == 0:
+                blank[text] = False
+            if code != 10 and kind & 1:
+                word_hash = (word_hash ^ np.uint64(code)) * _FNV_PRIME
+                word_length += 1
+                in_word = True
+            elif in_word:
+                ids[words] = np.int64(word_hash)
+                lengths[words] = word_length
+                words += 1
+                in_word = False
+                word_hash = _FNV_OFFSET
+                word_length = 0
+            if code == 10:
+                long_enough = line_chars >= min_chars and words >= min_words and words >= n + 1
+                if long_enough and repeated_ngram_coverage(ids[:words], lengths[:words], n) > max_coverage:
+                    removed_texts.append(text)
+                    removed_lines.append(line)
+                line += 1
+                line_chars = 0
+                words = 0
+                if at_end:
+                    break
+            else:
+                line_chars += 1
+            position += width
+    return np.array(removed_texts, dtype=np.int64), np.array(removed_lines, dtype=np.int64), blank

@@ -4,10 +4,17 @@
   package (LDNOOBW-derived, 29 languages), chosen per document by its ``lang`` column;
 * ``adult_words``: datatrove's English adult-content word lists (hard and soft banned words), for every language.
 
-Matches are counted with one case-insensitive RE2 alternation per language over all that language's documents
-in the batch (``pyarrow.compute``, no loop per document); words must stand alone, except in languages written
-without spaces (zh, ja, th, ko), where any occurrence counts. A document is rejected with ``STAGE:too_many``
-when it has more than ``max_count`` matches, or ``STAGE:too_dense`` when matches per word exceed ``max_density``.
+Matches are counted with one case-insensitive RE2 alternation per language; words must stand alone, except in
+languages written without spaces (zh, ja, th, ko), where any occurrence counts. A document is rejected with
+``STAGE:too_many`` when it has more than ``max_count`` matches, or ``STAGE:too_dense`` when matches per word exceed
+``max_density``.
+
+The counts are those of ``pyarrow.compute.count_substring_regex`` (RE2's ``FindAndConsume`` loop, where ``^``
+matches again at the start of what is left after a match). Arrow compiles the pattern on every call, and a
+1,645-word case-insensitive alternation takes ~14 ms to compile: per language per batch, that was most of these
+stages' time on short documents. The same RE2 patterns are compiled once per process with ``google-re2`` and the
+same loop is run per document (:func:`consume_count`); ``tests/test_filters_speed_equivalence.py`` checks the
+decisions against Arrow's counting and both engines' character classes and case folding code point by code point.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import importlib.util
 import re
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -61,24 +69,73 @@ def adult_word_list() -> tuple[str, ...]:
 
 @cache
 def alternation(words: tuple[str, ...], spaced: bool) -> str:
-    body = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
+    body = _body(list(words))
     if spaced:
         return rf"(?i)(?:^|[^\p{{L}}\p{{N}}_])(?:{body})(?:$|[^\p{{L}}\p{{N}}_])"
     return rf"(?i)(?:{body})"
 
 
 SINGLE_SEPARATED = r"^[\p{L}\p{N}_]+(?:[^\p{L}\p{N}_][\p{L}\p{N}_]+)*$"
+ONE_WORD = r"^[\p{L}\p{N}_]+$"
+FIRST_WORD = r"^(?P<word>[\p{L}\p{N}_]+)"
+SEPARATORS = r"([^\p{L}\p{N}_]+)"
+BOUNDARY = r"[^\p{L}\p{N}_]"
 
 
 @cache
-def doubling_keeps_absence(words: tuple[str, ...]) -> bool:
-    """Whether a text without a match keeps none once its word-break runs are doubled (true for these lists).
+def compiled(pattern: str) -> Any:
+    """An RE2 pattern compiled once per process (``google-re2``: the RE2 engine that Arrow's regex kernels use)."""
+    import re2
 
-    Holds when every entry is words joined by single separators: in the doubled text a separator run is at least
-    two characters long, so a multi-word entry cannot match there at all, and a one-word entry matches there
-    only on a whole word of the doubled text, which is a whole word of the plain text as well.
+    return re2.compile(pattern)
+
+
+def consume_count(regexp: Any, text: str, limit: int) -> int:
+    """Matches as Arrow's ``count_substring_regex`` counts them, stopping at ``limit``.
+
+    After each match the search restarts on what is left of the text, as a new text (RE2 ``FindAndConsume``), so
+    ``^`` matches again there. The patterns here never match the empty string.
     """
-    return bool(pc.all(pc.match_substring_regex(pa.array(words, pa.string()), SINGLE_SEPARATED)).as_py())
+    count = 0
+    while count < limit:
+        match = regexp.search(text)
+        if match is None:
+            break
+        count += 1
+        text = text[match.end() :]
+    return count
+
+
+def _body(words: list[str]) -> str:
+    return "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
+
+
+@cache
+def presence_pattern(words: tuple[str, ...], spaced: bool) -> str | None:
+    """A pattern that matches every text whose separator-doubled form has a match of ``alternation(words,
+    spaced)`` (None when no such pattern is known: then every text is doubled and counted).
+
+    Doubling lengthens runs of word breaks and changes nothing else, so word runs, and whether a word run starts
+    the text or follows a break, are the same in both texts. An entry made of words joined by single breaks
+    (spaced lists) or of one word (unspaced lists) matches the doubled text only where it matches the plain one
+    (a doubled break run is at least two characters long, so a multi-word entry cannot match across one); any
+    other entry that starts with a word character matches the doubled text only where its first word run
+    appears in the plain text (for spaced lists, at the start of a word run). Entries of the first kind are kept
+    whole, the others are cut to their first word run: the result finds every text that needs counting, and few
+    others.
+    """
+    entries = pa.array(words, pa.string())
+    whole = pc.match_substring_regex(entries, SINGLE_SEPARATED if spaced else ONE_WORD).to_pylist()
+    first = pc.struct_field(pc.extract_regex(entries, FIRST_WORD), "word").to_pylist()
+    if any(not keep and run is None for keep, run in zip(whole, first, strict=True)):
+        return None  # an entry that starts with a break: no cut is known to be safe
+    kept = [word for word, keep in zip(words, whole, strict=True) if keep]
+    cut = sorted({run for keep, run in zip(whole, first, strict=True) if not keep})
+    if not spaced:
+        return rf"(?i)(?:{_body(kept + cut)})"
+    parts = [rf"(?:^|{BOUNDARY})(?:{_body(kept)})(?:$|{BOUNDARY})"] if kept else []
+    parts += [rf"(?:^|{BOUNDARY})(?:{_body(cut)})"] if cut else []
+    return "(?i)" + "|".join(parts)
 
 
 class WordDensityFilter(LanguageAwareMapStage):
@@ -91,6 +148,20 @@ class WordDensityFilter(LanguageAwareMapStage):
     def words_for(self, language: str) -> tuple[str, ...]:
         raise NotImplementedError
 
+    def list_languages(self) -> list[str]:
+        """Languages with a list of their own (the rest use none, or the stage's single list)."""
+        return sorted(profanity_lists())
+
+    def setup_once(self) -> None:
+        """Compile every language's pattern before the first batch (once per worker, not in stage time)."""
+        for language in self.list_languages():
+            spaced = self.spaced(language)
+            words = tuple(w for w in self.words_for(language) if spaced or len(w) > 1)
+            if words:
+                compiled(alternation(words, spaced))
+                if presence_pattern(words, spaced) is not None:
+                    compiled(presence_pattern(words, spaced))
+
     def spaced(self, language: str) -> bool:
         """Whether the list's words must stand alone in documents of ``language``."""
         return language not in UNSPACED_LANGUAGES
@@ -100,55 +171,61 @@ class WordDensityFilter(LanguageAwareMapStage):
             return pc.fill_null(batch.column(LANG_COLUMN), self.default_language).to_numpy(zero_copy_only=False)
         return np.full(batch.num_rows, self.default_language, dtype=object)
 
-    def word_counts(self, text: pa.ChunkedArray | pa.Array, languages: np.ndarray) -> np.ndarray:
-        """Words per document; in scripts without spaces, letters / 2 (about one word per two characters)."""
+    def word_counts(self, texts: list[str], languages: np.ndarray) -> np.ndarray:
+        """Words per document; in scripts without spaces, letters / 2 (about one word per two characters).
+
+        Arrow counts (one call per kind, for the few documents with a match): RE2's Python ``findall`` builds a
+        match object per word."""
         unspaced = np.isin(languages, list(UNSPACED_LANGUAGES))
-        counts = np.zeros(len(text), dtype=np.int64)
+        counts = np.zeros(len(texts), dtype=np.int64)
         for rows, pattern in ((np.flatnonzero(~unspaced), WORD), (np.flatnonzero(unspaced), r"\p{L}")):
             if rows.size:
-                found = pc.count_substring_regex(text.take(pa.array(rows)), pattern).to_numpy(zero_copy_only=False)
+                chosen = pa.array([texts[row] for row in rows.tolist()], pa.large_string())
+                found = pc.count_substring_regex(chosen, pattern).to_numpy(zero_copy_only=False)
                 counts[rows] = found // 2 if pattern != WORD else found
         return np.maximum(counts, 1)
 
     def counts(self, batch: pa.Table) -> np.ndarray:
         """Listed-word matches per document."""
-        return self.text_counts(pc.fill_null(batch.column(TEXT), ""), self.languages(batch))
+        texts = pc.fill_null(batch.column(TEXT), "").to_pylist()
+        return self.text_counts(texts, self.languages(batch), limit=max(len(t) for t in texts) + 1 if texts else 1)
 
-    def text_counts(self, text: pa.ChunkedArray | pa.Array, languages: np.ndarray) -> np.ndarray:
-        """Listed-word matches per text, each text in its language.
+    def text_counts(self, texts: list[str], languages: np.ndarray, limit: int) -> np.ndarray:
+        """Listed-word matches per text, each text in its language, counted up to ``limit``.
 
         Matches must not share a boundary character, so they are counted on the text with every run of word
-        breaks doubled. For lists whose entries are words joined by single separators (the shipped lists),
-        doubling changes how many matches there are, never whether there is one (see
-        :func:`doubling_keeps_absence`), so only the documents with a match in the plain text (few) are doubled
-        and counted again; other lists double every document.
+        breaks doubled. Only the documents that :func:`presence_pattern` finds in the plain text (few) can have
+        a match once doubled, so only they are doubled and counted. A decision needs no count beyond
+        ``max_count + 1``.
         """
-        counts = np.zeros(len(text), dtype=np.int64)
+        counts = np.zeros(len(texts), dtype=np.int64)
         for language in sorted(set(languages.tolist())):
             spaced = self.spaced(language)
             # a single character of a script without spaces is usually an ordinary word part (性 in 性能)
             words = tuple(w for w in self.words_for(language) if spaced or len(w) > 1)
             if not words:
                 continue
-            pattern = alternation(words, spaced)
-            rows = np.flatnonzero(languages == language)
-            found = pc.count_substring_regex(text.take(pa.array(rows)), pattern).to_numpy(zero_copy_only=False)
-            if doubling_keeps_absence(words):
-                rows = rows[found > 0]
-            if rows.size:
-                doubled = pc.replace_substring_regex(text.take(pa.array(rows)), r"([^\p{L}\p{N}_]+)", r"\1\1")
-                counts[rows] = pc.count_substring_regex(doubled, pattern).to_numpy(zero_copy_only=False)
+            regexp = compiled(alternation(words, spaced))
+            rows = np.flatnonzero(languages == language).tolist()
+            presence = presence_pattern(words, spaced)
+            if presence is not None:
+                finder = compiled(presence)
+                rows = [row for row in rows if finder.search(texts[row]) is not None]
+            if rows:  # Arrow doubles (one call for the few documents with a match); RE2's own sub loops in Python
+                doubled = pc.replace_substring_regex(pa.array([texts[row] for row in rows]), SEPARATORS, r"\1\1")
+                for row, text in zip(rows, doubled.to_pylist(), strict=True):
+                    counts[row] = consume_count(regexp, text, limit)
         return counts
 
     def process_batch(self, batch: pa.Table) -> StageResult:
-        text = pc.fill_null(batch.column(TEXT), "")
+        texts = pc.fill_null(batch.column(TEXT), "").to_pylist()
         languages = self.languages(batch)
-        counts = self.text_counts(text, languages)
+        counts = self.text_counts(texts, languages, limit=self.max_count + 1)
         density = np.zeros(batch.num_rows, dtype=np.float64)
         # no match, no density: words are counted only where a listed word was found and the count is in range
         dense_candidates = np.flatnonzero((counts > 0) & (counts <= self.max_count))
         if dense_candidates.size:
-            words = self.word_counts(text.take(pa.array(dense_candidates)), languages[dense_candidates])
+            words = self.word_counts([texts[i] for i in dense_candidates.tolist()], languages[dense_candidates])
             density[dense_candidates] = counts[dense_candidates] / words
         reasons = np.where(
             counts > self.max_count,

@@ -4,18 +4,26 @@ The embedded default starts its own head node (it never attaches by accident to 
 same machine) with only what a run needs, the way ``ray start --head --no-monitor --include-dashboard=false``
 would: no autoscaler monitor (nothing to scale on one machine), no dashboard, no metrics collection or usage
 stats, a short temp dir (Ray's socket paths fail beyond 107 bytes), and token authentication off (local,
-single-user). The log monitor stays: it forwards the workers' output to the console. Ray's own helpers that
-the raylet always starts (dashboard agent, runtime-env agent) remain; see ``docs/filters.md``
-(Performance) for what that start costs. With an address (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) the
-same code runs on a cluster; there every node must have Refinery installed and reach the run directory.
+single-user). No log monitor either (``--include-log-monitor=false``, ~85 MB): nothing a run needs travels
+through it. A task's exception comes back through ``ray.get``; native crashes are written by each worker's
+faulthandler to ``RUN/logs/faults/``; what workers print stays in their Ray log files, and ``ray_session``
+copies those where a worker printed something to ``worker_logs`` (``RUN/logs/workers/`` for a run) when the
+session ends. Set
+``REFINERY_RAY_LOG_MONITOR=1`` to have workers' output forwarded to the console live instead. Ray's own
+helpers that the raylet and head always start (dashboard agent, runtime-env agent, API server) remain; see
+``docs/filters.md`` (Performance) for what that start costs. With an address (``auto``, ``HOST:PORT``,
+``ray://HOST:PORT``) the same code runs on a cluster; there every node must have Refinery installed and reach the
+run directory.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def embedded_temp_dir() -> str:
@@ -26,7 +34,12 @@ def embedded_temp_dir() -> str:
 EMBEDDED_SYSTEM_CONFIG = {"enable_metrics_collection": False}
 
 
-def start_embedded_head(num_cpus: int | None):  # -> ray._private.node.Node
+def log_monitor_wanted() -> bool:
+    """Whether workers' output is forwarded to the console live (``REFINERY_RAY_LOG_MONITOR=1``; off by default)."""
+    return os.environ.get("REFINERY_RAY_LOG_MONITOR", "0") == "1"
+
+
+def start_embedded_head(num_cpus: int | None, log_monitor: bool | None = None):  # -> ray._private.node.Node
     """Start a local head node with the processes a run needs and none of the optional ones."""
     from ray._private.node import Node
     from ray._private.parameter import RayParams
@@ -38,15 +51,42 @@ def start_embedded_head(num_cpus: int | None):  # -> ray._private.node.Node
         include_dashboard=False,
         temp_dir=embedded_temp_dir(),
         no_monitor=True,
-        include_log_monitor=True,
+        include_log_monitor=log_monitor_wanted() if log_monitor is None else log_monitor,
         _system_config=EMBEDDED_SYSTEM_CONFIG,
     )
     return Node(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
 
 
+#: lines Ray writes into every worker log itself (which job and task the lines after them belong to)
+RAY_LOG_MARKERS = (":job_id:", ":task_name:", ":actor_name:", ":task_attempt_start:", ":task_attempt_end:")
+
+
+def printed_something(path: Path) -> bool:
+    """Whether a worker's log holds any line besides Ray's own job/task markers."""
+    with open(path, errors="replace") as lines:
+        return any(line.strip() and not line.startswith(RAY_LOG_MARKERS) for line in lines)
+
+
+def copy_worker_logs(head, destination: str) -> list[Path]:  # head: ray._private.node.Node
+    """Copy the head's worker stdout/stderr files (``worker-*.out``/``.err``) where a worker printed something
+    into ``destination``."""
+    found = [
+        path
+        for pattern in ("worker-*.out", "worker-*.err")
+        for path in sorted(Path(head.get_logs_dir_path()).glob(pattern))
+        if path.stat().st_size > 0 and printed_something(path)
+    ]
+    if found:
+        os.makedirs(destination, exist_ok=True)
+    return [Path(shutil.copy(path, destination)) for path in found]
+
+
 @contextmanager
-def ray_session(address: str | None, num_cpus: int | None) -> Iterator[dict]:
-    """Yield Ray's cluster resources; start Ray if needed and shut it down only if this call started it."""
+def ray_session(address: str | None, num_cpus: int | None, worker_logs: str | None = None) -> Iterator[dict]:
+    """Yield Ray's cluster resources; start Ray if needed and shut it down only if this call started it.
+
+    ``worker_logs``: a local folder that receives what the embedded head's workers printed, when it ends.
+    """
     import ray
 
     started_here = False
@@ -55,7 +95,12 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[dict]:
         if address is None:
             head = start_embedded_head(num_cpus)
             try:
-                ray.init(address=head.address, log_to_driver=True, logging_level="WARNING", configure_logging=True)
+                ray.init(
+                    address=head.address,
+                    log_to_driver=log_monitor_wanted(),
+                    logging_level="WARNING",
+                    configure_logging=True,
+                )
             except BaseException:
                 head.kill_all_processes(check_alive=False, allow_graceful=False)
                 raise
@@ -69,3 +114,5 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[dict]:
             ray.shutdown()
         if head is not None:
             head.kill_all_processes(check_alive=False, allow_graceful=True)
+            if worker_logs is not None and "://" not in worker_logs:
+                copy_worker_logs(head, worker_logs)

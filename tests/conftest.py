@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,18 +19,20 @@ def sample_corpus() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One embedded Ray for the whole session (starting Ray costs ~5 s); 2 CPUs like the CI machine."""
+    """One embedded Ray for the whole session, started as ``refinery run`` starts it (the lighter head of
+    ``start_embedded_head``); 2 CPUs like the CI machine."""
     import ray
 
-    from refinery.pipelines.ray_session import embedded_temp_dir
+    from refinery.pipelines.ray_session import start_embedded_head
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    head = None
     if not ray.is_initialized():
-        ray.init(
-            address="local", num_cpus=2, include_dashboard=False, _temp_dir=embedded_temp_dir(), logging_level="WARNING"
-        )
+        head = start_embedded_head(2)
+        ray.init(address=head.address, logging_level="WARNING")
     yield ray
     ray.shutdown()
+    if head is not None:
+        head.kill_all_processes(check_alive=False, allow_graceful=True)
 
 
 def _read_all(paths: list[Path], fmt: str, source: str) -> pa.Table:

@@ -20,7 +20,7 @@ import pytest
 
 from refinery.filters import text_stats
 from refinery.filters.gopher import GopherQualityFilter, GopherRepetitionFilter
-from refinery.filters.line_repetition import duplicated_ngram_coverage
+from refinery.filters.line_repetition import LineNgramRepetitionFilter, duplicated_ngram_coverage
 from refinery.filters.ngram_kernels import duplicated_ngram_chars_kernel, top_ngram_chars_kernel
 from refinery.filters.text_stats import (
     SPLIT_WORDS,
@@ -39,7 +39,11 @@ from refinery.filters.word_lists import (
     WORD,
     AdultWordsFilter,
     DirtyWordsFilter,
+    WordDensityFilter,
+    adult_word_list,
     alternation,
+    compiled,
+    consume_count,
     profanity_lists,
 )
 
@@ -161,6 +165,44 @@ def test_line_coverage_kernel_equals_the_numpy_rule(texts):
         got = [duplicated_ngram_coverage(tokens, n) for tokens in lines]
         assert got == [reference_line_coverage(tokens, n) for tokens in lines]
         assert sum(0 < value < 1 for value in got) > 20
+
+
+def reference_line_clean(text: str, n: int, min_words: int, max_coverage: float) -> tuple[str, int]:
+    """Previous ``line_ngram_repetition`` rule: per line, ``re.findall(r"\\w+")`` and the NumPy coverage."""
+    kept, removed = [], 0
+    for line in text.split("\n"):
+        tokens = tuple(re.findall(r"\w+", line)) if len(line) >= 2 * min_words else ()
+        if len(tokens) >= min_words and reference_line_coverage(tokens, n) > max_coverage:
+            removed += 1
+        else:
+            kept.append(line)
+    return ("\n".join(kept) if removed else text), removed
+
+
+def test_line_repetition_batch_kernel_equals_the_per_line_rule(texts):
+    # real pages, plus pages with log-like lines in several scripts, blank and edge-case texts
+    changelog_line = "2.4-1 urgency=low * New upstream release; fixes CVE-2024-0001 (Closes: #12345)"
+    repetitive = [changelog_line, "Größe_1·ändert—½ «straße» ²³\u00a0x", "日本語\u3000の テスト、文字 𝔘𝔫𝔦"] * 14
+    spliced = [text + "\n" + " ".join([line] * 4) for text, line in zip(texts[:40], repetitive[:40], strict=True)]
+    edge = ["", " ", "\n", " \u2003\n\t\x1c", "a\n", "\n\nword " * 30, "e\u0301t\u00e9 " * 40 + "\n" + "x_y " * 50]
+    corpus = texts + spliced + edge
+    for n, min_words, max_coverage in ((4, 20, 0.4), (2, 5, 0.2)):
+        stage = LineNgramRepetitionFilter(n=n, min_words=min_words, max_coverage=max_coverage)
+        expected = [reference_line_clean(text, n, min_words, max_coverage) for text in corpus]
+        assert [stage.clean(text) for text in corpus] == expected
+        batch = pa.table({"id": [str(i) for i in range(len(corpus) + 1)], "text": [*corpus, None]})
+        result = stage.process(batch)
+        kept = {row["id"]: row["text"] for row in result.kept.to_pylist()}
+        for index, (cleaned, _) in enumerate(expected):
+            assert kept.get(str(index)) == (cleaned if cleaned.strip() else None)
+        assert result.rejected.num_rows == len(corpus) + 1 - len(kept)
+        assert set(result.rejected["reason"].to_pylist()) == {"line_ngram_repetition:all_lines_removed"}
+        assert result.counters["lines_removed"] == sum(removed for _, removed in expected) > 10
+    # a batch where no line goes (the shortcut path): blank documents are still rejected, the rest kept as they are
+    quiet = pa.table({"id": [str(i) for i in range(7)], "text": [*edge[:5], texts[0], None]})
+    result = LineNgramRepetitionFilter().process(quiet)
+    assert result.kept["id"].to_pylist() == ["4", "5"] and result.kept["text"].to_pylist() == ["a\n", texts[0]]
+    assert result.rejected["reason"].to_pylist() == ["line_ngram_repetition:all_lines_removed"] * 5
 
 
 def reference_repetition_failure(stage: GopherRepetitionFilter, text: str) -> str | None:
@@ -294,3 +336,60 @@ def test_word_list_decisions_unchanged(real_documents, stage_class):
     expected = reference_word_list_decisions(stage, batch)
     assert got == expected
     assert set(expected) >= {"", stage.reason("too_many")}
+
+
+def test_re2_engines_agree_on_classes_and_case_folding():
+    # the word lists count with google-re2 compiled once; Arrow's RE2 defined the counts: same classes for every
+    # code point, same case-insensitive matches for every character of every list against every cased character
+    every = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    joined = "".join(every)  # runs of matching code points found in one pass (RE2's Python loop is per match)
+    array = pa.array(every, pa.string())
+    for members in (r"[\p{L}\p{N}_]", r"\p{L}"):
+        arrow = np.array(every, dtype=object)[pc.match_substring_regex(array, f"^{members}$").to_numpy(False)]
+        ours = "".join(compiled(members + "+").findall(joined))
+        assert "".join(arrow) == ours
+    cased = "".join(c for c in every if c.lower() != c or c.upper() != c or c.casefold() != c)
+    lists = [*profanity_lists().values(), adult_word_list()]
+    listed = sorted({c for words in lists for w in words for c in w})
+    candidates = pa.array(list(cased) + listed, pa.string())
+    values = np.array(candidates.to_pylist(), dtype=object)
+    for char in listed:
+        pattern = "(?i)" + re.escape(char)
+        arrow = set(values[pc.match_substring_regex(candidates, pattern).to_numpy(False)])
+        assert set(compiled(pattern).findall(cased + "".join(listed))) == arrow, char
+
+
+def test_consume_count_counts_as_arrow_does(texts):
+    pattern = alternation((*profanity_lists()["en"], "the", "of", "and"), True)
+    sample = [t[:5000] for t in texts[:60]] + ["ass ass", "x ass ass ass x", "ass  ass", "", "Ass,ASS;ass"]
+    arrow = pc.count_substring_regex(pa.array(sample), pattern).to_pylist()
+    assert [consume_count(compiled(pattern), t, 10**6) for t in sample] == arrow
+    assert [consume_count(compiled(pattern), t, 3) for t in sample] == [min(3, c) for c in arrow]
+    assert max(arrow) > 3
+
+
+class MarkedWordsFilter(WordDensityFilter):
+    """A list with entries that end in a mark or hold a double break, whose first word is not an entry."""
+
+    def words_for(self, language: str) -> tuple[str, ...]:
+        return ("darn;", "gosh--darn", "heck!", "fiddlesticks", "dang it")
+
+
+def test_word_lists_find_every_document_that_counts_with_marked_entries(texts):
+    # entries that are not words joined by single breaks are found by their first word run (presence_pattern)
+    stage = MarkedWordsFilter(max_count=4)
+    forms = ["darn; ", "darn;; ", "gosh--darn ", "GOSH--DARN! ", "heck! ", "(heck!)", "xheck! ", "dang it ", "darn "]
+    rng = np.random.default_rng(1)
+    made = []
+    for text in texts[:60]:
+        words = text[:400].split(" ")
+        for _ in range(int(rng.integers(0, 8))):
+            words.insert(int(rng.integers(len(words) + 1)), forms[int(rng.integers(len(forms)))])
+        made.append(" ".join(words))
+    batch = pa.table({"id": list(range(len(made))), "text": made, "lang": ["en"] * len(made)})
+    result = stage.process(batch)
+    reasons = dict(zip(result.rejected["id"].to_pylist(), result.rejected["reason"].to_pylist(), strict=True))
+    got = [reasons.get(row, "") for row in range(batch.num_rows)]
+    expected = reference_word_list_decisions(stage, batch)
+    assert got == expected
+    assert {"", stage.reason("too_many"), stage.reason("too_dense")} <= set(expected)

@@ -1,0 +1,61 @@
+"""The embedded head runs without Ray's log monitor: what a run needs from its workers still reaches the user.
+
+A task's exception comes back through ``ray.get``, and what workers print lands in the session's
+``worker_logs`` folder when the session ends (faulthandler files: ``tests/test_executor.py``). Runs in a fresh
+interpreter so that the session starts its own head (the test session's shared Ray would be reused otherwise).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from refinery.pipelines.ray_session import printed_something
+
+SCRIPT = """
+import sys
+import psutil
+import ray
+from refinery.pipelines.ray_session import ray_session
+
+@ray.remote
+def talk():
+    print("printed by a worker", flush=True)
+    print("warned by a worker", file=sys.stderr, flush=True)
+    return 1
+
+@ray.remote
+def fail():
+    raise ValueError("a shard's own error")
+
+with ray_session(None, 1, worker_logs=sys.argv[1]):
+    helpers = " ".join(" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True))
+    assert "log_monitor" not in helpers and "gcs_server" in helpers, helpers
+    assert ray.get(talk.remote()) == 1
+    try:
+        ray.get(fail.remote())
+    except ValueError as error:
+        assert "a shard's own error" in str(error)
+    else:
+        raise AssertionError("the task's error did not come back")
+"""
+
+
+def test_worker_output_and_errors_reach_the_user_without_the_log_monitor(tmp_path: Path):
+    logs = tmp_path / "workers"
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(logs)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "printed by a worker" not in done.stdout, "no live forwarding: the log monitor is off"
+    out = "".join(path.read_text() for path in logs.glob("worker-*.out"))
+    err = "".join(path.read_text() for path in logs.glob("worker-*.err"))
+    assert "printed by a worker" in out
+    assert "warned by a worker" in err
+
+
+def test_a_worker_log_with_only_rays_task_markers_is_not_copied(tmp_path: Path):
+    markers = ":job_id:01000000\n:task_name:_run_item\n:task_name:_run_item\n"
+    (tmp_path / "quiet.out").write_text(markers)
+    (tmp_path / "talked.err").write_text(markers + "Traceback (most recent call last):\n")
+    assert not printed_something(tmp_path / "quiet.out")
+    assert printed_something(tmp_path / "talked.err")
