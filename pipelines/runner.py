@@ -128,7 +128,9 @@ def run_recipe(
     blocked: dict[str, Any] | None = None
     phase_seconds: dict[int, dict[str, float]] = {}
     phase_cpu_seconds: dict[int, dict[str, float]] = {}
-    with ray_session(address, num_cpus) as resources:
+    local_run = "://" not in recipe.output_dir
+    worker_logs = os.path.join(recipe.output_dir, "logs", "workers") if local_run else None
+    with ray_session(address, num_cpus, worker_logs=worker_logs) as resources:
         cpus = int(resources.get("CPU", 1))
         in_flight = max_in_flight or recipe.ray.max_in_flight or 2 * cpus
         for segment in segments:
