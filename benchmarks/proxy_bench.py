@@ -7,15 +7,16 @@ One command: ``.venv/bin/python benchmarks/proxy_bench.py [--steps 12] [--manife
   thread, stepped in turn A B A B ... so load from other jobs falls on both alike:
   ``plain`` = the trainer before the CPU paths (``backend: sdpa_dense`` — one dense document mask for the whole
   batch — and ``loss_chunk_rows: 0`` — the whole ``tokens × vocabulary`` logits and ``F.cross_entropy``);
-  ``cpu`` = the CPU defaults (one-document rows through ``is_causal``, the loss in 256-token chunks). Prints
+  ``cpu`` = the CPU defaults (attention one document at a time through ``is_causal``, the loss in 256-token
+  chunks). Prints
   tokens/s per core of each (wall, and per CPU-second of the process: on a shared machine the CPU time is the
   figure that does not count the time the core spent on other jobs), the median of the per-step ratios, and the
   largest difference between their step losses (they train the same model: the difference is float summation
   order).
 * **One whole proxy** (``--proxy-tokens N``): :func:`refinery.training.api.train_on_manifest` with the defaults
-  of ``--device`` (``cpu``: one core, split mask, chunked loss; ``cuda``: FlexAttention, bf16 autocast), as the mix
-  optimizer's task runs it (the shared vocabulary built first and timed apart, as the optimizer builds it once;
-  set-up and evaluation included): wall and CPU seconds, tokens/s (per core on CPU).
+  of ``--device`` (``cpu``: one core, per-document attention, chunked loss; ``cuda``: FlexAttention, bf16
+  autocast), as the mix optimizer's task runs it (the shared vocabulary built first and timed apart, as the
+  optimizer builds it once; set-up and evaluation included): wall and CPU seconds, tokens/s (per core on CPU).
   ``--steps 0 --proxy-tokens 1048576 --device cuda`` is the proxy figure of ``benchmarks/gpu_check.sh``; without
   a GPU it stops with a message.
 
@@ -159,7 +160,7 @@ def main() -> None:
                 f"{paired['steps']} steps of {paired['tokens_per_step']:,} tokens each, one core, interleaved:\n"
                 f"{'':34}{'tokens/s (wall)':>16}{'tokens/CPU-s':>14}\n"
                 f"  plain (dense mask, whole logits){wall['plain']:>16,.0f}{cpu['plain']:>14,.0f}\n"
-                f"  cpu (split mask, chunked loss)  {wall['cpu']:>16,.0f}{cpu['cpu']:>14,.0f}\n"
+                f"  cpu (per-document, chunked loss){wall['cpu']:>16,.0f}{cpu['cpu']:>14,.0f}\n"
                 f"  speed-up, median of per-step ratios: {paired['speedup_median']:.2f}x wall, "
                 f"{paired['cpu_speedup_median']:.2f}x CPU time; "
                 f"max |step loss difference| {paired['max_loss_difference']:.2e}",

@@ -1,13 +1,14 @@
 """The trainer's faster CPU paths compute what the plain paths compute (up to float summation order).
 
-* attention ``sdpa``: one-document rows through ``is_causal``, the mask built only for rows of several documents,
-  against ``sdpa_dense`` (one dense document mask for the whole batch), forward and gradients;
+* attention ``sdpa``: one-document rows through ``is_causal``, the other rows cut into their documents (each
+  ``is_causal`` on its own), against ``sdpa_dense`` (one dense document mask for the batch), forward and gradients;
 * the chunked output projection + cross-entropy against ``lm_head`` + ``F.cross_entropy``, loss and gradients;
 * the trainer with both on (the CPU default) against both off: the same losses step by step on real shards.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -61,7 +62,15 @@ def test_split_attention_equals_one_dense_document_mask(document_ids):
     one_document = document_ids.amax(dim=1) == 0
     assert one_document.any() and not one_document.all()  # both kinds of row: the split path runs
     mask = build_mask(document_ids, "sdpa")
-    assert mask.mask.shape[0] == int((~one_document).sum())  # the mask covers the multi-document rows only
+    assert mask.mask is None  # no mask: one-document rows are causal, other rows are cut into their documents
+    multi = torch.nonzero(~one_document).flatten().tolist()
+    assert sorted({row for row, _, _ in mask.segments}) == multi
+    for row in multi:  # the documents of a row tile it, each one document id
+        spans = [(start, end) for r, start, end in mask.segments if r == row]
+        assert spans[0][0] == 0 and spans[-1][1] == document_ids.shape[1]
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+        assert [len(set(document_ids[row, a:b].tolist())) for a, b in spans] == [1] * len(spans)
+        assert len(spans) == int(document_ids[row].max()) + 1
     for fast, dense in zip(
         _attention_and_grads(document_ids, "sdpa"), _attention_and_grads(document_ids, "sdpa_dense"), strict=True
     ):
@@ -73,7 +82,7 @@ def test_split_attention_when_every_row_is_of_one_kind(document_ids, rows):
     one_document = document_ids.amax(dim=1) == 0
     ids = document_ids[one_document if rows == "single" else ~one_document]
     mask = build_mask(ids, "sdpa")
-    assert (mask.mask is None) == (rows == "single") and mask.order is None
+    assert (mask.order is None) == (rows == "single")  # all one-document rows: a single causal call
     for fast, dense in zip(_attention_and_grads(ids, "sdpa"), _attention_and_grads(ids, "sdpa_dense"), strict=True):
         torch.testing.assert_close(fast, dense, rtol=1e-5, atol=1e-6)
 

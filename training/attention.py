@@ -6,12 +6,12 @@ Paths (``backend``):
   every layer; fully masked tiles are skipped, so a packed batch costs about what its documents cost alone). The
   GPU default. On CPU, torch 2.13 runs FlexAttention forward only (no backward), so it serves the equality test
   and evaluation there, never training.
-* ``sdpa`` — ``scaled_dot_product_attention``, the exact path that trains on CPU, with the mask only where it is
-  needed: the rows of a batch that hold one document (one segment: ``document_ids`` all 0) are one call with
-  ``is_causal=True`` (the kernel skips the upper triangle and reads no mask); only the rows holding several
-  documents get a boolean ``(b, 1, L, L)`` block-causal mask. For a one-document row the document mask *is* the
-  causal mask, so the result is the same function; on the proxy preset's CPU batches (long documentation pages,
-  512-token rows) most rows hold one document. Memory of the mask grows with ``L²`` (fine at CPU lengths).
+* ``sdpa`` — ``scaled_dot_product_attention``, the exact path that trains on CPU, with no mask at all: the rows
+  of a batch that hold one document (one segment: ``document_ids`` all 0) are one call with ``is_causal=True``
+  (for one document the document mask *is* the causal mask, and the kernel skips the upper triangle); a row of
+  several documents is cut at its document boundaries and each document is one ``is_causal`` call on its own
+  slice, so no work is spent on pairs of tokens the mask would discard. On the proxy preset's CPU batches (long
+  documentation pages, 512-token rows) about 70% of rows hold one document and most others two.
 * ``sdpa_dense`` — the same attention with one dense ``(B, 1, L, L)`` mask for every row (the form ``sdpa`` had
   before): the reference the tests and ``benchmarks/proxy_bench.py`` compare ``sdpa`` against.
 * ``causal`` — plain causal SDPA with no document mask: not exact for packed documents; kept as the speed baseline
@@ -50,15 +50,15 @@ def default_backend(device: torch.device | str) -> Backend:
 class AttentionMask:
     """What one batch's layers share: the backend and its mask object (BlockMask, boolean tensor or nothing).
 
-    For ``sdpa``: ``mask`` is the boolean mask of the rows ``multi`` (several documents) only, ``single`` the rows of
-    one document, and ``order`` the permutation that puts ``[single..., multi...]`` back in batch order (``None``
-    when every row is of one kind).
+    For ``sdpa``: ``single`` the rows of one document, ``segments`` the ``(row, start, end)`` documents of the other
+    rows in batch order, and ``order`` the permutation that puts ``[single rows..., other rows...]`` back in batch
+    order (``None`` when every row holds one document).
     """
 
     backend: Backend
     mask: Any = None
     single: torch.Tensor | None = None
-    multi: torch.Tensor | None = None
+    segments: list[tuple[int, int, int]] | None = None
     order: torch.Tensor | None = None
 
 
@@ -71,16 +71,22 @@ def _document_causal(document_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _split_rows(document_ids: torch.Tensor) -> AttentionMask:
-    """Rows of one document (ids all 0: the packer numbers segments 0, 1, ... per row) against the others."""
+    """Rows of one document (ids all 0: the packer numbers segments 0, 1, ... per row) apart from the others, whose
+    documents are listed as ``(row, start, end)``."""
     one_document = document_ids.amax(dim=1) == 0
+    if bool(one_document.all()):
+        return AttentionMask("sdpa")
     single = torch.nonzero(one_document).flatten()
     multi = torch.nonzero(~one_document).flatten()
-    if len(multi) == 0:
-        return AttentionMask("sdpa")
-    if len(single) == 0:
-        return AttentionMask("sdpa", _document_causal(document_ids))
+    ids = document_ids[multi].cpu()
+    change = torch.ones_like(ids, dtype=torch.bool)
+    change[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    segments = []
+    for row, starts in zip(multi.tolist(), (torch.nonzero(c).flatten().tolist() for c in change), strict=True):
+        ends = [*starts[1:], ids.shape[1]]
+        segments.extend((row, start, end) for start, end in zip(starts, ends, strict=True))
     order = torch.argsort(torch.cat([single, multi]))
-    return AttentionMask("sdpa", _document_causal(document_ids[multi]), single, multi, order)
+    return AttentionMask("sdpa", None, single, segments, order)
 
 
 def build_mask(document_ids: torch.Tensor, backend: Backend) -> AttentionMask:
@@ -119,11 +125,30 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMas
     """Attention of ``q (B, H, L, D)`` over ``k, v (B, H_kv, L, D)`` (grouped-query: ``H`` a multiple of ``H_kv``)."""
     if mask.backend == "flex":
         return _compiled_flex(q.device.type)(q, k, v, block_mask=mask.mask, enable_gqa=True)
-    if mask.backend == "causal" or (mask.backend == "sdpa" and mask.mask is None):
+    if mask.backend == "causal" or (mask.backend == "sdpa" and mask.order is None):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    if mask.order is None:  # sdpa_dense, or sdpa with every row of several documents
+    if mask.backend == "sdpa_dense":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, enable_gqa=True)
-    single, multi = mask.single, mask.multi
-    alone = F.scaled_dot_product_attention(q[single], k[single], v[single], is_causal=True, enable_gqa=True)
-    packed = F.scaled_dot_product_attention(q[multi], k[multi], v[multi], attn_mask=mask.mask, enable_gqa=True)
-    return torch.cat([alone, packed]).index_select(0, mask.order)
+    return _attend_documents(q, k, v, mask)
+
+
+def _attend_documents(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+    """``sdpa`` with rows of several documents: one-document rows in one causal call, every other document alone."""
+    rows = []
+    if len(mask.single):
+        single = mask.single
+        rows.append(F.scaled_dot_product_attention(q[single], k[single], v[single], is_causal=True, enable_gqa=True))
+    pieces: list[torch.Tensor] = []
+    for index, (row, start, end) in enumerate(mask.segments):
+        part = slice(start, end)
+        pieces.append(
+            F.scaled_dot_product_attention(
+                q[row : row + 1, :, part], k[row : row + 1, :, part], v[row : row + 1, :, part],
+                is_causal=True, enable_gqa=True,
+            )
+        )  # fmt: skip
+        last_of_row = index + 1 == len(mask.segments) or mask.segments[index + 1][0] != row
+        if last_of_row:
+            rows.append(torch.cat(pieces, dim=2))
+            pieces = []
+    return torch.cat(rows).index_select(0, mask.order)
