@@ -14,21 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_fixtures import build_manifest
+from training_fixtures import build_manifest, one_thread  # noqa: F401  (autouse: one torch thread)
 
 from refinery.pipelines.models import load_tokenizer
 from refinery.training.attention import attend, build_mask
 from refinery.training.loss import linear_cross_entropy
 from refinery.training.packing import PackConfig, Packer, tokenize_documents
 from refinery.training.trainer import CPU_LOSS_CHUNK_ROWS, Trainer, TrainingError, preset, train
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

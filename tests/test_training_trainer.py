@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from training_fixtures import build_manifest
+from training_fixtures import build_manifest, one_thread  # noqa: F401  (autouse: one torch thread)
 
 from refinery.pipelines.cli import main
 from refinery.training.trainer import Trainer, TrainingError, preset, train
@@ -18,15 +18,6 @@ from refinery.training.trainer import Trainer, TrainingError, preset, train
 @pytest.fixture(scope="module")
 def manifest(real_documents, tmp_path_factory) -> Path:
     return build_manifest(real_documents, tmp_path_factory.mktemp("manifest"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the tiny model's matrices are too small to share, and the CI cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _steps(output: Path) -> list[dict]:

@@ -14,12 +14,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
+import torch
 
 from refinery.pipelines.manifest import FORMAT, FORMAT_VERSION
 from refinery.pipelines.models import DEFAULT_TOKENIZER, file_sha256, load_tokenizer, tokenizer_file
 from refinery.pipelines.storage import file_digest
 
 BUCKETS = ("python_docs", "postgresql_docs", "debian_changelog")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread (import it into a test module to apply it there): the tiny models' matrices are too
+    small to share, and the CI cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _entry(folder: Path, relative: str, table: pa.Table) -> dict:
