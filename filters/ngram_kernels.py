@@ -41,6 +41,13 @@ def _slot_bits(count: int) -> int:
 
 
 @njit(cache=True, nogil=True)
+def _empty_table(count: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """An open-addressing table for ``count`` keys: (keys, used flags, slot mask)."""
+    size = 1 << _slot_bits(count)
+    return np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.uint8), size - 1
+
+
+@njit(cache=True, nogil=True)
 def _find_slot(keys: np.ndarray, used: np.ndarray, key: np.int64, mask: int) -> int:
     """Slot holding ``key``, or the empty slot where it goes (linear probing on a mixed hash)."""
     mixed = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
@@ -56,12 +63,9 @@ def top_ngram_chars_kernel(ids: np.ndarray, lengths: np.ndarray, n: int) -> int:
     grams = _ngram_hashes(ids, n)
     if grams.size == 0:
         return 0
-    bits = _slot_bits(grams.size)
-    mask = (1 << bits) - 1
-    keys = np.zeros(1 << bits, dtype=np.int64)
-    used = np.zeros(1 << bits, dtype=np.uint8)
-    counts = np.zeros(1 << bits, dtype=np.int64)
-    first = np.zeros(1 << bits, dtype=np.int64)
+    keys, used, mask = _empty_table(grams.size)
+    counts = np.zeros(keys.size, dtype=np.int64)
+    first = np.zeros(keys.size, dtype=np.int64)
     best_count = 0
     best_first = 0
     for position in range(grams.size):
@@ -92,10 +96,7 @@ def duplicated_ngram_chars_kernel(ids: np.ndarray, lengths: np.ndarray, n: int, 
     grams = _ngram_hashes(ids, n)
     if grams.size == 0:
         return 0
-    bits = _slot_bits(grams.size)
-    mask = (1 << bits) - 1
-    keys = np.zeros(1 << bits, dtype=np.int64)
-    used = np.zeros(1 << bits, dtype=np.uint8)
+    keys, used, mask = _empty_table(grams.size)
     repeated = 0
     position = 0
     while position < grams.size:
@@ -146,10 +147,7 @@ def repeated_ngram_coverage(ids: np.ndarray, lengths: np.ndarray, n: int) -> flo
     grams = _ngram_hashes(ids, n)
     if grams.size == 0:
         return 0.0
-    bits = _slot_bits(grams.size)
-    mask = (1 << bits) - 1
-    keys = np.zeros(1 << bits, dtype=np.int64)
-    used = np.zeros(1 << bits, dtype=np.uint8)
+    keys, used, mask = _empty_table(grams.size)
     covered_until = 0
     covered = 0
     for position in range(grams.size):
