@@ -6,7 +6,7 @@ Each contender is a fresh Python process that starts its executor and runs one t
 
 * ``refinery/ray``: ``ray_session(None, num_cpus)`` (the embedded head every ``refinery run`` starts) and one
   Ray task;
-* ``refinery/ray+log_monitor``: the same with Ray's log monitor started as before (``REFINERY_RAY_LOG_MONITOR=1``),
+* ``refinery/ray+api_server``: the same with Ray's API server started as before (``REFINERY_RAY_API_SERVER=1``),
   which shows what leaving it out saves;
 * ``datatrove/local``: ``LocalPipelineExecutor`` with one task and a one-step pipeline.
 
@@ -42,7 +42,7 @@ def first_shard(x):
 with ray_session(None, {num_cpus}):
     assert ray.get(first_shard.remote(1)) == 2
 """,
-    "refinery/ray+log_monitor": "",  # refinery/ray's code with REFINERY_RAY_LOG_MONITOR=1
+    "refinery/ray+api_server": "",  # refinery/ray's code with REFINERY_RAY_API_SERVER=1
     "datatrove/local": """
 from datatrove.executor import LocalPipelineExecutor
 
@@ -60,7 +60,7 @@ def measure(contender: str, num_cpus: int) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as logs:
         code = (WORKERS[contender] or WORKERS["refinery/ray"]).format(num_cpus=num_cpus, logs=logs)
-        env = {**os.environ, "REFINERY_RAY_LOG_MONITOR": "1" if contender.endswith("+log_monitor") else "0"}
+        env = {**os.environ, "REFINERY_RAY_API_SERVER": "1" if contender.endswith("+api_server") else "0"}
         started = time.perf_counter()
         process = psutil.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         peak, peak_pss, cpu = 0, 0, {}

@@ -9,8 +9,9 @@ through it. A task's exception comes back through ``ray.get``; native crashes ar
 faulthandler to ``RUN/logs/faults/``; what workers print stays in their Ray log files, and ``ray_session``
 copies those where a worker printed something to ``worker_logs`` (``RUN/logs/workers/`` for a run) when the
 session ends. Set
-``REFINERY_RAY_LOG_MONITOR=1`` to have workers' output forwarded to the console live instead. Ray's own
-helpers that the raylet and head always start (dashboard agent, runtime-env agent, API server) remain; see
+``REFINERY_RAY_LOG_MONITOR=1`` to have workers' output forwarded to the console live instead. Ray's API
+server (the dashboard's head process) is left out too (``REFINERY_RAY_API_SERVER=1`` starts it): a run uses
+none of what it serves. The two helpers the raylet always starts (dashboard agent, runtime-env agent) remain; see
 ``docs/filters.md`` (Performance) for what that start costs. With an address (``auto``, ``HOST:PORT``,
 ``ray://HOST:PORT``) the same code runs on a cluster; there every node must have Refinery installed and reach the
 run directory.
@@ -54,7 +55,30 @@ def start_embedded_head(num_cpus: int | None, log_monitor: bool | None = None): 
         include_log_monitor=log_monitor_wanted() if log_monitor is None else log_monitor,
         _system_config=EMBEDDED_SYSTEM_CONFIG,
     )
-    return Node(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
+    head_class = Node if api_server_wanted() else _node_without_api_server(Node)
+    return head_class(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
+
+
+def api_server_wanted() -> bool:
+    """Whether the embedded head starts Ray's API server (``REFINERY_RAY_API_SERVER=1``; off by default)."""
+    return os.environ.get("REFINERY_RAY_API_SERVER", "0") == "1"
+
+
+def _node_without_api_server(node_class: type) -> type:
+    """Ray's head ``Node`` with its API server left out.
+
+    Why: ``Node.start_head_processes`` starts the API server (the dashboard's head process) whatever
+    ``include_dashboard`` says, and the head start then waits for it to publish its address: ~105 MB and 1-4 s of
+    every run's fixed cost. A run uses none of what it serves (the dashboard, the job-submission and state APIs);
+    tasks, objects and the cluster's resources go through the GCS and the raylet. ``REFINERY_RAY_API_SERVER=1``
+    brings it back, e.g. for ``ray list tasks`` against a long embedded run.
+    """
+
+    class HeadWithoutApiServer(node_class):
+        def start_api_server(self, *, include_dashboard: bool | None, raise_on_failure: bool) -> None:
+            self._webui_url = None  # what a head without a dashboard records; the raylet is told no URL
+
+    return HeadWithoutApiServer
 
 
 #: lines Ray writes into every worker log itself (which job and task the lines after them belong to)

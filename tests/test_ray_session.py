@@ -7,6 +7,7 @@ interpreter so that the session starts its own head (the test session's shared R
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ def fail():
 with ray_session(None, 1, worker_logs=sys.argv[1]):
     helpers = " ".join(" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True))
     assert "log_monitor" not in helpers and "gcs_server" in helpers, helpers
+    assert "dashboard/dashboard.py" not in helpers and "dashboard/agent.py" in helpers, helpers  # no API server
     assert ray.get(talk.remote()) == 1
     try:
         ray.get(fail.remote())
@@ -51,6 +53,27 @@ def test_worker_output_and_errors_reach_the_user_without_the_log_monitor(tmp_pat
     err = "".join(path.read_text() for path in logs.glob("worker-*.err"))
     assert "printed by a worker" in out
     assert "warned by a worker" in err
+
+
+API_SERVER_SCRIPT = """
+import psutil
+import ray
+from refinery.pipelines.ray_session import ray_session
+
+with ray_session(None, 1):
+    helpers = " ".join(" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True))
+    assert "dashboard/dashboard.py" in helpers, helpers
+    assert ray.get(ray.remote(lambda: 2).remote()) == 2
+"""
+
+
+def test_the_api_server_starts_only_when_asked_for():
+    """``REFINERY_RAY_API_SERVER=1`` brings back what the default start leaves out (the check above)."""
+    env = {**os.environ, "REFINERY_RAY_API_SERVER": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", API_SERVER_SCRIPT], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_a_worker_log_with_only_rays_task_markers_is_not_copied(tmp_path: Path):
