@@ -13,8 +13,8 @@ The new edges are written (both directions) partitioned by source node for the n
 an order-free hash of the distinct edges it read; when a large-star/small-star pair leaves the edge set as it was
 the graph is a forest of stars whose centres are the components' smallest nodes, and the rounds stop (their
 count is recorded). Memory per task is one partition of edges. ``clusters`` then labels each node with its
-star's centre and joins the document's metadata (id, source, date, quality_score), re-partitioned by label so
-one task sees each whole component.
+star's centre and joins the document's metadata (id, source, date, quality_score; written beside the edges by
+the ``edges`` phase), re-partitioned by label so one task sees each whole component.
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ import pyarrow as pa
 
 from refinery.dedup.minhash.bands import unique_pairs
 from refinery.pipelines.documents import DATE, ID, SOURCE
-from refinery.pipelines.partitions import partition_of, read_partition, splitmix64, write_partitioned
+from refinery.pipelines.partitions import (
+    IntermediateError,
+    partition_of,
+    read_partition,
+    splitmix64,
+    write_partitioned,
+)
 
 QUALITY = "quality_score"
 
@@ -83,18 +89,29 @@ def star_round(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def label_partition(job: dict[str, Any]) -> dict[str, int]:
-    """Phase ``clusters``: each node's component label joined with its metadata, partitioned by label."""
+    """Phase ``clusters``: each node's component label joined with its metadata, partitioned by label.
+
+    The metadata comes from the ``edges`` phase's ``nodes`` (written by the few edge tasks), not from the
+    signatures' per-shard files: a task here reads a file per partition, not one per input shard.
+    """
     src, dst = read_edges(job)
     m, starts = smallest_neighbour(src, dst, only_smaller=False)
     nodes, labels = src[starts] if len(src) else src, m[starts] if len(src) else m
-    meta = read_partition(job["meta"], job["partition"], job["meta_writers"])
-    if meta is None or not len(nodes):
+    meta = read_partition(job["meta"], job["partition"], job["meta_writers"]) if len(nodes) else None
+    if meta is None:
+        if len(nodes):
+            raise IntermediateError(
+                job["meta"], f"no metadata for the {len(nodes)} nodes of partition {job['partition']}"
+            )
         table = pa.table({"label": pa.array([], pa.uint64()), "g": pa.array([], pa.uint64())})
         rows = table
     else:
         g = meta.column("g").to_numpy()
         order = np.argsort(g, kind="stable")
-        index = order[np.searchsorted(g, nodes, sorter=order)]
+        position = np.minimum(np.searchsorted(g, nodes, sorter=order), len(g) - 1)
+        index = order[position]
+        if not np.array_equal(g[index], nodes):
+            raise IntermediateError(job["meta"], "a clustered document's metadata is missing")
         picked = meta.take(pa.array(index))
         rows = pa.table(
             {

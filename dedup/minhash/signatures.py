@@ -71,7 +71,7 @@ def fixed_binary(matrix: np.ndarray) -> pa.Array:
 
 
 def signature_shard(job: dict[str, Any]) -> dict[str, int]:
-    """Sketch one shard; write band keys, verification sketches and document metadata, each hash-partitioned."""
+    """Sketch one shard; write band keys and verification sketches (with each document's metadata), hash-partitioned."""
     partitions, bands, rows = job["partitions"], job["bands"], job["rows"]
     meta = read_columns(job["path"], [ID, SOURCE, DATE, QUALITY])
     fs, inner = storage.filesystem(job["path"])
@@ -99,23 +99,27 @@ def signature_shard(job: dict[str, Any]) -> dict[str, int]:
     verify_all = (
         np.concatenate([v for _, v in sketch_parts]) if sketch_parts else np.zeros((0, job["verify_bins"]), np.uint16)
     )
-    write_partitioned(
-        job["sketch_dir"],
-        job["writer"],
-        pa.table({"g": pa.array(sketch_g), "sketch": fixed_binary(verify_all)}),
-        partition_of(sketch_g, partitions),
-        partitions,
-    )
     has_all = np.concatenate(keep_parts) if keep_parts else np.zeros(0, bool)
-    g_all = (np.uint64(job["shard"]) << np.uint64(32)) + np.arange(meta.num_rows, dtype=np.uint64)
-    date = meta.column(DATE).cast(DATE_TYPE) if DATE in meta.column_names else pa.nulls(meta.num_rows, DATE_TYPE)
-    quality = (
-        meta.column(QUALITY).cast(pa.float64())
-        if QUALITY in meta.column_names
-        else pa.nulls(meta.num_rows, pa.float64())
-    )
-    table = pa.table(
-        {"g": pa.array(g_all), ID: meta.column(ID), SOURCE: meta.column(SOURCE), DATE: date, QUALITY: quality}
-    ).filter(pa.array(has_all))
-    write_partitioned(job["meta_dir"], job["writer"], table, partition_of(g_all[has_all], partitions), partitions)
+    meta_columns = document_metadata(meta).filter(pa.array(has_all))
+    sketch_table = pa.table({"g": pa.array(sketch_g), "sketch": fixed_binary(verify_all)})
+    for name in meta_columns.column_names:
+        sketch_table = sketch_table.append_column(name, meta_columns.column(name))
+    write_partitioned(job["sketch_dir"], job["writer"], sketch_table, partition_of(sketch_g, partitions), partitions)
     return {"documents": meta.num_rows, "sketched": int(has_all.sum()), "quality": QUALITY in meta.column_names}
+
+
+#: What the ``drops`` phase needs of a clustered document to choose its component's keeper and report it.
+METADATA = (ID, SOURCE, DATE, QUALITY)
+
+
+def document_metadata(meta: pa.Table) -> pa.Table:
+    """``id``, ``source``, ``date`` and ``quality_score`` of a shard's documents (nulls for absent columns).
+
+    Stored beside each document's verification sketch (same partition, same row): the ``join`` and ``edges``
+    phases read the sketches anyway, so the metadata of the documents that become edges travels with them to
+    ``clusters``, which then reads one small file per edge writer instead of one per input shard.
+    """
+    rows = meta.num_rows
+    date = meta.column(DATE).cast(DATE_TYPE) if DATE in meta.column_names else pa.nulls(rows, DATE_TYPE)
+    quality = meta.column(QUALITY).cast(pa.float64()) if QUALITY in meta.column_names else pa.nulls(rows, pa.float64())
+    return pa.table({ID: meta.column(ID), SOURCE: meta.column(SOURCE), DATE: date, QUALITY: quality})

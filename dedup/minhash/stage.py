@@ -3,11 +3,12 @@
 The phases, in order (each a Ray map with a marker and validated partitioned files under ``work/PHASE/``):
 
 1. ``signatures`` — per shard: word 5-gram shingles, an 18 × 6 one-permutation MinHash signature banded into
-   band keys, a 1,024-bin verification sketch and document metadata, each hash-partitioned (:mod:`.signatures`);
+   band keys and a 1,024-bin verification sketch stored with the document's metadata, each hash-partitioned
+   (:mod:`.signatures`);
 2. ``pairs`` — per band partition: documents sharing a band key become candidate pairs (:mod:`.bands`);
 3. ``join``, ``edges`` — per partition: each candidate pair verified by its estimated Jaccard similarity
-   (``verify_threshold`` less ``recall_margin`` standard errors of the estimate); verified pairs become edges
-   (:mod:`.candidates`);
+   (``verify_threshold`` less ``recall_margin`` standard errors of the estimate); verified pairs become edges,
+   and their documents' metadata ``nodes`` for ``clusters`` (:mod:`.candidates`);
 4. ``components-r00``, ``-r01``, … — large-star / small-star rounds over edge partitions until the edge set no
    longer changes; ``clusters`` — every node labelled with its component (:mod:`.components`);
 5. ``drops`` — per component, a keeper by ``keep``; the others dropped, per shard (:mod:`.apply`);
@@ -106,7 +107,7 @@ class MinhashDedup(GlobalStage):
         shards_file, shards_sha = write_shard_list(context)
         parts = self._partitions = partition_count(context, self.num_partitions, self.partition_bytes)
         shards = len(context.shard_names)
-        signatures = {name: phase_dir(context, "signatures", name) for name in ("bands", "sketches", "meta")}
+        signatures = {name: phase_dir(context, "signatures", name) for name in ("bands", "sketches")}
         jobs = shard_jobs(
             context,
             partitions=parts,
@@ -117,7 +118,6 @@ class MinhashDedup(GlobalStage):
             seed=context.seed,
             bands_dir=signatures["bands"],
             sketch_dir=signatures["sketches"],
-            meta_dir=signatures["meta"],
         )
         for job in jobs:
             job["writer"] = writer_name(job["shard"])
@@ -133,12 +133,13 @@ class MinhashDedup(GlobalStage):
             "verify_bins": self.verify_bins,
         }
         join_dir, edges_dir = phase_dir(context, "join", "rows"), phase_dir(context, "edges", "rows")
+        nodes_dir = phase_dir(context, "edges", "nodes")
         run_phase(
             context, "join", join_partition, self._reduce_jobs(pairs_dir, parts, join_dir, **sketch_args), ["rows"]
         )
         cut = verification_cut(self.verify_threshold, self.verify_bins, self.recall_margin)
-        edge_jobs = self._reduce_jobs(join_dir, parts, edges_dir, verify_cut=cut, **sketch_args)
-        verified = run_phase(context, "edges", edge_partition, edge_jobs, partitioned=["rows"])
+        edge_jobs = self._reduce_jobs(join_dir, parts, edges_dir, verify_cut=cut, nodes=nodes_dir, **sketch_args)
+        verified = run_phase(context, "edges", edge_partition, edge_jobs, partitioned=["rows", "nodes"])
 
         current, hashes, rounds = edges_dir, [], 0
         for rounds in range(MAX_ROUNDS):
@@ -162,7 +163,7 @@ class MinhashDedup(GlobalStage):
         members_dir, drops_dir = phase_dir(context, "clusters", "rows"), phase_dir(context, "drops", "rows")
         drop_parts = drop_partition_count(hashes[max(rounds - 1, 0)][1] if hashes else 0, parts)
         label_jobs = self._reduce_jobs(
-            final, parts, members_dir, outputs=drop_parts, meta=signatures["meta"], meta_writers=writers(shards)
+            final, parts, members_dir, outputs=drop_parts, meta=nodes_dir, meta_writers=writers(parts)
         )
         run_phase(context, "clusters", label_partition, label_jobs, partitioned=["rows"])
         drop_jobs = self._reduce_jobs(
