@@ -227,15 +227,40 @@ def partitions_for_bytes(input_bytes: int, partition_bytes: int = PARTITION_BYTE
     return max(1, min(MAX_PARTITIONS, -(-input_bytes // partition_bytes)))
 
 
-def input_bytes(context: Any) -> int:
-    """Bytes of a global segment's input shard files, from one listing per folder (no file is opened)."""
+def input_sizes(context: Any) -> list[int]:
+    """Bytes of each of a global segment's input shard files, in shard order, from one listing per folder."""
     fs, _ = storage.filesystem(context.work_dir)
     paths = [storage.filesystem(context.input_path(name))[1] for name in context.shard_names]
     sizes: dict[str, int] = {}
     for folder in sorted({posixpath.dirname(p) for p in paths}):
         for info in fs.ls(folder, detail=True) if fs.exists(folder) else []:
             sizes[posixpath.normpath(info["name"])] = int(info["size"])
-    return sum(sizes.get(posixpath.normpath(p), 0) for p in paths)
+    return [sizes.get(posixpath.normpath(p), 0) for p in paths]
+
+
+def input_bytes(context: Any) -> int:
+    """Bytes of a global segment's input shard files, from one listing per folder (no file is opened)."""
+    return sum(input_sizes(context))
+
+
+def groups_by_bytes(sizes: list[int], target_bytes: int) -> list[list[int]]:
+    """Consecutive indexes of ``sizes`` cut into groups of about ``target_bytes`` (each group at least one).
+
+    Why: a map phase with one writer per input shard makes every reduce task read one file per shard, so the
+    files a shuffle reads grow with shards × partitions; writers of ``target_bytes`` of input each (the same
+    target as a partition's) keep that count near partitions².
+    """
+    if target_bytes <= 0:
+        raise ValueError(f"target_bytes must be positive, got {target_bytes}")
+    groups: list[list[int]] = []
+    held = 0
+    for index, size in enumerate(sizes):
+        if not groups or (held + size > target_bytes and held > 0):
+            groups.append([])
+            held = 0
+        groups[-1].append(index)
+        held += size
+    return groups
 
 
 def partition_count(context: Any, fixed: int | None, partition_bytes: int = PARTITION_BYTES) -> int:

@@ -103,3 +103,34 @@ def test_clusters_read_no_file_per_input_shard(batches, tmp_path, monkeypatch): 
     assert not [path for path in read if "/signatures/" in path], "clusters read the signatures' per-shard files"
     assert any("/edges/nodes/" in path for path in read)
     assert decision.partitions == 1
+
+
+def test_groups_by_bytes_cuts_consecutive_shards_near_the_target():
+    from refinery.pipelines.partitions import groups_by_bytes
+
+    assert groups_by_bytes([], 10) == []
+    assert groups_by_bytes([4, 4, 4, 4, 4], 10) == [[0, 1], [2, 3], [4]]
+    assert groups_by_bytes([25, 1, 1], 10) == [[0], [1, 2]], "a shard larger than the target is a group alone"
+    with pytest.raises(ValueError):
+        groups_by_bytes([1], 0)
+
+
+def test_minhash_signatures_are_written_by_groups_of_shards(batches, tmp_path):  # noqa: F811
+    """One signature writer per ``partition_bytes`` of input, not per shard: reduce tasks read a file per writer."""
+    batch = pa.concat_tables([batches["english"], batches["copies"], batches["doubled"]], promote_options="permissive")
+    batch = batch.set_column(0, "id", pa.array([f"doc{i}" for i in range(batch.num_rows)]))
+    rejected = []
+    for label, partition_bytes in (("grouped", 10**9), ("per_shard", 1)):
+        context = InProcessContext(tmp_path / label, batch)
+        decision = stage_registry()["minhash_dedup"](partition_bytes=partition_bytes, num_partitions=2)
+        decision = decision.prepare(context)
+        written = list((tmp_path / label).glob("segments/*/work/signatures/sketches/_index/*.json"))
+        assert len(written) == (1 if label == "grouped" else len(context.shard_names)) > 0, (label, written)
+        decision.setup()
+        results = []
+        for position, (shard_name, part) in enumerate(context.parts.items()):
+            decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
+            results.append(decision.process(part))
+        rejected.append(sorted(merge(results).rejected["id"].to_pylist()))
+    assert len(context.shard_names) > 1
+    assert rejected[0] == rejected[1] and rejected[0], "the same duplicates whatever the writers"

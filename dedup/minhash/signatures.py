@@ -70,17 +70,17 @@ def fixed_binary(matrix: np.ndarray) -> pa.Array:
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(matrix), [None, pa.py_buffer(matrix.tobytes())])
 
 
-def signature_shard(job: dict[str, Any]) -> dict[str, int]:
-    """Sketch one shard; write band keys and verification sketches (with each document's metadata), hash-partitioned."""
-    partitions, bands, rows = job["partitions"], job["bands"], job["rows"]
-    meta = read_columns(job["path"], [ID, SOURCE, DATE, QUALITY])
-    fs, inner = storage.filesystem(job["path"])
+def shard_sketches(job: dict[str, Any], shard: int, path: str) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
+    """One shard's band keys (``key``, ``g``) and sketches with metadata (``g``, ``sketch``, ``id``, ...)."""
+    bands, rows = job["bands"], job["rows"]
+    meta = read_columns(path, [ID, SOURCE, DATE, QUALITY])
+    fs, inner = storage.filesystem(path)
     band_parts, sketch_parts, keep_parts = [], [], []
     with fs.open(inner, "rb") as handle:
         offset = 0
         for batch in pq.ParquetFile(handle).iter_batches(batch_size=CHUNK_DOCUMENTS, columns=[TEXT]):
             lsh, verify, has = sketches(batch.column(0), job["ngram"], job["seed"], bands * rows, job["verify_bins"])
-            g = (np.uint64(job["shard"]) << np.uint64(32)) + np.arange(offset, offset + batch.num_rows, dtype=np.uint64)
+            g = (np.uint64(shard) << np.uint64(32)) + np.arange(offset, offset + batch.num_rows, dtype=np.uint64)
             keys = band_keys(lsh[has], bands, rows)
             band_parts.append((keys.reshape(-1), np.repeat(g[has], bands)))
             sketch_parts.append((g[has], verify[has]))
@@ -88,24 +88,55 @@ def signature_shard(job: dict[str, Any]) -> dict[str, int]:
             offset += batch.num_rows
     key = np.concatenate([k for k, _ in band_parts]) if band_parts else np.zeros(0, np.uint64)
     band_g = np.concatenate([g for _, g in band_parts]) if band_parts else np.zeros(0, np.uint64)
-    write_partitioned(
-        job["bands_dir"],
-        job["writer"],
-        pa.table({"key": pa.array(key), "g": pa.array(band_g)}),
-        partition_of(key, partitions),
-        partitions,
-    )
     sketch_g = np.concatenate([g for g, _ in sketch_parts]) if sketch_parts else np.zeros(0, np.uint64)
     verify_all = (
         np.concatenate([v for _, v in sketch_parts]) if sketch_parts else np.zeros((0, job["verify_bins"]), np.uint16)
     )
     has_all = np.concatenate(keep_parts) if keep_parts else np.zeros(0, bool)
     meta_columns = document_metadata(meta).filter(pa.array(has_all))
-    sketch_table = pa.table({"g": pa.array(sketch_g), "sketch": fixed_binary(verify_all)})
+    sketch_table = pa.table({"g": pa.array(sketch_g, pa.uint64()), "sketch": fixed_binary(verify_all)})
     for name in meta_columns.column_names:
         sketch_table = sketch_table.append_column(name, meta_columns.column(name))
-    write_partitioned(job["sketch_dir"], job["writer"], sketch_table, partition_of(sketch_g, partitions), partitions)
-    return {"documents": meta.num_rows, "sketched": int(has_all.sum()), "quality": QUALITY in meta.column_names}
+    stats = {"documents": meta.num_rows, "sketched": int(has_all.sum()), "quality": QUALITY in meta.column_names}
+    return pa.table({"key": pa.array(key, pa.uint64()), "g": pa.array(band_g, pa.uint64())}), sketch_table, stats
+
+
+def signature_group(job: dict[str, Any]) -> dict[str, Any]:
+    """Sketch a group of consecutive shards (``job["members"]``: shard index and path each) as one writer.
+
+    Band keys and sketches (with each document's metadata) are hash-partitioned once for the whole group, in
+    shard order, so a partition holds the same rows in the same order as with one writer per shard, and the
+    reduce phases read one file per group instead of one per shard.
+    """
+    partitions = job["partitions"]
+    band_tables, sketch_tables, stats = [], [], []
+    for member in job["members"]:
+        bands_table, sketch_table, shard_stats = shard_sketches(job, member["shard"], member["path"])
+        band_tables.append(bands_table)
+        sketch_tables.append(sketch_table)
+        stats.append(shard_stats)
+    bands_all = pa.concat_tables(band_tables)
+    sketch_all = pa.concat_tables(sketch_tables, promote_options="permissive")
+    write_partitioned(
+        job["bands_dir"],
+        job["writer"],
+        bands_all,
+        partition_of(bands_all.column("key").to_numpy(), partitions),
+        partitions,
+    )
+    write_partitioned(
+        job["sketch_dir"],
+        job["writer"],
+        sketch_all,
+        partition_of(sketch_all.column("g").to_numpy(), partitions),
+        partitions,
+    )
+    return {
+        "documents": sum(s["documents"] for s in stats),
+        "sketched": sum(s["sketched"] for s in stats),
+        "quality": any(s["quality"] for s in stats),
+        "shards": len(stats),
+    }
 
 
 #: What the ``drops`` phase needs of a clustered document to choose its component's keeper and report it.

@@ -2,9 +2,10 @@
 
 The phases, in order (each a Ray map with a marker and validated partitioned files under ``work/PHASE/``):
 
-1. ``signatures`` — per shard: word 5-gram shingles, an 18 × 6 one-permutation MinHash signature banded into
-   band keys and a 1,024-bin verification sketch stored with the document's metadata, each hash-partitioned
-   (:mod:`.signatures`);
+1. ``signatures`` — per group of consecutive shards holding about ``partition_bytes`` of input (one writer
+   each, so a reduce task reads a file per group, not per shard): word 5-gram shingles, an 18 × 6
+   one-permutation MinHash signature banded into band keys and a 1,024-bin verification sketch stored with
+   the document's metadata, each hash-partitioned (:mod:`.signatures`);
 2. ``pairs`` — per band partition: documents sharing a band key become candidate pairs (:mod:`.bands`);
 3. ``join``, ``edges`` — per partition: each candidate pair verified by its estimated Jaccard similarity
    (``verify_threshold`` less ``recall_margin`` standard errors of the estimate); verified pairs become edges,
@@ -28,16 +29,16 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
-from refinery.dedup.decisions import check_decision_list, shard_jobs, write_shard_list
+from refinery.dedup.decisions import check_decision_list, write_shard_list
 from refinery.dedup.minhash.apply import CLUSTER, DUPLICATE, MinhashDecision, drop_partition
 from refinery.dedup.minhash.bands import pair_partition
 from refinery.dedup.minhash.candidates import edge_partition, join_partition, verification_cut
 from refinery.dedup.minhash.components import label_partition, star_round
-from refinery.dedup.minhash.signatures import signature_shard
+from refinery.dedup.minhash.signatures import signature_group
 from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
 from refinery.dedup.report import cluster_summary, dedup_report_html
 from refinery.pipelines import storage
-from refinery.pipelines.partitions import PARTITION_BYTES, partition_count
+from refinery.pipelines.partitions import PARTITION_BYTES, groups_by_bytes, input_sizes, partition_count
 from refinery.pipelines.stages import GlobalContext, GlobalStage, register_stage
 
 MAX_ROUNDS = 200
@@ -108,28 +109,35 @@ class MinhashDedup(GlobalStage):
         parts = self._partitions = partition_count(context, self.num_partitions, self.partition_bytes)
         shards = len(context.shard_names)
         signatures = {name: phase_dir(context, "signatures", name) for name in ("bands", "sketches")}
-        jobs = shard_jobs(
-            context,
-            partitions=parts,
-            bands=self.bands,
-            rows=self.rows,
-            ngram=self.ngram,
-            verify_bins=self.verify_bins,
-            seed=context.seed,
-            bands_dir=signatures["bands"],
-            sketch_dir=signatures["sketches"],
-        )
-        for job in jobs:
-            job["writer"] = writer_name(job["shard"])
-        sketched = run_phase(context, "signatures", signature_shard, jobs, partitioned=list(signatures))
+        groups = groups_by_bytes(input_sizes(context), self.partition_bytes)
+        members = [[{"shard": i, "path": context.input_path(context.shard_names[i])} for i in g] for g in groups]
+        jobs = [
+            {
+                "members": group,
+                "writer": writer_name(k),
+                "partitions": parts,
+                "bands": self.bands,
+                "rows": self.rows,
+                "ngram": self.ngram,
+                "verify_bins": self.verify_bins,
+                "seed": context.seed,
+                "bands_dir": signatures["bands"],
+                "sketch_dir": signatures["sketches"],
+            }
+            for k, group in enumerate(members)
+        ]
+        sketched = run_phase(context, "signatures", signature_group, jobs, partitioned=list(signatures))
+        groups_written = len(jobs)
 
         pairs_dir = phase_dir(context, "pairs", "rows")
-        pair_jobs = self._reduce_jobs(signatures["bands"], shards, pairs_dir, max_bucket_pairs=self.max_bucket_pairs)
+        pair_jobs = self._reduce_jobs(
+            signatures["bands"], groups_written, pairs_dir, max_bucket_pairs=self.max_bucket_pairs
+        )
         run_phase(context, "pairs", pair_partition, pair_jobs, partitioned=["rows"])
 
         sketch_args = {
             "sketches": signatures["sketches"],
-            "sketch_writers": writers(shards),
+            "sketch_writers": writers(groups_written),
             "verify_bins": self.verify_bins,
         }
         join_dir, edges_dir = phase_dir(context, "join", "rows"), phase_dir(context, "edges", "rows")
