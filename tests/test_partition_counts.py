@@ -115,22 +115,33 @@ def test_groups_by_bytes_cuts_consecutive_shards_near_the_target():
         groups_by_bytes([1], 0)
 
 
-def test_minhash_signatures_are_written_by_groups_of_shards(batches, tmp_path):  # noqa: F811
-    """One signature writer per ``partition_bytes`` of input, not per shard: reduce tasks read a file per writer."""
+def test_minhash_signatures_are_written_by_groups_of_shards(batches, tmp_path, monkeypatch):  # noqa: F811
+    """One signature writer per group of shards, not per shard: reduce tasks read a file per writer."""
+    from refinery.dedup.minhash import stage as minhash_stage
+
     batch = pa.concat_tables([batches["english"], batches["copies"], batches["doubled"]], promote_options="permissive")
     batch = batch.set_column(0, "id", pa.array([f"doc{i}" for i in range(batch.num_rows)]))
     rejected = []
-    for label, partition_bytes in (("grouped", 10**9), ("per_shard", 1)):
+    for label, group_bytes in (("grouped", 10**9), ("per_shard", 1)):
+        monkeypatch.setattr(minhash_stage, "signature_group_bytes", lambda total, target, size=group_bytes: size)
         context = InProcessContext(tmp_path / label, batch)
-        decision = stage_registry()["minhash_dedup"](partition_bytes=partition_bytes, num_partitions=2)
-        decision = decision.prepare(context)
+        decision = stage_registry()["minhash_dedup"](num_partitions=2).prepare(context)
         written = list((tmp_path / label).glob("segments/*/work/signatures/sketches/_index/*.json"))
-        assert len(written) == (1 if label == "grouped" else len(context.shard_names)) > 0, (label, written)
+        assert len(written) == (1 if label == "grouped" else len(context.shard_names)), (label, written)
         decision.setup()
         results = []
         for position, (shard_name, part) in enumerate(context.parts.items()):
             decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
             results.append(decision.process(part))
         rejected.append(sorted(merge(results).rejected["id"].to_pylist()))
-    assert len(context.shard_names) > 1
     assert rejected[0] == rejected[1] and rejected[0], "the same duplicates whatever the writers"
+
+
+def test_signature_groups_keep_every_cpu_busy(monkeypatch):
+    from refinery.dedup.minhash.stage import signature_group_bytes
+    from refinery.pipelines import executor
+
+    monkeypatch.setattr(executor, "session_resources", lambda: {"CPU": 4.0})
+    assert signature_group_bytes(10 * 2**30, 64 * 2**20) == 64 * 2**20, "a large input: the partition target"
+    assert signature_group_bytes(80 * 2**20, 64 * 2**20) == 10 * 2**20, "a small one: 8 groups for 4 CPUs"
+    assert signature_group_bytes(0, 64 * 2**20) == 1

@@ -46,6 +46,18 @@ MAX_ROUNDS = 200
 DROP_ROWS_PER_PARTITION = 2**20
 
 
+def signature_group_bytes(total_bytes: int, partition_bytes: int) -> int:
+    """Input bytes per ``signatures`` writer: ``partition_bytes``, less when that would leave CPUs idle.
+
+    Fewer writers mean fewer files for every reduce task to read, but the phase needs at least two groups per
+    CPU of the session to keep them busy (one group per shard at most).
+    """
+    from refinery.pipelines.executor import session_resources
+
+    cpus = max(1, int(session_resources().get("CPU", 1)))
+    return max(1, min(partition_bytes, -(-total_bytes // (2 * cpus))))
+
+
 def drop_partition_count(final_edges: int, partitions: int) -> int:
     """How many partitions the drop lists are written by: from the clustered documents, not the corpus.
 
@@ -109,7 +121,8 @@ class MinhashDedup(GlobalStage):
         parts = self._partitions = partition_count(context, self.num_partitions, self.partition_bytes)
         shards = len(context.shard_names)
         signatures = {name: phase_dir(context, "signatures", name) for name in ("bands", "sketches")}
-        groups = groups_by_bytes(input_sizes(context), self.partition_bytes)
+        sizes = input_sizes(context)
+        groups = groups_by_bytes(sizes, signature_group_bytes(sum(sizes), self.partition_bytes))
         members = [[{"shard": i, "path": context.input_path(context.shard_names[i])} for i in g] for g in groups]
         jobs = [
             {
@@ -127,7 +140,7 @@ class MinhashDedup(GlobalStage):
             for k, group in enumerate(members)
         ]
         sketched = run_phase(context, "signatures", signature_group, jobs, partitioned=list(signatures))
-        groups_written = len(jobs)
+        groups_written = len(sketched)  # from the phase's results: a resumed run reads what was written
 
         pairs_dir = phase_dir(context, "pairs", "rows")
         pair_jobs = self._reduce_jobs(
