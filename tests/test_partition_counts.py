@@ -142,6 +142,7 @@ def test_signature_groups_keep_every_cpu_busy(monkeypatch):
     from refinery.pipelines import executor
 
     monkeypatch.setattr(executor, "session_resources", lambda: {"CPU": 4.0})
-    assert signature_group_bytes(10 * 2**30, 64 * 2**20) == 64 * 2**20, "a large input: the partition target"
-    assert signature_group_bytes(80 * 2**20, 64 * 2**20) == 10 * 2**20, "a small one: 8 groups for 4 CPUs"
+    assert signature_group_bytes(10 * 2**30, 64 * 2**20) == 16 * 2**20, "a large input: what one task may hold"
+    assert signature_group_bytes(10 * 2**30, 2**20) == 2**20, "never more than a partition's input"
+    assert signature_group_bytes(40 * 2**20, 64 * 2**20) == 5 * 2**20, "a small one: 8 groups for 4 CPUs"
     assert signature_group_bytes(0, 64 * 2**20) == 1

@@ -2,8 +2,8 @@
 
 The phases, in order (each a Ray map with a marker and validated partitioned files under ``work/PHASE/``):
 
-1. ``signatures`` — per group of consecutive shards holding about ``partition_bytes`` of input (one writer
-   each, so a reduce task reads a file per group, not per shard): word 5-gram shingles, an 18 × 6
+1. ``signatures`` — per group of consecutive shards holding about 16 MB of input (one writer each, so a
+   reduce task reads a file per group, not per shard): word 5-gram shingles, an 18 × 6
    one-permutation MinHash signature banded into band keys and a 1,024-bin verification sketch stored with
    the document's metadata, each hash-partitioned (:mod:`.signatures`);
 2. ``pairs`` — per band partition: documents sharing a band key become candidate pairs (:mod:`.bands`);
@@ -46,16 +46,22 @@ MAX_ROUNDS = 200
 DROP_ROWS_PER_PARTITION = 2**20
 
 
-def signature_group_bytes(total_bytes: int, partition_bytes: int) -> int:
-    """Input bytes per ``signatures`` writer: ``partition_bytes``, less when that would leave CPUs idle.
+#: Input bytes per ``signatures`` writer at most: what one task holds (about 20x this in sketches and copies).
+SIGNATURE_GROUP_BYTES = 16 * 2**20
 
-    Fewer writers mean fewer files for every reduce task to read, but the phase needs at least two groups per
-    CPU of the session to keep them busy (one group per shard at most).
+
+def signature_group_bytes(total_bytes: int, partition_bytes: int) -> int:
+    """Input bytes per ``signatures`` writer: ``SIGNATURE_GROUP_BYTES`` (or ``partition_bytes`` if smaller), less
+    when that would leave CPUs idle.
+
+    Fewer writers mean fewer files for every reduce task to read (a task reads one per writer), but a writer's
+    task holds its group's sketches (64 MB of input: 1.3 GB of task memory at 64x), and the phase needs at least
+    two groups per CPU of the session to keep them busy (one group per shard at most).
     """
     from refinery.pipelines.executor import session_resources
 
     cpus = max(1, int(session_resources().get("CPU", 1)))
-    return max(1, min(partition_bytes, -(-total_bytes // (2 * cpus))))
+    return max(1, min(SIGNATURE_GROUP_BYTES, partition_bytes, -(-total_bytes // (2 * cpus))))
 
 
 def drop_partition_count(final_edges: int, partitions: int) -> int:
