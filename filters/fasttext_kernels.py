@@ -20,10 +20,13 @@ carries), so that labels and float32 scores are equal bit for bit:
   trained), taken modulo ``bucket`` and mapped through the pruning index of a quantized model (``pushHash``);
 * the hidden vector is the float32 sum of those rows in that order, times ``float32(1.0 / count)``: a dense
   matrix starts from the first row (``averageRowsFast``), a quantized one from zeros and adds
-  ``norm * centroid`` per sub-vector (``addcode``);
+  ``norm * centroid`` per sub-vector (``addcode``). The caller passes a quantized input matrix already expanded
+  to those float32 products (one IEEE multiplication each, so the same values), which makes every row one
+  contiguous read;
 * hierarchical softmax walks the Huffman tree depth first, left child first (``dfs``): a node's probability is
   ``1 / (1 + expf(-f))`` in float32, where ``f`` is the float32 dot product with the node's output row (for a
-  quantized output matrix ``sum(x * centroid) * norm``), each child adds ``float32(log(double(p) + 1e-5))``; a
+  quantized output matrix ``sum(x * centroid) * norm``, the caller passing the centroids expanded per row and
+  the norms apart), each child adds ``float32(log(double(p) + 1e-5))``; a
   branch is cut when its score is below ``log(threshold + 1e-5)`` or below the best leaf so far; a leaf with a
   score equal to the best replaces it (what ``std::push_heap``/``pop_heap`` do with ``k = 1``);
 * the probability reported is ``expf`` of the best leaf's score.
@@ -48,19 +51,32 @@ _LABEL_PREFIX = np.frombuffer(b"__label__", dtype=np.uint8)
 _EOS = np.frombuffer(b"</s>", dtype=np.uint8)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _is_space(byte: np.uint8) -> bool:
     """fastText's ``readWord`` separators; RE2's ``\\s`` (replaced by a space first) is a subset of them."""
     return byte == 32 or byte == 10 or byte == 13 or byte == 9 or byte == 11 or byte == 12 or byte == 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _fnv_step(h: np.int64, byte: np.uint8) -> np.int64:
     """One FNV-1a step over a signed char: bytes >= 0x80 are sign-extended to 32 bits before the xor."""
-    value = np.int64(byte)
-    if value >= 128:
-        value |= 0xFFFFFF00
-    return ((h ^ value) * FNV_PRIME) & MASK32
+    return ((h ^ (np.int64(np.int8(byte)) & MASK32)) * FNV_PRIME) & MASK32
+
+
+@njit(cache=True, nogil=True)
+def _remainder(value: np.int64, divisor: int, inverse: float) -> np.int64:
+    """``value % divisor`` for 0 <= value < 2**32 and 0 < divisor < 2**31, without an integer division.
+
+    The quotient from a double multiplication by ``1 / divisor`` is off by at most one at these sizes; the
+    correction makes the remainder exact (an integer division here was most of the n-gram loop's time).
+    """
+    quotient = np.int64(np.float64(value) * inverse)
+    rest = value - quotient * divisor
+    if rest < 0:
+        rest += divisor
+    elif rest >= divisor:
+        rest -= divisor
+    return rest
 
 
 @njit(cache=True, nogil=True)
@@ -98,89 +114,117 @@ def _find_word(
         slot = (slot + 1) % table.size
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _starts_with(data: np.ndarray, start: int, end: int, prefix: np.ndarray) -> bool:
     if end - start < prefix.size:
         return False
-    for offset in range(prefix.size):
+    for offset in range(prefix.size):  # noqa: SIM110 (a loop numba compiles; no generator)
         if data[start + offset] != prefix[offset]:
             return False
     return True
 
 
 @njit(cache=True, nogil=True)
-def _add_row(
-    hidden: np.ndarray,
-    row: int,
-    first: bool,
-    dense: np.ndarray,
-    codes: np.ndarray,
-    centroids: np.ndarray,
-    nsubq: int,
-    dsub: int,
-    lastdsub: int,
-    norm_codes: np.ndarray,
-    norm_centroids: np.ndarray,
-) -> None:
-    """Add one input row to ``hidden`` as fastText's ``averageRowsToVector`` does (dense or quantized)."""
-    if codes.size == 0:
-        if first:
-            for j in range(hidden.size):
-                hidden[j] = dense[row, j]
-        else:
-            for j in range(hidden.size):
-                hidden[j] += dense[row, j]
-        return
-    norm = np.float32(1.0)
-    if norm_codes.size > 0:
-        norm = norm_centroids[norm_codes[row]]
-    code_base = row * nsubq
-    for m in range(nsubq):
-        code = np.int64(codes[code_base + m])
-        if m == nsubq - 1:
-            base = m * 256 * dsub + code * lastdsub
-            width = lastdsub
-        else:
-            base = (m * 256 + code) * dsub
-            width = dsub
-        for n in range(width):
-            hidden[m * dsub + n] += norm * centroids[base + n]
+def subword_rows(
+    wrapped: np.ndarray,
+    length: int,
+    minn: int,
+    maxn: int,
+    bucket: int,
+    nwords: int,
+    prune_mode: int,
+    prune_map: np.ndarray,
+    rows: np.ndarray,
+    count: int,
+) -> int:
+    """``computeSubwords`` + ``pushHash`` over ``wrapped[:length]`` ("<" + token + ">"): rows appended at ``count``.
+
+    Returns the new count. A lead byte starts a character and continuation bytes (``10xxxxxx``) extend it; the
+    n-grams of ``minn``..``maxn`` characters are hashed (FNV-1a over signed chars) modulo ``bucket``, except the
+    lone ``<`` and ``>``; a pruned model keeps only the buckets its pruning index maps.
+    """
+    inverse = 1.0 / bucket
+    for a in range(length):
+        if (wrapped[a] & 0xC0) == 0x80:
+            continue
+        gram = np.int64(FNV_OFFSET)
+        b = a
+        n = 1
+        while b < length and n <= maxn:
+            gram = _fnv_step(gram, wrapped[b])
+            b += 1
+            while b < length and (wrapped[b] & 0xC0) == 0x80:
+                gram = _fnv_step(gram, wrapped[b])
+                b += 1
+            if n >= minn and not (n == 1 and (a == 0 or b == length)):
+                bucket_id = _remainder(gram, bucket, inverse)
+                if prune_mode == PRUNE_NONE:
+                    rows[count] = nwords + bucket_id
+                    count += 1
+                elif prune_mode == PRUNE_MAP:
+                    mapped = prune_map[bucket_id]
+                    if mapped >= 0:
+                        rows[count] = nwords + mapped
+                        count += 1
+            n += 1
+    return count
 
 
 @njit(cache=True, nogil=True)
-def _dot_row(
-    hidden: np.ndarray,
-    row: int,
-    dense: np.ndarray,
-    codes: np.ndarray,
-    centroids: np.ndarray,
-    nsubq: int,
-    dsub: int,
-    lastdsub: int,
-    norm_codes: np.ndarray,
-    norm_centroids: np.ndarray,
-) -> np.float32:
-    """``Matrix::dotRow``: dense ``sum(w * x)``; quantized ``sum(x * centroid) * norm`` (``mulcode``)."""
-    total = np.float32(0.0)
-    if codes.size == 0:
+def vocabulary_rows(
+    word_blob: np.ndarray,
+    word_starts: np.ndarray,
+    entry_types: np.ndarray,
+    eos_id: int,
+    minn: int,
+    maxn: int,
+    bucket: int,
+    nwords: int,
+    prune_mode: int,
+    prune_map: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``Dictionary::initNgrams``: each word's input rows (its own id, then its n-grams), as CSR (starts, rows).
+
+    Labels get no rows (``getLine`` never adds them); ``</s>`` gets its id only; ``maxn <= 0`` gives the id only.
+    """
+    size = word_starts.size - 1
+    longest = 0
+    for word in range(size):
+        longest = max(longest, word_starts[word + 1] - word_starts[word])
+    wrapped = np.zeros(longest + 2, dtype=np.uint8)
+    scratch = np.zeros((longest + 2) * (maxn + 1) + 1, dtype=np.int64)
+    starts = np.zeros(size + 1, dtype=np.int64)
+    pieces = []
+    total = 0
+    for word in range(size):
+        count = 0
+        if entry_types[word] == 0:
+            scratch[0] = word
+            count = 1
+            if word != eos_id and maxn > 0:
+                length = word_starts[word + 1] - word_starts[word] + 2
+                wrapped[0] = 60
+                for offset in range(length - 2):
+                    wrapped[offset + 1] = word_blob[word_starts[word] + offset]
+                wrapped[length - 1] = 62
+                count = subword_rows(wrapped, length, minn, maxn, bucket, nwords, prune_mode, prune_map, scratch, 1)
+        pieces.append(scratch[:count].copy())
+        total += count
+        starts[word + 1] = total
+    rows = np.zeros(total, dtype=np.int32)
+    for word in range(size):
+        rows[starts[word] : starts[word + 1]] = pieces[word]
+    return starts, rows
+
+
+@njit(cache=True, nogil=True)
+def _add_row(hidden: np.ndarray, matrix: np.ndarray, row: int, first: bool) -> None:
+    if first:
         for j in range(hidden.size):
-            total += dense[row, j] * hidden[j]
-        return total
-    norm = np.float32(1.0)
-    if norm_codes.size > 0:
-        norm = norm_centroids[norm_codes[row]]
-    code_base = row * nsubq
-    for m in range(nsubq):
-        code = np.int64(codes[code_base + m])
-        if m == nsubq - 1:
-            base = m * 256 * dsub + code * lastdsub
-            width = lastdsub
-        else:
-            base = (m * 256 + code) * dsub
-            width = dsub
-        for n in range(width):
-            total += hidden[m * dsub + n] * centroids[base + n]
-    return total * norm
+            hidden[j] = matrix[row, j]
+    else:
+        for j in range(hidden.size):
+            hidden[j] += matrix[row, j]
 
 
 @njit(cache=True, nogil=True)
@@ -194,19 +238,13 @@ def _best_leaf(
     hidden: np.ndarray,
     left: np.ndarray,
     right: np.ndarray,
-    osz: int,
+    output: np.ndarray,
+    output_norms: np.ndarray,
     stack_nodes: np.ndarray,
     stack_scores: np.ndarray,
-    out_dense: np.ndarray,
-    out_codes: np.ndarray,
-    out_centroids: np.ndarray,
-    out_nsubq: int,
-    out_dsub: int,
-    out_lastdsub: int,
-    out_norm_codes: np.ndarray,
-    out_norm_centroids: np.ndarray,
 ) -> tuple[int, np.float32]:
     """``HierarchicalSoftmaxLoss::dfs`` with k = 1 and threshold 0: (leaf, log-probability score)."""
+    osz = left.size // 2 + 1
     floor = _std_log(np.float32(0.0))
     best_node = -1
     best_score = np.float32(0.0)
@@ -226,18 +264,11 @@ def _best_leaf(
             best_node = node
             best_score = score
             continue
-        f = _dot_row(
-            hidden,
-            node - osz,
-            out_dense,
-            out_codes,
-            out_centroids,
-            out_nsubq,
-            out_dsub,
-            out_lastdsub,
-            out_norm_codes,
-            out_norm_centroids,
-        )
+        row = node - osz
+        f = np.float32(0.0)
+        for j in range(hidden.size):
+            f += hidden[j] * output[row, j]
+        f = f * output_norms[row]
         f = one / (one + np.float32(math.exp(-f)))
         stack_nodes[depth] = right[node]
         stack_scores[depth] = score + _std_log(f)
@@ -255,55 +286,44 @@ def predict_top1(
     word_blob: np.ndarray,
     word_starts: np.ndarray,
     word_table: np.ndarray,
-    entry_types: np.ndarray,
-    nwords: int,
+    vocab_row_starts: np.ndarray,
+    vocab_rows: np.ndarray,
     eos_id: int,
     minn: int,
     maxn: int,
     bucket: int,
+    nwords: int,
     prune_mode: int,
     prune_map: np.ndarray,
-    in_dense: np.ndarray,
-    in_codes: np.ndarray,
-    in_centroids: np.ndarray,
-    in_nsubq: int,
-    in_dsub: int,
-    in_lastdsub: int,
-    in_norm_codes: np.ndarray,
-    in_norm_centroids: np.ndarray,
-    out_dense: np.ndarray,
-    out_codes: np.ndarray,
-    out_centroids: np.ndarray,
-    out_nsubq: int,
-    out_dsub: int,
-    out_lastdsub: int,
-    out_norm_codes: np.ndarray,
-    out_norm_centroids: np.ndarray,
+    input_rows: np.ndarray,
+    input_from_zero: bool,
+    output: np.ndarray,
+    output_norms: np.ndarray,
     tree_left: np.ndarray,
     tree_right: np.ndarray,
-    dim: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top label (-1: fastText returns none) and its float32 probability for each text; also a NaN flag.
 
     ``data``/``offsets`` are a string array's bytes and offsets (``offsets[i]..offsets[i+1]`` is text ``i``).
-    The flag marks texts whose hidden vector holds a NaN: fastText raises there, so the caller asks it.
+    The flag marks texts whose hidden vector holds a NaN (fastText raises there), for the caller to hand back.
     """
     count = offsets.size - 1
     labels = np.full(count, -1, dtype=np.int32)
     scores = np.zeros(count, dtype=np.float32)
     nan_seen = np.zeros(count, dtype=np.bool_)
-    osz = tree_left.size // 2 + 1
-    stack_nodes = np.zeros(2 * osz + 2, dtype=np.int32)
-    stack_scores = np.zeros(2 * osz + 2, dtype=np.float32)
+    stack_nodes = np.zeros(tree_left.size + 2, dtype=np.int32)
+    stack_scores = np.zeros(tree_left.size + 2, dtype=np.float32)
+    dim = input_rows.shape[1]
     hidden = np.zeros(dim, dtype=np.float32)
     longest = 0
     for i in range(count):
         longest = max(longest, offsets[i + 1] - offsets[i])
     wrapped = np.zeros(longest + 2, dtype=np.uint8)  # "<" + token + ">"
+    token_rows = np.zeros((longest + 2) * (max(maxn, 0) + 1) + 1, dtype=np.int64)
     for i in range(count):
         start = offsets[i]
         end = _clip_end(data, start, offsets[i + 1], max_chars)
-        rows = 0
+        added = 0
         for j in range(dim):
             hidden[j] = np.float32(0.0)
         position = start
@@ -318,114 +338,38 @@ def predict_top1(
                 h = _fnv_step(h, data[position])
                 position += 1
             token_end = position
+            ended = token_end - token_start == _EOS.size and _starts_with(data, token_start, token_end, _EOS)
             wid = _find_word(data, token_start, token_end, h, word_table, word_blob, word_starts)
-            is_eos = token_end - token_start == _EOS.size and _starts_with(data, token_start, token_end, _EOS)
-            if is_eos:
-                ended = True
-            if wid >= 0:
-                if entry_types[wid] != 0:
-                    continue  # a label in the text: not an input
-                _add_row(
-                    hidden,
-                    wid,
-                    rows == 0,
-                    in_dense,
-                    in_codes,
-                    in_centroids,
-                    in_nsubq,
-                    in_dsub,
-                    in_lastdsub,
-                    in_norm_codes,
-                    in_norm_centroids,
-                )
-                rows += 1
-                if is_eos or maxn <= 0:
-                    continue  # initNgrams gives "</s>" no n-grams; maxn <= 0 means the word row alone
-            elif is_eos or _starts_with(data, token_start, token_end, _LABEL_PREFIX):
+            if wid >= 0:  # its rows as initNgrams computed them (none for a label)
+                for k in range(vocab_row_starts[wid], vocab_row_starts[wid + 1]):
+                    _add_row(hidden, input_rows, vocab_rows[k], added == 0 and not input_from_zero)
+                    added += 1
                 continue
-            # computeSubwords over "<" + token + ">"
+            if ended or _starts_with(data, token_start, token_end, _LABEL_PREFIX):
+                continue  # "</s>" outside the dictionary adds nothing; so does an unknown "__label__..."
             length = token_end - token_start + 2
             wrapped[0] = 60
-            for offset in range(token_end - token_start):
+            for offset in range(length - 2):
                 wrapped[offset + 1] = data[token_start + offset]
             wrapped[length - 1] = 62
-            for a in range(length):
-                if (wrapped[a] & 0xC0) == 0x80:
-                    continue
-                gram = np.int64(FNV_OFFSET)
-                b = a
-                n = 1
-                while b < length and n <= maxn:
-                    gram = _fnv_step(gram, wrapped[b])
-                    b += 1
-                    while b < length and (wrapped[b] & 0xC0) == 0x80:
-                        gram = _fnv_step(gram, wrapped[b])
-                        b += 1
-                    if n >= minn and not (n == 1 and (a == 0 or b == length)):
-                        bucket_id = gram % bucket
-                        row = -1
-                        if prune_mode == PRUNE_NONE:
-                            row = nwords + bucket_id
-                        elif prune_mode == PRUNE_MAP:
-                            mapped = prune_map[bucket_id]
-                            if mapped >= 0:
-                                row = nwords + mapped
-                        if row >= 0:
-                            _add_row(
-                                hidden,
-                                row,
-                                rows == 0,
-                                in_dense,
-                                in_codes,
-                                in_centroids,
-                                in_nsubq,
-                                in_dsub,
-                                in_lastdsub,
-                                in_norm_codes,
-                                in_norm_centroids,
-                            )
-                            rows += 1
-                    n += 1
+            found = subword_rows(wrapped, length, minn, maxn, bucket, nwords, prune_mode, prune_map, token_rows, 0)
+            for k in range(found):
+                _add_row(hidden, input_rows, token_rows[k], added == 0 and not input_from_zero)
+                added += 1
         if not ended and eos_id >= 0:  # the "\n" fastText's wrapper appends reads as "</s>"
-            _add_row(
-                hidden,
-                eos_id,
-                rows == 0,
-                in_dense,
-                in_codes,
-                in_centroids,
-                in_nsubq,
-                in_dsub,
-                in_lastdsub,
-                in_norm_codes,
-                in_norm_centroids,
-            )
-            rows += 1
-        if rows == 0:
+            for k in range(vocab_row_starts[eos_id], vocab_row_starts[eos_id + 1]):
+                _add_row(hidden, input_rows, vocab_rows[k], added == 0 and not input_from_zero)
+                added += 1
+        if added == 0:
             continue  # FastText::predict returns no prediction for an empty input
-        scale = np.float32(1.0 / rows)
+        scale = np.float32(1.0 / added)
         for j in range(dim):
             hidden[j] *= scale
             if hidden[j] != hidden[j]:
                 nan_seen[i] = True
         if nan_seen[i]:
             continue
-        node, score = _best_leaf(
-            hidden,
-            tree_left,
-            tree_right,
-            osz,
-            stack_nodes,
-            stack_scores,
-            out_dense,
-            out_codes,
-            out_centroids,
-            out_nsubq,
-            out_dsub,
-            out_lastdsub,
-            out_norm_codes,
-            out_norm_centroids,
-        )
+        node, score = _best_leaf(hidden, tree_left, tree_right, output, output_norms, stack_nodes, stack_scores)
         if node >= 0:
             labels[i] = node
             scores[i] = np.float32(math.exp(score))

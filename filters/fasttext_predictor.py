@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from refinery.filters.fasttext_model import (
     EOS,
+    KSUB,
     FastTextModel,
     Matrix,
     huffman_tree,
@@ -25,19 +26,33 @@ from refinery.filters.fasttext_model import (
     word_table,
 )
 
-_NO_CODES = np.zeros(0, dtype=np.uint8)
-_NO_FLOATS = np.zeros(0, dtype=np.float32)
-_NO_DENSE = np.zeros((0, 0), dtype=np.float32)
 
+def expanded_rows(matrix: Matrix) -> np.ndarray:
+    """A quantized matrix's rows as their centroid values, float32[rows, cols] (a dense matrix as it is).
 
-def _matrix_args(matrix: Matrix) -> tuple:
-    """(dense, codes, centroids, nsubq, dsub, lastdsub, norm_codes, norm_centroids) for the kernel."""
+    Row ``i``, sub-vector ``m`` is ``get_centroids(m, codes[i * nsubq + m])`` (the last sub-vector ``lastdsub``
+    wide): copies, so every value is exactly what ``addcode``/``mulcode`` read.
+    """
     if not matrix.quantized:
-        return (np.ascontiguousarray(matrix.dense), _NO_CODES, _NO_FLOATS, 0, 0, 0, _NO_CODES, _NO_FLOATS)
+        return np.ascontiguousarray(matrix.dense, dtype=np.float32)
     pq = matrix.pq
-    norm_codes = matrix.norm_codes if matrix.norm_codes is not None else _NO_CODES
-    norm_centroids = matrix.norm_pq.centroids if matrix.norm_pq is not None else _NO_FLOATS
-    return (_NO_DENSE, matrix.codes, pq.centroids, pq.nsubq, pq.dsub, pq.lastdsub, norm_codes, norm_centroids)
+    codes = matrix.codes.reshape(matrix.rows, pq.nsubq).astype(np.int64)
+    out = np.empty((matrix.rows, matrix.cols), dtype=np.float32)
+    for m in range(pq.nsubq):
+        if m == pq.nsubq - 1:
+            width, base = pq.lastdsub, m * KSUB * pq.dsub + codes[:, m] * pq.lastdsub
+        else:
+            width, base = pq.dsub, (m * KSUB + codes[:, m]) * pq.dsub
+        out[:, m * pq.dsub : m * pq.dsub + width] = pq.centroids[base[:, None] + np.arange(width)]
+    return out
+
+
+def row_norms(matrix: Matrix) -> np.ndarray:
+    """Each row's quantized norm (``npq_->get_centroids(0, norm_codes_[i])[0]``), float32 ones without ``qnorm``."""
+    if matrix.norm_codes is None:
+        return np.ones(matrix.rows, dtype=np.float32)
+    npq = matrix.norm_pq
+    return npq.centroids[matrix.norm_codes.astype(np.int64) * npq.lastdsub].astype(np.float32)
 
 
 def _prune_args(model: FastTextModel) -> tuple[int, np.ndarray]:
@@ -96,32 +111,39 @@ def compiled_predictor(path: str | Path) -> tuple[CompiledPredictor | None, str 
     reason = kernel_unsupported_reason(model)
     if reason is not None:
         return None, reason
+    from refinery.filters.fasttext_kernels import vocabulary_rows
+
     blob = np.frombuffer(b"".join(model.words), dtype=np.uint8).copy()
     starts = np.zeros(len(model.words) + 1, dtype=np.int64)
     starts[1:] = np.cumsum([len(word) for word in model.words])
-    table = word_table(model)
     eos_id = model.words.index(EOS) if EOS in model.words else -1
-    if eos_id >= 0 and model.entry_types[eos_id] != 0:
-        eos_id = -1  # "</s>" stored as a label: getLine adds no row for it
     prune_mode, prune_map = _prune_args(model)
+    bucket = max(model.bucket, 1)
+    vocab_starts, vocab_rows = vocabulary_rows(
+        blob, starts, model.entry_types, eos_id, model.minn, model.maxn, bucket, model.nwords, prune_mode, prune_map
+    )
+    # addcode adds norm * centroid, one float32 product per value: the same products, computed once here
+    input_rows = expanded_rows(model.input) * row_norms(model.input)[:, None]
     left, right = huffman_tree(model.counts[model.entry_types == 1])
     arguments = (
         blob,
         starts,
-        table,
-        model.entry_types,
-        model.nwords,
-        eos_id,
+        word_table(model),
+        vocab_starts,
+        vocab_rows,
+        eos_id if eos_id >= 0 and model.entry_types[eos_id] == 0 else -1,
         model.minn,
         model.maxn,
-        max(model.bucket, 1),
+        bucket,
+        model.nwords,
         prune_mode,
         prune_map,
-        *_matrix_args(model.input),
-        *_matrix_args(model.output),
+        np.ascontiguousarray(input_rows, dtype=np.float32),
+        model.input.quantized,  # averageRowsToVector: a quantized matrix starts from zeros, a dense one from row 0
+        expanded_rows(model.output),
+        row_norms(model.output),
         left,
         right,
-        model.dim,
     )
     labels = [label.decode("utf-8") for label in model.labels]
     return CompiledPredictor(labels, arguments), None
