@@ -245,3 +245,26 @@ def test_models_the_kernel_does_not_implement_keep_fasttext(options, reason, tra
     labels, probabilities = load_fasttext(path).predict(flat, k=1)
     assert languages == [label[0].removeprefix("__label__") for label in labels]
     assert np.array_equal(scores, np.array([p[0] for p in probabilities], dtype=np.float32))
+
+
+def test_ties_go_to_the_leaf_fasttext_visits_last(training_file, real_documents, tmp_path):
+    """With the output matrix zeroed every node's probability is 0.5: all leaves at the shallowest depth tie.
+
+    fastText's heap (``push_heap``/``pop_heap`` with k = 1) keeps the later of two equal scores, so the answer is
+    the last of those leaves in depth-first, left-first order; keeping the first instead gives another label.
+    """
+    from refinery.filters.fasttext_model import read_model
+
+    dense = tmp_path / "model.bin"
+    _train(training_file).save_model(str(dense))
+    model = read_model(dense)
+    data = bytearray(dense.read_bytes())
+    size = model.output.rows * model.output.cols * 4
+    data[len(data) - size :] = bytes(size)  # the output matrix is the file's last block of floats
+    zeroed = tmp_path / "zeroed.bin"
+    zeroed.write_bytes(bytes(data))
+    assert not read_model(zeroed).output.dense.any()
+    stage = FastTextLanguageId(model_path=str(zeroed), min_score=0.0)
+    texts = _texts_of(real_documents).slice(0, 50)
+    assert assert_same_as_fasttext(stage, texts) == 50
+    assert len(set(stage.predict(texts)[0])) == 1, "every text ties the same way"
