@@ -12,12 +12,14 @@ Prediction runs in a compiled kernel (:mod:`refinery.filters.fasttext_kernels`) 
 which reproduces ``fasttext``'s ``predict`` bit for bit (labels and float32 scores) for supervised
 hierarchical-softmax unigram models, dense or quantized: lid.176.ftz and lid.176.bin are both such models. Any
 other model (softmax loss, word n-grams, ...) keeps ``fasttext``'s own ``predict``; :attr:`engine` says which one
-runs and :attr:`engine_reason` why.
+runs and :attr:`engine_reason` why. ``REFINERY_LANGUAGE_ID_ENGINE=fasttext`` in a worker's environment forces
+``fasttext`` (the same results, slower: for comparisons and benchmarks).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ LANG = "lang"
 LANG_SCORE = "lang_score"
 LABEL_PREFIX = "__label__"
 UNKNOWN = "unknown"  # what a text gets when fastText returns no label (nothing to read in it)
+ENGINE_ENV = "REFINERY_LANGUAGE_ID_ENGINE"  # "fasttext" forces fastText's own predict
 
 
 def bundled_lid_model() -> Path:
@@ -93,7 +96,10 @@ class FastTextLanguageId(MapStage):
         if self._ready:
             return
         path = self.model_path or bundled_lid_model()
-        self._compiled, self._engine_reason = compiled_predictor(path)
+        if os.environ.get(ENGINE_ENV, "").strip().lower() == "fasttext":
+            self._compiled, self._engine_reason = None, f"{ENGINE_ENV}=fasttext"
+        else:
+            self._compiled, self._engine_reason = compiled_predictor(path)
         if self._compiled is None:
             self._model = load_fasttext(path)
         else:

@@ -268,3 +268,14 @@ def test_ties_go_to_the_leaf_fasttext_visits_last(training_file, real_documents,
     texts = _texts_of(real_documents).slice(0, 50)
     assert assert_same_as_fasttext(stage, texts) == 50
     assert len(set(stage.predict(texts)[0])) == 1, "every text ties the same way"
+
+
+def test_the_environment_can_force_fasttext(monkeypatch, real_documents):
+    monkeypatch.setenv("REFINERY_LANGUAGE_ID_ENGINE", "fasttext")
+    forced = FastTextLanguageId(min_score=0.0)
+    assert forced.engine == "fasttext" and "REFINERY_LANGUAGE_ID_ENGINE" in forced.engine_reason
+    monkeypatch.delenv("REFINERY_LANGUAGE_ID_ENGINE")
+    compiled = FastTextLanguageId(min_score=0.0)
+    assert compiled.engine == "compiled" and compiled.engine_reason is None
+    batch = real_documents.select(["id", "text", "source"]).slice(0, 300)
+    assert forced.process(batch).kept.equals(compiled.process(batch).kept)
