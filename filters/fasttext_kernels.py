@@ -64,22 +64,6 @@ def _fnv_step(h: np.int64, byte: np.uint8) -> np.int64:
 
 
 @njit(cache=True, nogil=True)
-def _remainder(value: np.int64, divisor: int, inverse: float) -> np.int64:
-    """``value % divisor`` for 0 <= value < 2**32 and 0 < divisor < 2**31, without an integer division.
-
-    The quotient from a double multiplication by ``1 / divisor`` is off by at most one at these sizes; the
-    correction makes the remainder exact (an integer division here was most of the n-gram loop's time).
-    """
-    quotient = np.int64(np.float64(value) * inverse)
-    rest = value - quotient * divisor
-    if rest < 0:
-        rest += divisor
-    elif rest >= divisor:
-        rest -= divisor
-    return rest
-
-
-@njit(cache=True, nogil=True)
 def _clip_end(data: np.ndarray, start: int, end: int, max_chars: int) -> int:
     """Byte position after the first ``max_chars`` code points (Arrow's ``utf8_slice_codeunits(0, max_chars)``)."""
     chars = 0
@@ -143,7 +127,6 @@ def subword_rows(
     n-grams of ``minn``..``maxn`` characters are hashed (FNV-1a over signed chars) modulo ``bucket``, except the
     lone ``<`` and ``>``; a pruned model keeps only the buckets its pruning index maps.
     """
-    inverse = 1.0 / bucket
     for a in range(length):
         if (wrapped[a] & 0xC0) == 0x80:
             continue
@@ -157,7 +140,7 @@ def subword_rows(
                 gram = _fnv_step(gram, wrapped[b])
                 b += 1
             if n >= minn and not (n == 1 and (a == 0 or b == length)):
-                bucket_id = _remainder(gram, bucket, inverse)
+                bucket_id = gram % bucket
                 if prune_mode == PRUNE_NONE:
                     rows[count] = nwords + bucket_id
                     count += 1
@@ -318,6 +301,7 @@ def predict_top1(
     longest = 0
     for i in range(count):
         longest = max(longest, offsets[i + 1] - offsets[i])
+    longest = min(longest, 4 * max_chars)  # a token lies within the clipped text: max_chars code points
     wrapped = np.zeros(longest + 2, dtype=np.uint8)  # "<" + token + ">"
     token_rows = np.zeros((longest + 2) * (max(maxn, 0) + 1) + 1, dtype=np.int64)
     for i in range(count):
