@@ -279,3 +279,31 @@ def test_the_environment_can_force_fasttext(monkeypatch, real_documents):
     assert compiled.engine == "compiled" and compiled.engine_reason is None
     batch = real_documents.select(["id", "text", "source"]).slice(0, 300)
     assert forced.process(batch).kept.equals(compiled.process(batch).kept)
+
+
+def test_a_nan_hidden_vector_is_handed_to_fasttext(training_file, real_documents, tmp_path):
+    """fastText raises "Encountered NaN" when a dense dot product is NaN; the kernel flags the text and lets
+    ``fasttext`` answer, so the stage fails the same way on the same texts (and only those)."""
+    from refinery.filters.fasttext_model import read_model
+
+    dense = tmp_path / "model.bin"
+    _train(training_file).save_model(str(dense))
+    model = read_model(dense)
+    data = bytearray(dense.read_bytes())
+    output_block = 1 + 16 + model.output.rows * model.output.cols * 4  # qout flag, rows/cols, floats: the file's end
+    input_end = len(data) - output_block
+    row = model.words.index(b"</s>")  # every text reads "</s>" last
+    start = input_end - (model.input.rows - row) * model.dim * 4
+    data[start : start + model.dim * 4] = np.full(model.dim, np.nan, dtype=np.float32).tobytes()
+    poisoned = tmp_path / "nan.bin"
+    poisoned.write_bytes(bytes(data))
+    assert np.isnan(read_model(poisoned).input.dense[row]).all()
+    stage = FastTextLanguageId(model_path=str(poisoned), min_score=0.0)
+    assert stage.engine == "compiled"
+    texts = _texts_of(real_documents).slice(0, 20)
+    with pytest.raises(RuntimeError, match="NaN"):
+        stage._fasttext_predict(texts)
+    with pytest.raises(RuntimeError, match="NaN"):
+        stage.predict_codes(texts)
+    with pytest.raises(RuntimeError, match="NaN"):
+        stage.process(real_documents.select(["id", "text", "source"]).slice(0, 20))
