@@ -123,7 +123,9 @@ def compiled_predictor(path: str | Path) -> tuple[CompiledPredictor | None, str 
         blob, starts, model.entry_types, eos_id, model.minn, model.maxn, bucket, model.nwords, prune_mode, prune_map
     )
     # addcode adds norm * centroid, one float32 product per value: the same products, computed once here
-    input_rows = expanded_rows(model.input) * row_norms(model.input)[:, None]
+    input_rows = expanded_rows(model.input)
+    if model.input.norm_codes is not None:
+        input_rows = input_rows * row_norms(model.input)[:, None]
     left, right = huffman_tree(model.counts[model.entry_types == 1])
     arguments = (
         blob,
