@@ -63,6 +63,15 @@ def load_fasttext(path: str | Path) -> Any:
     return fasttext.load_model(str(path))
 
 
+def _valid_utf8(texts: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether every string is valid UTF-8 (the kernel reads bytes; the old path failed on invalid ones)."""
+    try:
+        texts.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 @register_stage("language_id")
 class FastTextLanguageId(MapStage):
     """Label each document's language with fastText and keep the languages asked for."""
@@ -135,7 +144,7 @@ class FastTextLanguageId(MapStage):
     def predict_codes(self, texts: pa.ChunkedArray | pa.Array) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(language names, each text's index into them, each text's float32 top probability)."""
         self.setup()
-        if self._compiled is None:
+        if self._compiled is None or not _valid_utf8(texts):  # invalid UTF-8: fasttext's path raises, as it did
             languages, scores = self._fasttext_predict(texts)
             names = sorted(set(languages))
             position = {name: index for index, name in enumerate(names)}

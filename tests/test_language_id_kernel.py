@@ -307,3 +307,15 @@ def test_a_nan_hidden_vector_is_handed_to_fasttext(training_file, real_documents
         stage.predict_codes(texts)
     with pytest.raises(RuntimeError, match="NaN"):
         stage.process(real_documents.select(["id", "text", "source"]).slice(0, 20))
+
+
+def test_invalid_utf8_fails_as_it_did(stage):
+    """Arrow strings are not always valid UTF-8 (a Parquet column can hold any bytes). fastText's path failed the
+    batch with Arrow's error; the kernel would read the bytes, so such a batch still takes fastText's path."""
+    offsets = pa.py_buffer(np.array([0, 3, 8], dtype=np.int32).tobytes())
+    invalid = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"ab\xffhello")])
+    with pytest.raises(pa.ArrowInvalid, match="Invalid UTF8") as before:
+        stage._fasttext_predict(invalid)
+    with pytest.raises(pa.ArrowInvalid, match="Invalid UTF8") as now:
+        stage.process(pa.table({"id": ["a", "b"], "text": invalid, "source": ["s", "s"]}))
+    assert str(now.value) == str(before.value)
