@@ -39,6 +39,7 @@ _COLON, _LESS, _GREATER, _EQUALS, _SLASH, _COMMA = ord(":"), ord("<"), ord(">"),
 _PLUS, _STAR, _CARET, _AT, _NEWLINE, _HASH, _ELLIPSIS, _BULLET = (
     ord("+"), ord("*"), ord("^"), ord("@"), ord("\n"), ord("#"), ord("…"), ord("•"),
 )  # fmt: skip
+_SEMICOLON, _BANG, _QUESTION, _CLOSE_PAREN = ord(";"), ord("!"), ord("?"), ord(")")
 _LOWER_A, _LOWER_Z, _UPPER_A, _UPPER_Z, _LOWER_W = ord("a"), ord("z"), ord("A"), ord("Z"), ord("w")
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -381,27 +382,51 @@ def _split_chunk(
 
 @njit(cache=True, nogil=True)
 def _tokenize(cp, length, classes, lower, fold, points, word_offsets, group_offsets, split_at, starts, ends, stack):
-    """``text_stats.tokenize`` of ``cp[:length]``: token spans (code-point offsets) into starts/ends; the count."""
+    """``text_stats.tokenize`` of ``cp[:length]``: token spans (code-point offsets) into starts/ends; the count.
+
+    ``split_chunk``'s two shortcuts come first, as there: an alphanumeric word followed by one of ``,;:!?)``, and
+    one of two or more characters followed by a sentence's ``.``; every other chunk takes the general path.
+    """
     k = 0
     position = 0
     while position < length:
         if classes[cp[position]] & SPACE:
             position += 1
             continue
-        end = position + 1
-        while end < length and classes[cp[end]] & SPACE == 0:
+        end = position
+        alnum_until = -1  # the first character that is not alphanumeric
+        while end < length:
+            kind = classes[cp[end]]
+            if kind & SPACE:
+                break
+            if alnum_until < 0 and kind & ALNUM == 0:
+                alnum_until = end
             end += 1
-        if _all_alnum(cp, position, end, classes) and (
-            _find(cp, position, end, classes, False, SPLIT_WORDS, points, word_offsets, group_offsets) < 0
-        ):
-            starts[k] = position
-            ends[k] = end
-            k += 1
-        else:
-            k = _split_chunk(
-                cp, position, end, classes, lower, fold, points, word_offsets, group_offsets, split_at,
-                starts, ends, k, stack,
-            )  # fmt: skip
+        if alnum_until < 0:
+            alnum_until = end
+        if alnum_until >= end - 1 and alnum_until > position:
+            stem_end = end if alnum_until == end else end - 1  # the chunk, or the chunk without its last mark
+            last = cp[end - 1]
+            plain = stem_end == end or last in (_COMMA, _SEMICOLON, _COLON, _BANG, _QUESTION, _CLOSE_PAREN)
+            if not plain and last == _DOT and stem_end - position > 1:
+                plain = not _keeps_period(cp, position, stem_end, classes, lower, points, word_offsets, group_offsets)
+            if (
+                plain
+                and _find(cp, position, stem_end, classes, False, SPLIT_WORDS, points, word_offsets, group_offsets) < 0
+            ):
+                starts[k] = position
+                ends[k] = stem_end
+                k += 1
+                if stem_end < end:
+                    starts[k] = stem_end
+                    ends[k] = end
+                    k += 1
+                position = end
+                continue
+        k = _split_chunk(
+            cp, position, end, classes, lower, fold, points, word_offsets, group_offsets, split_at,
+            starts, ends, k, stack,
+        )  # fmt: skip
         position = end
     return k
 
