@@ -153,18 +153,21 @@ class GopherRepetitionFilter(_DocumentRuleFilter):
         return split_by_mask(batch, keep, [None if rule is None else self.reason(rule) for rule in failures])
 
     def first_failures(self, texts: pa.Array | pa.ChunkedArray) -> list[str | None]:
-        """The first failing rule of every text (None: kept): paragraphs, lines, then n-grams, one compiled pass."""
+        """The first failing rule of every text (None: kept): paragraphs and lines, then n-grams, compiled."""
+        from refinery.filters.ngram_kernels import first_ngram_failures
         from refinery.filters.token_kernels import arrow_utf8, repetition_failures, tables
 
-        failures = repetition_failures(
+        failures, token_offsets, ids, lengths, text_lengths = repetition_failures(
             *arrow_utf8(texts),
             *tables(),
             float(self.dup_para_frac or 0.0),
             float(self.dup_para_char_frac or 0.0),
             float(self.dup_line_frac or 0.0),
             float(self.dup_line_char_frac or 0.0),
-            *self._ngram_rules(),
         )
+        pending = failures < 0
+        ngram = first_ngram_failures(ids, lengths, token_offsets, text_lengths, pending, *self._ngram_rules())
+        failures[pending & (ngram >= 0)] = len(REPETITION_RULES) + ngram[pending & (ngram >= 0)]
         names = self._rule_names()
         return [None if failed < 0 else names[failed] for failed in failures.tolist()]
 

@@ -166,6 +166,30 @@ def first_ngram_failure(
 
 
 @njit(cache=True, nogil=True)
+def first_ngram_failures(
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    token_offsets: np.ndarray,
+    text_lengths: np.ndarray,
+    pending: np.ndarray,
+    top_ns: np.ndarray,
+    top_fractions: np.ndarray,
+    dup_ns: np.ndarray,
+    dup_fractions: np.ndarray,
+) -> np.ndarray:
+    """:func:`first_ngram_failure` of every ``pending`` text of a batch (text i's tokens are
+    ``ids/lengths[token_offsets[i]:token_offsets[i + 1]]``); -1 for the others and for texts that pass."""
+    failures = np.full(pending.size, -1, dtype=np.int64)
+    for text in range(pending.size):
+        if pending[text]:
+            a, b = token_offsets[text], token_offsets[text + 1]
+            failures[text] = first_ngram_failure(
+                ids[a:b], lengths[a:b], text_lengths[text], top_ns, top_fractions, dup_ns, dup_fractions
+            )
+    return failures
+
+
+@njit(cache=True, nogil=True)
 def repeated_ngram_coverage(ids: np.ndarray, lengths: np.ndarray, n: int) -> float:
     """Share of the token characters inside an n-gram that occurred earlier in the sequence (0.0 without any).
 

@@ -26,7 +26,6 @@ import pyarrow.compute as pc
 from numba import njit
 
 from refinery.filters import text_stats
-from refinery.filters.ngram_kernels import first_ngram_failure
 
 # bits of the per-code-point class table
 SPACE, ALNUM, DECIMAL, ALPHA, PREFIX, SUFFIX, PUNCT, LINE_BREAK = 1, 2, 4, 8, 16, 32, 64, 128
@@ -540,22 +539,32 @@ def _split_newline_runs(cp, a, b, min_run, starts, ends) -> int:
 def repetition_failures(
     data, offsets, classes, lower, fold, points, word_offsets, group_offsets, split_at,
     dup_para_frac, dup_para_char_frac, dup_line_frac, dup_line_char_frac,
-    top_ns, top_fractions, dup_ns, dup_fractions,
 ):  # fmt: skip
-    """Per text, ``GopherRepetitionFilter``'s first failing rule: -1 none, 0 empty, 1 dup_para_frac,
-    2 dup_para_char_frac, 3 dup_line_frac, 4 dup_line_char_frac, 5 + i the i-th n-gram rule (top rules, then
-    duplicated ones). Fractions of 0 disable their rule, as ``None`` or ``0`` do in the stage."""
+    """``GopherRepetitionFilter``'s rules before the n-gram ones, per text, and the tokens the n-gram rules need.
+
+    Returns (failures, token offsets, token ids, token lengths, text lengths). ``failures``: -1 none so far, 0
+    empty, 1 dup_para_frac, 2 dup_para_char_frac, 3 dup_line_frac, 4 dup_line_char_frac (fractions of 0 disable
+    their rule, as ``None`` or ``0`` do in the stage). Texts that failed have no tokens. The n-gram rules run in
+    :func:`refinery.filters.ngram_kernels.first_ngram_failures`: a compiled function calling one of another module
+    would keep a stale copy of it in numba's on-disk cache when only that module changes.
+    """
     texts = offsets.size - 1
     longest = _longest(offsets)
     cp = np.empty(longest + 1, dtype=np.int32)
     stack = np.empty(2 * longest + 2, dtype=np.int64)
     starts = np.empty(longest + 2, dtype=np.int64)
     ends = np.empty(longest + 2, dtype=np.int64)
-    ids = np.empty(longest + 1, dtype=np.int64)
-    lengths = np.empty(longest + 1, dtype=np.int64)
+    total = offsets[texts] - offsets[0]
+    ids = np.empty(total + 1, dtype=np.int64)
+    lengths = np.empty(total + 1, dtype=np.int64)
+    token_offsets = np.zeros(texts + 1, dtype=np.int64)
+    text_lengths = np.zeros(texts, dtype=np.int64)
     failures = np.full(texts, -1, dtype=np.int64)
+    k = 0
     for text in range(texts):
+        token_offsets[text] = k
         length = _decode(data, offsets[text], offsets[text + 1], cp)
+        text_lengths[text] = length
         if length == 0:
             failures[text] = 0
             continue
@@ -585,12 +594,11 @@ def repetition_failures(
             cp, length, classes, lower, fold, points, word_offsets, group_offsets, split_at, starts, ends, stack
         )
         for token in range(count):
-            ids[token] = _token_id(cp, starts[token], ends[token])
-            lengths[token] = ends[token] - starts[token]
-        failed = first_ngram_failure(ids[:count], lengths[:count], length, top_ns, top_fractions, dup_ns, dup_fractions)
-        if failed >= 0:
-            failures[text] = 5 + failed
-    return failures
+            ids[k] = _token_id(cp, starts[token], ends[token])
+            lengths[k] = ends[token] - starts[token]
+            k += 1
+    token_offsets[texts] = k
+    return failures, token_offsets, ids[:k], lengths[:k], text_lengths
 
 
 # --- gopher_quality's statistics ---------------------------------------------------------------------------
