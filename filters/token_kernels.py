@@ -538,6 +538,44 @@ def _split_newline_runs(cp, a, b, min_run, starts, ends) -> int:
     return count + 1
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def _repetition_text(
+    data, start, end, classes, lower, fold, points, word_offsets, group_offsets, split_at,
+    dup_para_frac, dup_para_char_frac, dup_line_frac, dup_line_char_frac,
+    cp, stack, starts, ends, slots, hashes, ids, lengths, k,
+):  # fmt: skip
+    """One text of :func:`repetition_failures`: (failure, length in code points, tokens written so far)."""
+    length = _decode(data, start, end, cp)
+    if length == 0:
+        return 0, length, k
+    first = 0
+    while first < length and classes[cp[first]] & SPACE:
+        first += 1
+    last = length
+    while last > first and classes[cp[last - 1]] & SPACE:
+        last -= 1
+    pieces = _split_newline_runs(cp, first, last, 2, starts, ends)
+    repeated, repeated_chars = _duplicates(cp, starts, ends, pieces, slots, hashes)
+    if dup_para_frac and repeated / pieces > dup_para_frac:
+        return 1, length, k
+    if dup_para_char_frac and repeated_chars / length > dup_para_char_frac:
+        return 2, length, k
+    pieces = _split_newline_runs(cp, 0, length, 1, starts, ends)
+    repeated, repeated_chars = _duplicates(cp, starts, ends, pieces, slots, hashes)
+    if dup_line_frac and repeated / pieces > dup_line_frac:
+        return 3, length, k
+    if dup_line_char_frac and repeated_chars / length > dup_line_char_frac:
+        return 4, length, k
+    count = _tokenize(
+        cp, length, classes, lower, fold, points, word_offsets, group_offsets, split_at, starts, ends, stack
+    )
+    for token in range(count):
+        ids[k] = _token_id(cp, starts[token], ends[token])
+        lengths[k] = ends[token] - starts[token]
+        k += 1
+    return -1, length, k
+
+
 @njit(cache=True, nogil=True)
 def repetition_failures(
     data, offsets, classes, lower, fold, points, word_offsets, group_offsets, split_at,
@@ -568,40 +606,11 @@ def repetition_failures(
     k = 0
     for text in range(texts):
         token_offsets[text] = k
-        length = _decode(data, offsets[text], offsets[text + 1], cp)
-        text_lengths[text] = length
-        if length == 0:
-            failures[text] = 0
-            continue
-        first = 0
-        while first < length and classes[cp[first]] & SPACE:
-            first += 1
-        last = length
-        while last > first and classes[cp[last - 1]] & SPACE:
-            last -= 1
-        pieces = _split_newline_runs(cp, first, last, 2, starts, ends)
-        repeated, repeated_chars = _duplicates(cp, starts, ends, pieces, slots, hashes)
-        if dup_para_frac and repeated / pieces > dup_para_frac:
-            failures[text] = 1
-            continue
-        if dup_para_char_frac and repeated_chars / length > dup_para_char_frac:
-            failures[text] = 2
-            continue
-        pieces = _split_newline_runs(cp, 0, length, 1, starts, ends)
-        repeated, repeated_chars = _duplicates(cp, starts, ends, pieces, slots, hashes)
-        if dup_line_frac and repeated / pieces > dup_line_frac:
-            failures[text] = 3
-            continue
-        if dup_line_char_frac and repeated_chars / length > dup_line_char_frac:
-            failures[text] = 4
-            continue
-        count = _tokenize(
-            cp, length, classes, lower, fold, points, word_offsets, group_offsets, split_at, starts, ends, stack
-        )
-        for token in range(count):
-            ids[k] = _token_id(cp, starts[token], ends[token])
-            lengths[k] = ends[token] - starts[token]
-            k += 1
+        failures[text], text_lengths[text], k = _repetition_text(
+            data, offsets[text], offsets[text + 1], classes, lower, fold, points, word_offsets, group_offsets,
+            split_at, dup_para_frac, dup_para_char_frac, dup_line_frac, dup_line_char_frac,
+            cp, stack, starts, ends, slots, hashes, ids, lengths, k,
+        )  # fmt: skip
     token_offsets[texts] = k
     return failures, token_offsets, ids[:k], lengths[:k], text_lengths
 
@@ -646,6 +655,68 @@ def _line_statistics(cp, length, classes) -> tuple[int, int, int]:
     return max(lines, 1), bullets, ellipses
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def _quality_text(
+    data, start, end, classes, lower, fold, points, word_offsets, group_offsets, split_at, stop_points, stop_offsets,
+    cp, stack, starts, ends, found, row,
+):  # fmt: skip
+    """One text of :func:`quality_statistics`, into ``row``."""
+    stop_words = stop_offsets.size - 1
+    length = _decode(data, start, end, cp)
+    count = _tokenize(
+        cp, length, classes, lower, fold, points, word_offsets, group_offsets, split_at, starts, ends, stack
+    )
+    non_symbol = non_symbol_chars = alpha = 0
+    for word in range(stop_words):
+        found[word] = False
+    for token in range(count):
+        a = starts[token]
+        b = ends[token]
+        symbol = True
+        has_alpha = False
+        for i in range(a, b):
+            kind = classes[cp[i]]
+            if kind & PUNCT == 0:
+                symbol = False
+            if kind & ALPHA:
+                has_alpha = True
+        if not symbol:
+            non_symbol += 1
+            non_symbol_chars += b - a
+        if has_alpha:
+            alpha += 1
+        for word in range(stop_words):
+            if not found[word] and _same(cp, a, b, cp, False, stop_points, stop_offsets[word], stop_offsets[word + 1]):
+                found[word] = True
+    hashes = ellipses = 0
+    position = 0
+    while position < length:
+        code = cp[position]
+        if code == _HASH:
+            hashes += 1
+        elif code == _ELLIPSIS:
+            ellipses += 1
+        elif code == _DOT and position + 2 < length and cp[position + 1] == _DOT and cp[position + 2] == _DOT:
+            ellipses += 1
+            position += 3
+            continue
+        position += 1
+    lines, bullets, ellipsis_lines = _line_statistics(cp, length, classes)
+    row[0] = count
+    row[1] = non_symbol
+    row[2] = non_symbol_chars
+    row[3] = hashes
+    row[4] = ellipses
+    row[5] = lines
+    row[6] = bullets
+    row[7] = ellipsis_lines
+    row[8] = alpha
+    stops = 0
+    for word in range(stop_words):
+        stops += found[word]
+    row[9] = stops
+
+
 @njit(cache=True, nogil=True)
 def quality_statistics(
     data, offsets, classes, lower, fold, points, word_offsets, group_offsets, split_at, stop_points, stop_offsets
@@ -666,58 +737,10 @@ def quality_statistics(
     found = np.zeros(stop_words, dtype=np.bool_)
     statistics = np.zeros((texts, 10), dtype=np.int64)
     for text in range(texts):
-        length = _decode(data, offsets[text], offsets[text + 1], cp)
-        count = _tokenize(
-            cp, length, classes, lower, fold, points, word_offsets, group_offsets, split_at, starts, ends, stack
-        )
-        non_symbol = non_symbol_chars = alpha = 0
-        found[:] = False
-        for token in range(count):
-            a = starts[token]
-            b = ends[token]
-            symbol = True
-            has_alpha = False
-            for i in range(a, b):
-                kind = classes[cp[i]]
-                if kind & PUNCT == 0:
-                    symbol = False
-                if kind & ALPHA:
-                    has_alpha = True
-            if not symbol:
-                non_symbol += 1
-                non_symbol_chars += b - a
-            if has_alpha:
-                alpha += 1
-            for word in range(stop_words):
-                if not found[word] and _same(
-                    cp, a, b, cp, False, stop_points, stop_offsets[word], stop_offsets[word + 1]
-                ):
-                    found[word] = True
-        hashes = ellipses = 0
-        position = 0
-        while position < length:
-            code = cp[position]
-            if code == _HASH:
-                hashes += 1
-            elif code == _ELLIPSIS:
-                ellipses += 1
-            elif code == _DOT and position + 2 < length and cp[position + 1] == _DOT and cp[position + 2] == _DOT:
-                ellipses += 1
-                position += 3
-                continue
-            position += 1
-        lines, bullets, ellipsis_lines = _line_statistics(cp, length, classes)
-        row = statistics[text]
-        row[0] = count
-        row[1] = non_symbol
-        row[2] = non_symbol_chars
-        row[3] = hashes
-        row[4] = ellipses
-        row[5] = lines
-        row[6] = bullets
-        row[7] = ellipsis_lines
-        row[8] = alpha
-        row[9] = found.sum()
+        _quality_text(
+            data, offsets[text], offsets[text + 1], classes, lower, fold, points, word_offsets, group_offsets,
+            split_at, stop_points, stop_offsets, cp, stack, starts, ends, found, statistics[text],
+        )  # fmt: skip
     return statistics
 
 
