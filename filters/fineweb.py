@@ -7,11 +7,14 @@ newlines per word (``list_ratio``): the list-like, menu-like pages FineWeb's abl
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
 from pydantic import Field
 
 from refinery.filters.gopher import _DocumentRuleFilter
-from refinery.filters.text_stats import duplicates, sentence_terminals, words
-from refinery.pipelines.stages import register_stage
+from refinery.filters.text_stats import duplicates, sentence_terminals
+from refinery.pipelines.documents import TEXT
+from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
 
 
 @register_stage("fineweb_quality")
@@ -26,7 +29,25 @@ class FineWebQualityFilter(_DocumentRuleFilter):
     char_duplicates_ratio: float = 0.01
     new_line_ratio: float = 0.3
 
-    def first_failure(self, text: str) -> str | None:
+    def setup_once(self) -> None:
+        """Build the code-point tables and load the compiled word counter (on-disk cache) before the first batch."""
+        self.word_counts(pa.array(["warm up"], pa.string()))
+
+    def word_counts(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """``len(text_stats.tokenize(text))`` of every text, in one compiled pass (``token_kernels``)."""
+        from refinery.filters.token_kernels import arrow_utf8, tables, token_counts
+
+        return token_counts(*arrow_utf8(texts), *tables())
+
+    def process_batch(self, batch: pa.Table) -> StageResult:
+        texts = batch.column(TEXT)
+        counts = self.word_counts(texts).tolist()
+        reasons = [self.first_failure(text or "", count) for text, count in zip(texts.to_pylist(), counts, strict=True)]
+        keep = np.array([reason is None for reason in reasons], dtype=bool)
+        return split_by_mask(batch, keep, [None if r is None else self.reason(r) for r in reasons])
+
+    def first_failure(self, text: str, word_count: int | None = None) -> str | None:
+        """The first failing rule; ``word_count`` is the text's token count when the caller has it."""
         lines = [line for line in text.split("\n") if line.strip() != ""]
         if not lines:
             return "empty"
@@ -38,6 +59,8 @@ class FineWebQualityFilter(_DocumentRuleFilter):
             return "short_line_ratio"
         if duplicates(lines)[1] / len(text.replace("\n", "")) > self.char_duplicates_ratio:
             return "char_dup_ratio"
-        if text.count("\n") / max(len(words(text)), 1) > self.new_line_ratio:
+        if word_count is None:
+            word_count = int(self.word_counts(pa.array([text], pa.string()))[0])
+        if text.count("\n") / max(word_count, 1) > self.new_line_ratio:
             return "list_ratio"
         return None

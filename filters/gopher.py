@@ -17,18 +17,17 @@ too_few_stop_words       gopher_enough_stop_words
 
 ``gopher_repetition`` uses datatrove's rule names as they are (``dup_para_frac``, ``top_2_gram``,
 ``duplicated_5_n_grams``, ...). Both decide on the same statistics and in the same order as datatrove, so the
-first failing rule is the one reported; words come from :func:`refinery.filters.text_stats.words`.
+first failing rule is the one reported. Words are :func:`refinery.filters.text_stats.tokenize`'s tokens; both
+stages compute them and their statistics in one compiled pass per batch over Arrow's UTF-8 buffer
+(:mod:`refinery.filters.token_kernels`), which ``tests/test_gopher_kernels.py`` holds to the Python rules.
 """
 
 from __future__ import annotations
-
-from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
-from refinery.filters.text_stats import duplicates, is_symbol, split_lines, split_paragraphs, token_ids, words
 from refinery.pipelines.documents import TEXT
 from refinery.pipelines.per_language import LanguageAwareMapStage
 from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
@@ -65,47 +64,66 @@ class GopherQualityFilter(_DocumentRuleFilter):
     min_stop_words: int | None = 2
     stop_words: list[str] = Field(default_factory=lambda: list(STOP_WORDS))
 
+    def setup_once(self) -> None:
+        """Build the code-point tables and load the compiled kernel (on-disk cache) before the first batch."""
+        self.first_failures(pa.array(["warm up"], pa.string()))
+
     def first_failure(self, text: str) -> str | None:
-        tokens = words(text)
-        n_words = len(tokens)
-        # per distinct token (a C-speed count first): the same sums as per token, far fewer Python steps
-        distinct = Counter(tokens)
-        n_non_symbol = non_symbol_chars = 0
-        for token, count in distinct.items():
-            if not is_symbol(token):
-                n_non_symbol += count
-                non_symbol_chars += len(token) * count
-        if self.min_doc_words and n_non_symbol < self.min_doc_words:
-            return "too_few_words"
-        if self.max_doc_words and n_non_symbol > self.max_doc_words:
-            return "too_many_words"
-        mean_length = non_symbol_chars / n_non_symbol if n_non_symbol else float("nan")
-        if self.min_avg_word_length and mean_length < self.min_avg_word_length:
-            return "short_mean_word"
-        if self.max_avg_word_length and mean_length > self.max_avg_word_length:
-            return "long_mean_word"
-        if n_words == 0:
-            return "too_few_words"
-        if self.max_symbol_word_ratio and text.count("#") / n_words > self.max_symbol_word_ratio:
-            return "too_many_hashes"
-        if self.max_symbol_word_ratio and (text.count("...") + text.count("…")) / n_words > self.max_symbol_word_ratio:
-            return "too_many_ellipses"
-        lines = text.splitlines() or [""]
-        if self.max_bullet_lines_ratio:
-            bullets = sum(line.lstrip().startswith(("•", "-")) for line in lines)
-            if bullets / len(lines) > self.max_bullet_lines_ratio:
-                return "too_many_bullets"
-        if self.max_ellipsis_lines_ratio:
-            ellipses = sum(line.rstrip().endswith(("...", "…")) for line in lines)
-            if ellipses / len(lines) > self.max_ellipsis_lines_ratio:
-                return "too_many_end_ellipses"
-        if self.min_alpha_words_ratio:
-            alpha = sum(count for token, count in distinct.items() if any(map(str.isalpha, token)))
-            if alpha / n_words < self.min_alpha_words_ratio:
-                return "too_few_alpha_words"
-        if self.min_stop_words and len(set(self.stop_words).intersection(distinct)) < self.min_stop_words:
-            return "too_few_stop_words"
-        return None
+        return self.first_failures(pa.array([text], pa.string()))[0]
+
+    def process_batch(self, batch: pa.Table) -> StageResult:
+        failures = self.first_failures(batch.column(TEXT))
+        keep = np.array([rule is None for rule in failures], dtype=bool)
+        return split_by_mask(batch, keep, [None if rule is None else self.reason(rule) for rule in failures])
+
+    def first_failures(self, texts: pa.Array | pa.ChunkedArray) -> list[str | None]:
+        """The first failing rule of every text (None: kept), in datatrove's order, from the compiled statistics."""
+        from refinery.filters.token_kernels import arrow_utf8, pack_words, quality_statistics, tables
+
+        statistics = quality_statistics(*arrow_utf8(texts), *tables(), *pack_words(sorted(set(self.stop_words))))
+        words, non_symbol, non_symbol_chars, hashes, ellipses, lines, bullets, ellipsis_lines, alpha, stops = (
+            statistics.T
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_length = non_symbol_chars / non_symbol  # NaN without words: every comparison false, as in Python
+            per_word = np.maximum(words, 1)  # the ratios below only decide documents that have words
+            rules = [
+                ("too_few_words", bool(self.min_doc_words) and non_symbol < (self.min_doc_words or 0)),
+                ("too_many_words", bool(self.max_doc_words) and non_symbol > (self.max_doc_words or 0)),
+                ("short_mean_word", bool(self.min_avg_word_length) and mean_length < (self.min_avg_word_length or 0)),
+                ("long_mean_word", bool(self.max_avg_word_length) and mean_length > (self.max_avg_word_length or 0)),
+                ("too_few_words", words == 0),
+                (
+                    "too_many_hashes",
+                    bool(self.max_symbol_word_ratio) and hashes / per_word > (self.max_symbol_word_ratio or 0),
+                ),
+                (
+                    "too_many_ellipses",
+                    bool(self.max_symbol_word_ratio) and ellipses / per_word > (self.max_symbol_word_ratio or 0),
+                ),
+                (
+                    "too_many_bullets",
+                    bool(self.max_bullet_lines_ratio) and bullets / lines > (self.max_bullet_lines_ratio or 0),
+                ),
+                (
+                    "too_many_end_ellipses",
+                    bool(self.max_ellipsis_lines_ratio)
+                    and ellipsis_lines / lines > (self.max_ellipsis_lines_ratio or 0),
+                ),
+                (
+                    "too_few_alpha_words",
+                    bool(self.min_alpha_words_ratio) and alpha / per_word < (self.min_alpha_words_ratio or 0),
+                ),
+                ("too_few_stop_words", bool(self.min_stop_words) and stops < (self.min_stop_words or 0)),
+            ]
+        first = np.full(len(words), -1, dtype=np.int64)
+        for index in reversed(range(len(rules))):  # the earliest failing rule wins
+            first[np.asarray(rules[index][1], dtype=bool) & np.ones(len(words), dtype=bool)] = index
+        return [None if index < 0 else rules[index][0] for index in first.tolist()]
+
+
+#: gopher_repetition's rules before the n-gram ones, in the compiled kernel's numbering
+REPETITION_RULES = ("empty", "dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac")
 
 
 @register_stage("gopher_repetition")
@@ -123,37 +141,35 @@ class GopherRepetitionFilter(_DocumentRuleFilter):
     _rule_arrays: tuple[np.ndarray, ...] | None = PrivateAttr(default=None)
 
     def setup_once(self) -> None:
-        """Load the compiled n-gram kernels (numba import and on-disk cache) before the first batch, once per worker."""
-        from refinery.filters.ngram_kernels import first_ngram_failure
-
-        warm = np.arange(12, dtype=np.int64)
-        first_ngram_failure(warm, np.ones(12, dtype=np.int64), 100, *self._ngram_rules())
+        """Build the code-point tables and load the compiled kernels (on-disk cache) before the first batch."""
+        self.first_failures(pa.array(["warm up"], pa.string()))
 
     def first_failure(self, text: str) -> str | None:
-        if not text:
-            return "empty"
-        paragraphs = split_paragraphs(text.strip())
-        repeated, repeated_chars = duplicates(paragraphs)
-        if self.dup_para_frac and repeated / len(paragraphs) > self.dup_para_frac:
-            return "dup_para_frac"
-        if self.dup_para_char_frac and repeated_chars / len(text) > self.dup_para_char_frac:
-            return "dup_para_char_frac"
-        lines = split_lines(text)
-        repeated, repeated_chars = duplicates(lines)
-        if self.dup_line_frac and repeated / len(lines) > self.dup_line_frac:
-            return "dup_line_frac"
-        if self.dup_line_char_frac and repeated_chars / len(text) > self.dup_line_char_frac:
-            return "dup_line_char_frac"
-        from refinery.filters.ngram_kernels import first_ngram_failure  # numba: loaded when first needed
+        return self.first_failures(pa.array([text], pa.string()))[0]
 
-        tokens = words(text)
-        failed = first_ngram_failure(
-            token_ids(tokens),
-            np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)),
-            len(text),
-            *self._ngram_rules(),
+    def process_batch(self, batch: pa.Table) -> StageResult:
+        failures = self.first_failures(batch.column(TEXT))
+        keep = np.array([rule is None for rule in failures], dtype=bool)
+        return split_by_mask(batch, keep, [None if rule is None else self.reason(rule) for rule in failures])
+
+    def first_failures(self, texts: pa.Array | pa.ChunkedArray) -> list[str | None]:
+        """The first failing rule of every text (None: kept): paragraphs and lines, then n-grams, compiled."""
+        from refinery.filters.ngram_kernels import first_ngram_failures
+        from refinery.filters.token_kernels import arrow_utf8, repetition_failures, tables
+
+        failures, token_offsets, ids, lengths, text_lengths = repetition_failures(
+            *arrow_utf8(texts),
+            *tables(),
+            float(self.dup_para_frac or 0.0),
+            float(self.dup_para_char_frac or 0.0),
+            float(self.dup_line_frac or 0.0),
+            float(self.dup_line_char_frac or 0.0),
         )
-        return None if failed < 0 else self._ngram_rule_names()[failed]
+        pending = failures < 0
+        ngram = first_ngram_failures(ids, lengths, token_offsets, text_lengths, pending, *self._ngram_rules())
+        failures[pending & (ngram >= 0)] = len(REPETITION_RULES) + ngram[pending & (ngram >= 0)]
+        names = self._rule_names()
+        return [None if failed < 0 else names[failed] for failed in failures.tolist()]
 
     def _ngram_rules(self) -> tuple[np.ndarray, ...]:
         """The n-gram thresholds as arrays for the compiled kernel: top ns, top fractions, dup ns, dup fractions."""
@@ -166,5 +182,9 @@ class GopherRepetitionFilter(_DocumentRuleFilter):
             )
         return self._rule_arrays
 
-    def _ngram_rule_names(self) -> list[str]:
-        return [f"top_{n}_gram" for n, _ in self.top_n_grams] + [f"duplicated_{n}_n_grams" for n, _ in self.dup_n_grams]
+    def _rule_names(self) -> list[str]:
+        return [
+            *REPETITION_RULES,
+            *(f"top_{n}_gram" for n, _ in self.top_n_grams),
+            *(f"duplicated_{n}_n_grams" for n, _ in self.dup_n_grams),
+        ]

@@ -60,9 +60,15 @@ def _find_slot(keys: np.ndarray, used: np.ndarray, key: np.int64, mask: int) -> 
 @njit(cache=True, nogil=True)
 def top_ngram_chars_kernel(ids: np.ndarray, lengths: np.ndarray, n: int) -> int:
     """Characters of the most frequent n-gram (space-joined) times its count; ties go to the first seen."""
+    return _top_ngram(ids, lengths, n)[0]
+
+
+@njit(cache=True, nogil=True)
+def _top_ngram(ids: np.ndarray, lengths: np.ndarray, n: int) -> tuple[int, int]:
+    """(:func:`top_ngram_chars_kernel`, the most frequent n-gram's count)."""
     grams = _ngram_hashes(ids, n)
     if grams.size == 0:
-        return 0
+        return 0, 0
     keys, used, mask = _empty_table(grams.size)
     counts = np.zeros(keys.size, dtype=np.int64)
     first = np.zeros(keys.size, dtype=np.int64)
@@ -82,7 +88,7 @@ def top_ngram_chars_kernel(ids: np.ndarray, lengths: np.ndarray, n: int) -> int:
     chars = n - 1
     for offset in range(n):
         chars += lengths[best_first + offset]
-    return chars * best_count
+    return chars * best_count, best_count
 
 
 @njit(cache=True, nogil=True)
@@ -124,17 +130,63 @@ def first_ngram_failure(
     dup_ns: np.ndarray,
     dup_fractions: np.ndarray,
 ) -> int:
-    """Index of the first failing n-gram rule (top rules first, then duplicated ones), or -1 when all pass."""
+    """Index of the first failing n-gram rule (top rules first, then duplicated ones), or -1 when all pass.
+
+    Shortcut, same values: once some n-gram length is known to have no repeated n-gram (a top count of 1, or a
+    duplicated walk that found nothing), no longer n-gram repeats either (its first n words would), so for those
+    lengths the top n-gram is the first one, counted once, and the duplicated characters are 0. On short
+    distinct pages this skips most of the nine hash passes.
+    """
+    no_repeats_from = np.iinfo(np.int64).max  # the smallest n known to have no repeated n-gram
     for rule in range(top_ns.size):
         n = top_ns[rule]
-        if ids.size >= n and top_ngram_chars_kernel(ids, lengths, n) / text_length > top_fractions[rule]:
+        if ids.size < n:
+            continue
+        if n >= no_repeats_from:
+            chars = n - 1
+            for offset in range(n):
+                chars += lengths[offset]
+        else:
+            chars, best_count = _top_ngram(ids, lengths, n)
+            if best_count == 1:
+                no_repeats_from = min(no_repeats_from, n)
+        if chars / text_length > top_fractions[rule]:
             return rule
     for rule in range(dup_ns.size):
         n = dup_ns[rule]
+        if ids.size < n:
+            continue
         limit = dup_fractions[rule] * text_length
-        if ids.size >= n and duplicated_ngram_chars_kernel(ids, lengths, n, limit) / text_length > dup_fractions[rule]:
+        repeated = 0 if n >= no_repeats_from else duplicated_ngram_chars_kernel(ids, lengths, n, limit)
+        if repeated == 0:
+            no_repeats_from = min(no_repeats_from, n)
+        if repeated / text_length > dup_fractions[rule]:
             return top_ns.size + rule
     return -1
+
+
+@njit(cache=True, nogil=True)
+def first_ngram_failures(
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    token_offsets: np.ndarray,
+    text_lengths: np.ndarray,
+    pending: np.ndarray,
+    top_ns: np.ndarray,
+    top_fractions: np.ndarray,
+    dup_ns: np.ndarray,
+    dup_fractions: np.ndarray,
+) -> np.ndarray:
+    """:func:`first_ngram_failure` of every ``pending`` text of a batch (text i's tokens are
+    ``ids/lengths[token_offsets[i]:token_offsets[i + 1]]``); -1 for the others and for texts that pass."""
+    failures = np.full(pending.size, -1, dtype=np.int64)
+    for text in range(pending.size):
+        if pending[text]:
+            a, b = token_offsets[text], token_offsets[text + 1]
+            failures[text] = first_ngram_failure(
+                ids[a:b], lengths[a:b], text_lengths[text], top_ns, top_fractions, dup_ns, dup_fractions
+            )
+    return failures
 
 
 @njit(cache=True, nogil=True)

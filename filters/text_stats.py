@@ -35,7 +35,11 @@ INFIX = re.compile(
     r"|(?<=[a-z])(\.)(?=[A-Z])"  # asyncio.Runner
 )
 ABBREVIATION = re.compile(r"^(?:[^\W\d_]\.)+[^\W\d_]$|^[^\W\d_]$")
-CONTRACTION = re.compile(r"(?i)^(.+?)(n't|n’t|'s|'re|'ll|'ve|'d|'m|’s)$")
+#: clitics split off a word's end (case-insensitively, as ``re``'s ``(?i)`` matches them) ...
+CLITICS = ("n't", "n’t", "'s", "'re", "'ll", "'ve", "'d", "'m", "’s")
+#: ... always for these (lower-cased), for the others only after a pronoun (``they're``, ``I'm``)
+ALWAYS_SPLIT_CLITICS = ("'s", "’s", "n't", "n’t")
+CONTRACTION = re.compile(r"(?i)^(.+?)(" + "|".join(CLITICS) + r")$")
 DOTS = re.compile(r"\.{2,}$")
 URL_LIKE = re.compile(r"@|://|^www\.")
 #: datatrove's PUNCTUATION_SET (its ``utils.text``), used to tell symbol tokens from words.
@@ -139,7 +143,7 @@ def _core(chunk: str) -> list[str]:
     if match:
         stem, clitic = match.groups()
         lowered = clitic.lower()
-        if lowered in ("'s", "’s", "n't", "n’t") or stem.lower() in PRONOUNS:
+        if lowered in ALWAYS_SPLIT_CLITICS or stem.lower() in PRONOUNS:
             return [*_infix(stem), clitic]
     return _infix(chunk)
 
