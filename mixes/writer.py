@@ -61,6 +61,7 @@ from .sampling import (
     unmet_shares,
 )
 from .shard_writer import (
+    BLOCK_BYTES,
     assemble_partition,
     check_units,
     output_schema,
@@ -74,6 +75,9 @@ from .shard_writer import (
 from .weights import OTHERS, WeightsSpec, load_weights
 
 WRITER_VERSION = 1
+#: The scatter files' layout (2: a row group per block, digests per row group); in the scatter markers'
+#: fingerprint, so a resumed write never reads another layout's files.
+SCATTER_FORMAT = 2
 DEFAULT_ROW_GROUP_ROWS = 1000
 MANIFEST_NAME = "manifest.json"
 
@@ -194,6 +198,7 @@ class UnitLayout:
     heldout_units: dict[str, int]
     units: list[tuple[int, str]]  # (unit, relative path) of every file this mix writes, shards first
     partition_of: list[int]  # per unit id (training shards, then one per bucket)
+    unit_bytes: list[float]  # per unit id: estimated output bytes (the assembly's blocks are cut from these)
 
 
 def write_mix(
@@ -355,6 +360,7 @@ def lay_out_units(
     units += [(heldout_units[n], f"heldout/{bucket_file_name(n)}.parquet") for n in names if plans[n].heldout_documents]
     parallelism = 1 if mix.in_process else _session_cpus()
     num_partitions = partition_count(num_shards, estimated_bytes, parallelism)
+    bytes_per_token = estimated_bytes / total_tokens if total_tokens else _bytes_per_token(summaries)
     return UnitLayout(
         num_shards=num_shards,
         num_partitions=num_partitions,
@@ -362,7 +368,14 @@ def lay_out_units(
         heldout_units=heldout_units,
         units=units,
         partition_of=unit_partitions(num_shards, num_partitions, len(names)).tolist(),
+        unit_bytes=[estimated_bytes / num_shards] * num_shards
+        + [bytes_per_token * plans[n].heldout_tokens for n in names],
     )
+
+
+def _bytes_per_token(summaries: list[dict]) -> float:
+    tokens = sum(c["tokens"] for s in summaries for c in s["buckets"].values())
+    return sum(s["bytes"] for s in summaries) / max(1, tokens)
 
 
 def _session_cpus() -> int:
@@ -386,7 +399,14 @@ def write_units(
         return [done[unit] for unit, _ in layout.units]
     schema = output_schema(_input_schema(mix.inputs[0])).serialize().to_pybytes()
     directory = storage.join(mix.work, "partitions")
-    scatter_fingerprint = _fingerprint({"plan": layout.plan_fingerprint, "partitions": layout.num_partitions})
+    scatter_fingerprint = _fingerprint(
+        {
+            "plan": layout.plan_fingerprint,
+            "partitions": layout.num_partitions,
+            "scatter_format": SCATTER_FORMAT,
+            "block_bytes": BLOCK_BYTES,
+        }
+    )
     names = sorted(plans)
     buckets = {
         n: {
@@ -410,6 +430,8 @@ def write_units(
             "num_shards": layout.num_shards,
             "buckets": buckets,
             "unit_partitions": layout.partition_of,
+            "unit_bytes": layout.unit_bytes,
+            "block_bytes": BLOCK_BYTES,
             "schema": schema,
         }
         for i, path in enumerate(mix.inputs)
