@@ -118,19 +118,16 @@ class ScatterFile:
     def __init__(self, path: str, record: dict[str, Any]) -> None:
         self.path, self.record = path, record
         self.fs, self.inner = storage.filesystem(path)
-        try:
-            with self.fs.open(self.inner, "rb") as handle:
-                size = handle.seek(0, 2)
-                if size != record["bytes"]:
-                    raise IntermediateError(path, f"{size} bytes, its writer recorded {record['bytes']}")
-                handle.seek(size - TAIL)
-                tail = handle.read(TAIL)
-                footer_length = struct.unpack("<I", tail[:4])[0] if tail[4:] == b"PAR1" else size
-                if footer_length + TAIL + 4 > size:
-                    raise IntermediateError(path, "not a Parquet file (no footer)")
-                self.footer_start = size - TAIL - footer_length
-                handle.seek(self.footer_start)
-                footer = handle.read(footer_length + TAIL)
+        try:  # exact range reads (one request each on an object store, no read-ahead)
+            size = self.fs.size(self.inner)
+            if size != record["bytes"]:
+                raise IntermediateError(path, f"{size} bytes, its writer recorded {record['bytes']}")
+            tail = self.fs.cat_file(self.inner, start=max(0, size - TAIL), end=size)
+            footer_length = struct.unpack("<I", tail[:4])[0] if len(tail) == TAIL and tail[4:] == b"PAR1" else size
+            if footer_length + TAIL + 4 > size:
+                raise IntermediateError(path, "not a Parquet file (no footer)")
+            self.footer_start = size - TAIL - footer_length
+            footer = self.fs.cat_file(self.inner, start=self.footer_start, end=size)
         except FileNotFoundError:
             raise IntermediateError(path, "missing") from None
         if hashlib.sha256(footer).hexdigest() != record.get("footer_sha256"):
@@ -153,9 +150,7 @@ class ScatterFile:
         """The rows of ``block`` (one row group): its bytes read once, checked, then decoded."""
         index, start, end, digest = self.groups[block]
         try:
-            with self.fs.open(self.inner, "rb") as handle:
-                handle.seek(start)
-                data = handle.read(end - start)
+            data = self.fs.cat_file(self.inner, start=start, end=end)
         except FileNotFoundError:
             raise IntermediateError(self.path, "missing") from None
         if hashlib.sha256(data).hexdigest() != digest:
