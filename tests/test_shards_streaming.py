@@ -23,11 +23,16 @@ from refinery.pipelines.manifest import load_manifest
 WEIGHTS = {"buckets": {"*": {"weight": 1}}, "heldout_fraction": 0.1}
 
 
+def read_scatter_file(path: str) -> pa.Table:
+    """A whole scatter file: its Arrow IPC stream (the trailer after the stream's end is not read)."""
+    return pa.ipc.open_stream(pa.py_buffer(Path(path).read_bytes())).read_all()
+
+
 def whole_partition_units(job: dict[str, Any]) -> dict[str, str]:
     """The assembly as it was: the whole partition read into one table, one stable sort by (unit, position),
     one take, then per unit its zstd Parquet bytes in ``row_group_rows`` slices. ``{path: sha256}`` per unit."""
     schema = pa.ipc.read_schema(pa.py_buffer(job["schema"]))
-    tables = [pq.read_table(path) for path, _ in job["files"]]
+    tables = [read_scatter_file(path) for path, _ in job["files"]]
     table = pa.concat_tables(tables) if tables else schema.append(pa.field("_unit", pa.int32())).empty_table()
     units = table.column("_unit").to_numpy() if table.num_rows else np.zeros(0, np.int32)
     orders = table.column("_order").to_numpy() if table.num_rows else np.zeros(0, np.uint64)
@@ -100,7 +105,7 @@ def arrow_peak_of_assembly(job: dict[str, Any]) -> tuple[int, int]:
 
     assemble_partition(job)
     peak = pa.default_memory_pool().max_memory()
-    return peak, sum(pq.read_table(path).nbytes for path, _ in job["files"])
+    return peak, sum(read_scatter_file(path).nbytes for path, _ in job["files"])
 
 
 def test_an_assembly_holds_a_block_not_its_partition_nor_its_shard(
