@@ -16,17 +16,19 @@ One command: ``.venv/bin/python benchmarks/shards_bench.py [--max-documents N]``
   the bytes read per input byte, counted in a second, in-process write of the same mix (every file read through
   fsspec's local opener is counted; the run's kept files are the input).
 
-* a finished run's ``refinery shards`` (``--run-dir DIR --output-shards 1,100,1000 [--peer PATH/refinery] [--repeats
-  N] [--warm-index]``): the whole command, as ``scale_bench.py``'s ``shards`` step runs it (one epoch, every bucket,
-  ``shard_rows`` = kept documents / count, held-out fraction 0.001), into a fresh output folder per count, repeat
-  and contender, run after run (count by count, contender by contender) so machine load falls on both alike. Per
-  write: wall seconds and CPU seconds of the whole process tree (the driver, Ray, its workers; sampled every 0.1 s),
+* finished runs' ``refinery shards`` (``--run-dir DIR[,DIR...] --output-shards 1,100,1000 [--peer PATH/refinery]
+  [--repeats N] [--warm-index]``): the whole command, as ``scale_bench.py``'s ``shards`` step runs it (one epoch,
+  every bucket, ``shard_rows`` = kept documents / count, held-out fraction 0.001), into a fresh output folder per
+  count, repeat and contender, run after run (count by count, contender by contender) so machine load falls on
+  both alike. Per write: wall seconds and CPU seconds of the whole process tree (the driver, Ray, its workers),
   each per MB of the run's kept text (millions of characters, as ``scale_bench.py``) and against the same
-  contender's 1-shard write. The peer is another checkout's ``refinery`` (e.g. main's): each count's manifests must
-  agree (same shards, same sha256s). ``--warm-index`` copies a finished index into each output first, so tokenising
-  the run (a cost per MB, the same at every count) is left out and the writer's own cost per output shard shows;
-  ``--in-process`` runs ``write_mix(in_process=True)`` in the contender's Python instead of the CLI (no Ray
-  start-up, workers or scheduling: the writer's CPU alone).
+  contender's 1-shard write, and the peak RSS of every Ray task kind and of the driver (``scale_bench.py``'s
+  monitor). The peer is another checkout's ``refinery`` (e.g. main's): each count's manifests must agree (same
+  shards, same sha256s). With several runs (e.g. the proving ground's 8x and 64x), each task kind's peak RSS and
+  the CPU s/MB of the last run against the first (issue 17's goal: within 25%). ``--warm-index`` copies a
+  finished index into each output first, so tokenising the run (a cost per MB, the same at every count) is left
+  out and the writer's own cost per output shard shows; ``--in-process`` runs ``write_mix(in_process=True)`` in
+  the contender's Python instead of the CLI (no Ray start-up, workers or scheduling: the writer's CPU alone).
 
 Each contender runs in its own subprocess (pinned to one core, except the ``--run-dir`` writes).
 """
