@@ -132,3 +132,39 @@ def test_an_assembly_holds_a_block_not_its_partition_nor_its_shard(
     peak, partition = max(peaks, key=lambda p: p[1])
     assert partition > 1_000_000, "a partition too small to show anything"
     assert peak < partition / 4, f"the assembly held {peak} bytes of Arrow memory for a {partition}-byte partition"
+
+
+@pytest.mark.parametrize("where", ["block", "trailer"])
+def test_an_altered_scatter_file_is_refused_before_use_and_scattered_again(
+    run_dir: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch,
+    where: str,
+):
+    """One byte of a scatter file flipped (inside a block's batch, or in its trailer) after its writer recorded it:
+    the assembly refuses it before decoding (its digest), the scatter runs again, and the mix is the one written
+    without the damage, byte for byte."""
+    weights = WEIGHTS | {"shard_rows": 40}
+    expected = write_mix(run_dir, weights, tmp_path / "clean", in_process=True)
+    real, calls = shard_writer.assemble_partition, []
+
+    def damaging(job: dict[str, Any]) -> dict[str, Any]:
+        if not calls and job["files"]:
+            path, record = job["files"][0]
+            data = bytearray(Path(path).read_bytes())
+            at = len(data) // 3 if where == "block" else len(data) - 20
+            data[at] ^= 0xFF
+            Path(path).write_bytes(bytes(data))
+            assert len(data) == record["bytes"]  # same size: only a digest can tell
+        calls.append(job["partition"])
+        return real(job)
+
+    monkeypatch.setattr(writer, "assemble_partition", damaging)
+    again = write_mix(run_dir, weights, tmp_path / "damaged", in_process=True)
+    assert len(calls) > len(set(calls)), "the damaged partition's assembly was refused and run again"
+    digests = {p.relative_to(expected.parent): p.read_bytes() for p in expected.parent.rglob("*.parquet")}
+    assert digests and all(
+        (again.parent / relative).read_bytes() == data
+        for relative, data in digests.items()
+        if "_work" not in str(relative)
+    )
