@@ -33,11 +33,16 @@ import numpy as np
 import pyarrow as pa
 
 from refinery.pipelines import storage
-from refinery.pipelines.partitions import IntermediateError, partition_path
+from refinery.pipelines.partitions import IntermediateError
 
 MAGIC = b"RSF1"
 TAIL = 8 + len(MAGIC)  # the trailer's length, then the magic
 IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+def scatter_path(directory: str, partition: int, writer: str) -> str:
+    """``DIR/part-PPPPP/WRITER.arrows``: one input shard's (``writer``) rows of one partition."""
+    return f"{directory.rstrip('/')}/part-{partition:05d}/{writer}.arrows"
 
 
 def block_runs(values: np.ndarray) -> list[tuple[int, int, int]]:
@@ -80,7 +85,7 @@ def write_scatter_files(
     files: dict[str, dict[str, Any]] = {}
     for partition, first, last in block_runs(np.asarray(partitions, np.int64)):
         data, record = scatter_bytes(table.slice(first, last - first), blocks[first:last])
-        fs, inner = storage.filesystem(partition_path(directory, partition, writer))
+        fs, inner = storage.filesystem(scatter_path(directory, partition, writer))
         storage.write_bytes_atomic(fs, inner, data)
         files[str(partition)] = record
     return files

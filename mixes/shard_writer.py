@@ -7,11 +7,12 @@ partitions chosen from the output's size, never from the shard count alone.
 **Scatter** (a task per input shard, :func:`scatter_shard`): read the shard's index, decide for every selected
 (document, epoch) its unit and its position inside it (seeded 64-bit mixes of the document's sample key and
 epoch), read the input file once — only the row groups holding a selected row — repeat rows for their epochs,
-order them by (unit, position) and write them split by partition, a Parquet row group per *block* of about
-``BLOCK_BYTES`` of output (:mod:`refinery.mixes.scatter_files`: ``_work/partitions/part-PPPPP/NNNNN.parquet``,
-each row group's sha256 in the file's footer, the footer's in the writer's record).
+order them by (unit, position) and write them split by partition, a record batch per *block* of about
+``BLOCK_BYTES`` of output (:mod:`refinery.mixes.scatter_files`: ``_work/partitions/part-PPPPP/NNNNN.arrows``,
+an Arrow IPC stream whose trailer lists each block's bytes and sha256; the trailer's sha256 in the writer's
+record).
 
-**Assemble** (a task per partition, :func:`assemble_partition`): block after block, read the block's row group
+**Assemble** (a task per partition, :func:`assemble_partition`): block after block, read the block's batch
 from every scatter file of the partition (each checked before use), sort those rows by (unit, position) and
 stream them into the units' files (:mod:`refinery.mixes.unit_file`: a row group per ``row_group_rows`` rows, the
 sha256 taken from the bytes as written, a temporary name renamed when complete). A task holds one block, never
@@ -198,7 +199,7 @@ def scatter_shard(job: dict[str, Any]) -> dict[str, Any]:
     (the partitions' folder), ``marker_path``, ``fingerprint``, ``num_shards``, ``buckets`` (as
     :func:`routing_table`), ``unit_partitions`` (list: partition of every unit), ``unit_bytes`` (list: estimated
     output bytes of every unit) and ``block_bytes`` (see :func:`block_of`), ``schema`` (serialised output
-    schema). Each partition's file holds its rows in (unit, position) order, a row group per block. Returns
+    schema). Each partition's file holds its rows in (unit, position) order, a record batch per block. Returns
     ``{"rows", "files": {partition: record}, "input_bytes_read"}``; the marker holds the same.
     """
     fs, marker = storage.filesystem(job["marker_path"])
@@ -378,13 +379,13 @@ def assemble_partition(job: dict[str, Any]) -> dict[str, Any]:
     ``partition``, ``files`` (``[path, record]`` of this partition's scatter files, in writer order),
     ``fingerprint``, ``schema`` (serialised output schema), ``row_group_rows``.
 
-    Block after block (see :mod:`refinery.mixes.scatter_files`): the block's row group from every file that has
-    one (in writer order), sorted by (unit, position) — stable, so ties keep writer order, as one sort of the
+    Block after block (see :mod:`refinery.mixes.scatter_files`): the block's batch from every file that has one
+    (in writer order), sorted by (unit, position) — stable, so ties keep writer order, as one sort of the
     whole partition did — and streamed into the units' files. Memory: one block and one row group per open unit,
     whatever the partition's or a unit's size; every scatter byte is read once.
     """
     schema = pa.ipc.read_schema(pa.py_buffer(job["schema"]))
-    sources = [ScatterFile(path, record) for path, record in job["files"]]  # every footer checked first
+    sources = [ScatterFile(path, record) for path, record in job["files"]]  # every trailer checked first
     read_bytes = sum(record["bytes"] for _, record in job["files"])
     stream = UnitStream(job, schema)
     try:

@@ -47,7 +47,7 @@ from refinery.pipelines import storage
 from refinery.pipelines.executor import map_tasks
 from refinery.pipelines.manifest import FORMAT, FORMAT_VERSION, write_manifest
 from refinery.pipelines.models import DEFAULT_TOKENIZER, file_sha256, tokenizer_file
-from refinery.pipelines.partitions import IntermediateError, partition_path
+from refinery.pipelines.partitions import IntermediateError
 
 from . import shard_index as bk
 from .buckets import bucket_file_name
@@ -60,6 +60,7 @@ from .sampling import (
     merge_histograms,
     unmet_shares,
 )
+from .scatter_files import scatter_path
 from .shard_writer import (
     BLOCK_BYTES,
     assemble_partition,
@@ -75,8 +76,8 @@ from .shard_writer import (
 from .weights import OTHERS, WeightsSpec, load_weights
 
 WRITER_VERSION = 1
-#: The scatter files' layout (2: a row group per block, digests per row group); in the scatter markers'
-#: fingerprint, so a resumed write never reads another layout's files.
+#: The scatter files' layout (2: Arrow IPC, a record batch per block, their digests in a trailer); in the
+#: scatter markers' fingerprint, so a resumed write never reads another layout's files.
 SCATTER_FORMAT = 2
 DEFAULT_ROW_GROUP_ROWS = 1000
 MANIFEST_NAME = "manifest.json"
@@ -448,7 +449,7 @@ def write_units(
             "done": {unit_files[u]["path"]: done[u] for u in units if u in done},
             "marker_path": partition_marker_path(mix.output_dir, partition),
             "files": [
-                [partition_path(directory, partition, writer), summary["files"][str(partition)]]
+                [scatter_path(directory, partition, writer), summary["files"][str(partition)]]
                 for writer, summary in zip(writers, scattered, strict=True)
                 if str(partition) in summary["files"]
             ],
