@@ -55,7 +55,7 @@ UNIT = "_unit"  # scatter-file columns only: never in an output shard
 ORDER = "_order"
 UNIT_SALT = np.uint64(0x9E3779B97F4A7C15)
 ORDER_SALT = np.uint64(0xD1B54A32D192ED03)
-#: Target estimated output bytes per partition: one assembly task holds about this much.
+#: Target estimated output bytes per partition: one assembly task's work (it holds one block of it at a time).
 PARTITION_BYTES = 256_000_000
 #: Target estimated output bytes per block: an assembly task holds one block's rows at a time (see
 #: :mod:`refinery.mixes.scatter_files`), whatever the size of its partition or of one output shard.
