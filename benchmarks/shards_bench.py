@@ -16,17 +16,19 @@ One command: ``.venv/bin/python benchmarks/shards_bench.py [--max-documents N]``
   the bytes read per input byte, counted in a second, in-process write of the same mix (every file read through
   fsspec's local opener is counted; the run's kept files are the input).
 
-* a finished run's ``refinery shards`` (``--run-dir DIR --output-shards 1,100,1000 [--peer PATH/refinery] [--repeats
-  N] [--warm-index]``): the whole command, as ``scale_bench.py``'s ``shards`` step runs it (one epoch, every bucket,
-  ``shard_rows`` = kept documents / count, held-out fraction 0.001), into a fresh output folder per count, repeat
-  and contender, run after run (count by count, contender by contender) so machine load falls on both alike. Per
-  write: wall seconds and CPU seconds of the whole process tree (the driver, Ray, its workers; sampled every 0.1 s),
+* finished runs' ``refinery shards`` (``--run-dir DIR[,DIR...] --output-shards 1,100,1000 [--peer PATH/refinery]
+  [--repeats N] [--warm-index]``): the whole command, as ``scale_bench.py``'s ``shards`` step runs it (one epoch,
+  every bucket, ``shard_rows`` = kept documents / count, held-out fraction 0.001), into a fresh output folder per
+  count, repeat and contender, run after run (count by count, contender by contender) so machine load falls on
+  both alike. Per write: wall seconds and CPU seconds of the whole process tree (the driver, Ray, its workers),
   each per MB of the run's kept text (millions of characters, as ``scale_bench.py``) and against the same
-  contender's 1-shard write. The peer is another checkout's ``refinery`` (e.g. main's): each count's manifests must
-  agree (same shards, same sha256s). ``--warm-index`` copies a finished index into each output first, so tokenising
-  the run (a cost per MB, the same at every count) is left out and the writer's own cost per output shard shows;
-  ``--in-process`` runs ``write_mix(in_process=True)`` in the contender's Python instead of the CLI (no Ray
-  start-up, workers or scheduling: the writer's CPU alone).
+  contender's 1-shard write, and the peak RSS of every Ray task kind and of the driver (``scale_bench.py``'s
+  monitor). The peer is another checkout's ``refinery`` (e.g. main's): each count's manifests must agree (same
+  shards, same sha256s). With several runs (e.g. the proving ground's 8x and 64x), each task kind's peak RSS and
+  the CPU s/MB of the last run against the first (issue 17's goal: within 25%). ``--warm-index`` copies a
+  finished index into each output first, so tokenising the run (a cost per MB, the same at every count) is left
+  out and the writer's own cost per output shard shows; ``--in-process`` runs ``write_mix(in_process=True)`` in
+  the contender's Python instead of the CLI (no Ray start-up, workers or scheduling: the writer's CPU alone).
 
 Each contender runs in its own subprocess (pinned to one core, except the ``--run-dir`` writes).
 """
@@ -235,42 +237,6 @@ def output_shard_scaling(documents: int, counts: list[int]) -> list[dict]:
     return rows
 
 
-def tree_seconds(command: list[str], log: Path) -> tuple[int, float, float]:
-    """(exit code, wall seconds, CPU seconds of the process tree) of ``command``: the tree is sampled every 0.1 s
-    and each process counted at its last sample (a process that ends between samples loses < 0.1 s)."""
-    import subprocess
-    import threading
-
-    import psutil
-
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        root, seen, stop = psutil.Process(process.pid), {}, threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                try:
-                    tree = [root, *root.children(recursive=True)]
-                except psutil.Error:
-                    tree = []
-                for member in tree:
-                    try:
-                        times = member.cpu_times()
-                        seen[member.pid] = times.user + times.system
-                    except psutil.Error:
-                        pass
-                stop.wait(0.1)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        started = time.perf_counter()
-        sampler.start()
-        code = process.wait()
-        wall = time.perf_counter() - started
-        stop.set()
-        sampler.join()
-    return code, wall, sum(seen.values())
-
-
 def kept_text_mb(run_dir: Path) -> tuple[int, float]:
     """(kept documents, millions of kept characters) of a finished run, from its run.json: what
     ``scale_bench.py`` divides the verbs' seconds by (its "MB of kept text")."""
@@ -278,19 +244,10 @@ def kept_text_mb(run_dir: Path) -> tuple[int, float]:
     return last["kept"], last["chars_kept"] / 1e6
 
 
-def run_scaling(args: argparse.Namespace) -> list[dict]:
-    """``refinery shards`` of a finished run at every output-shard count, this checkout against ``--peer``."""
+def scaling_weights(work: Path, documents: int, counts: list[int]) -> dict[int, Path]:
+    """``scale_bench.py``'s shards weights: one epoch, every bucket, ``shard_rows`` = kept documents / count."""
     import math
-    import shutil
 
-    run_dir = Path(args.run_dir).resolve()
-    work = Path(args.work or tempfile.mkdtemp(prefix="shards-scaling-", dir="/tmp"))
-    work.mkdir(parents=True, exist_ok=True)
-    documents, text_mb = kept_text_mb(run_dir)
-    contenders = {"this": str(Path(sys.executable).parent / "refinery")}
-    if args.peer:
-        contenders["peer"] = args.peer
-    counts = [int(c) for c in args.output_shards.split(",")]
     weights = {}
     for count in counts:
         weights[count] = work / f"weights-{count}.json"
@@ -305,63 +262,108 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
                 }
             )
         )
-    warm = work / "warm"
-    if args.warm_index and not (warm / "manifest.json").exists():
-        command = [contenders["this"], "shards", str(run_dir), "--weights", str(weights[counts[0]])]
-        tree_seconds([*command, "--output", str(warm), "--num-cpus", str(args.num_cpus)], work / "warm.log")
+    return weights
+
+
+def run_scaling(args: argparse.Namespace) -> list[dict]:
+    """``refinery shards`` of finished runs at every output-shard count, this checkout against ``--peer``."""
+    import shutil
+
+    from scale_bench import measured
+
+    run_dirs = [Path(d).resolve() for d in args.run_dir.split(",")]
+    root = Path(args.work or tempfile.mkdtemp(prefix="shards-scaling-", dir="/tmp"))
+    contenders = {"this": str(Path(sys.executable).parent / "refinery")}
+    if args.peer:
+        contenders["peer"] = args.peer
+    counts = [int(c) for c in args.output_shards.split(",")]
     rows, shas = [], {}
-    for repeat in range(args.repeats):
-        for count in counts:
-            for name, refinery in contenders.items():
-                output = work / f"{name}-{count}-{repeat}"
-                shutil.rmtree(output, ignore_errors=True)
-                if args.warm_index:
-                    shutil.copytree(warm / "_work" / "index", output / "_work" / "index")
-                if args.in_process:  # write_mix(in_process=True) in the contender's own Python: no Ray at all
-                    python = str(Path(refinery).parent / "python")
-                    command = [python, __file__, "--write-in-process", str(run_dir), str(weights[count]), str(output)]
-                else:
-                    command = [refinery, "shards", str(run_dir), "--weights", str(weights[count])]
-                    command += ["--output", str(output), "--num-cpus", str(args.num_cpus)]
-                code, wall, cpu = tree_seconds(command, work / f"{output.name}.log")
-                if code != 0:
-                    raise SystemExit(f"{name} failed at {count} shards: see {work / (output.name + '.log')}")
-                manifest = json.loads((output / "manifest.json").read_text())
-                shas.setdefault(count, {})[name] = [s["sha256"] for s in manifest["shards"]]
-                rows.append(
-                    {
-                        "contender": name,
-                        "repeat": repeat,
-                        "requested_shards": count,
-                        "output_shards": len(manifest["shards"]),
-                        "wall_seconds": round(wall, 3),
-                        "cpu_seconds": round(cpu, 3),
-                        "wall_s_per_MB": round(wall / text_mb, 4),
-                        "cpu_s_per_MB": round(cpu / text_mb, 4),
-                        "load_average": round(os.getloadavg()[0], 2),
-                    }
-                )
-                print(json.dumps(rows[-1]), flush=True)
-                shutil.rmtree(output, ignore_errors=True)
-    for count, by_name in shas.items():
-        assert len({tuple(v) for v in by_name.values()}) == 1, f"the contenders' shards differ at {count} shards"
-    print(f"kept text {text_mb:.1f} M characters, {documents:,} documents; load average at the end {os.getloadavg()}")
-    print(f"{'contender':>10}{'shards':>8}{'wall s':>8}{'CPU s':>8}{'wall s/MB':>11}{'CPU s/MB':>10}{'CPU x 1':>9}")
-    for name in contenders:
-        best = {}  # per count, the repeat with the least CPU (the least disturbed by other load)
-        for row in rows:
-            if row["contender"] == name:
-                key = row["requested_shards"]
-                best[key] = min(best.get(key, row), row, key=lambda r: r["cpu_seconds"])
-        for count in counts:
-            row = best[count]
-            print(
-                f"{name:>10}{row['output_shards']:>8}{row['wall_seconds']:>8.1f}{row['cpu_seconds']:>8.1f}"
-                f"{row['wall_s_per_MB']:>11.3f}{row['cpu_s_per_MB']:>10.3f}"
-                f"{row['cpu_seconds'] / best[counts[0]]['cpu_seconds']:>9.2f}"
-            )
-    print("CPU x 1 = CPU seconds against the same contender's first count (min over repeats)")
+    for run_dir in run_dirs:
+        work = root / run_dir.parent.name
+        work.mkdir(parents=True, exist_ok=True)
+        documents, text_mb = kept_text_mb(run_dir)
+        weights = scaling_weights(work, documents, counts)
+        warm = work / "warm"
+        if args.warm_index and not (warm / "manifest.json").exists():
+            command = [contenders["this"], "shards", str(run_dir), "--weights", str(weights[counts[0]])]
+            measured([*command, "--output", str(warm), "--num-cpus", str(args.num_cpus)], work / "warm.log")
+        for repeat in range(args.repeats):
+            for count in counts:
+                for name, refinery in contenders.items():
+                    output = work / f"{name}-{count}-{repeat}"
+                    shutil.rmtree(output, ignore_errors=True)
+                    if args.warm_index:
+                        shutil.copytree(warm / "_work" / "index", output / "_work" / "index")
+                    if args.in_process:  # write_mix(in_process=True) in the contender's own Python: no Ray at all
+                        python = str(Path(refinery).parent / "python")
+                        command = [python, __file__, "--write-in-process", str(run_dir), str(weights[count])]
+                        command.append(str(output))
+                    else:
+                        command = [refinery, "shards", str(run_dir), "--weights", str(weights[count])]
+                        command += ["--output", str(output), "--num-cpus", str(args.num_cpus)]
+                    result = measured(command, work / f"{output.name}.log")
+                    if result["exit"] != 0:
+                        raise SystemExit(f"{name} failed at {count} shards: see {work / (output.name + '.log')}")
+                    manifest = json.loads((output / "manifest.json").read_text())
+                    shas.setdefault((str(run_dir), count), {})[name] = [s["sha256"] for s in manifest["shards"]]
+                    rows.append(
+                        {
+                            "run": str(run_dir),
+                            "contender": name,
+                            "repeat": repeat,
+                            "requested_shards": count,
+                            "output_shards": len(manifest["shards"]),
+                            "wall_seconds": round(result["seconds"], 3),
+                            "cpu_seconds": round(result["cpu_seconds"], 3),
+                            "wall_s_per_MB": round(result["seconds"] / text_mb, 4),
+                            "cpu_s_per_MB": round(result["cpu_seconds"] / text_mb, 4),
+                            "driver_MB": round(result["driver_peak_rss"] / 2**20),
+                            "task_MB": task_peaks_mb(result["task_peak_rss"]),
+                            "load_average": round(os.getloadavg()[0], 2),
+                        }
+                    )
+                    print(json.dumps(rows[-1]), flush=True)
+                    shutil.rmtree(output, ignore_errors=True)
+    for key, by_name in shas.items():
+        assert len({tuple(v) for v in by_name.values()}) == 1, f"the contenders' shards differ at {key}"
+    print_scaling(rows, contenders, counts, run_dirs)
     return rows
+
+
+def task_peaks_mb(peaks: dict[str, int]) -> dict[str, int]:
+    """Peak RSS (MiB) per Ray task name, Ray's own agents left out."""
+    return {name: round(peak / 2**20) for name, peak in peaks.items() if not name.endswith("Agent")}
+
+
+def print_scaling(rows: list[dict], contenders: dict, counts: list[int], run_dirs: list[Path]) -> None:
+    """Per run, contender and count (the repeat with the least CPU): CPU s/MB and peak RSS per task kind; with
+    several runs, each task kind's peak RSS in the last run against the first."""
+    print(f"load average at the end {os.getloadavg()}")
+    best = {}  # (run, contender, count) -> the repeat with the least CPU (the least disturbed by other load)
+    for row in rows:
+        key = (row["run"], row["contender"], row["requested_shards"])
+        best[key] = min(best.get(key, row), row, key=lambda r: r["cpu_seconds"])
+    kinds = sorted({k for row in rows for k in row["task_MB"]})
+    print(" | ".join(["run", "contender", "shards", "CPU s/MB", "driver MB", *[f"{k} MB" for k in kinds]]))
+    for run_dir in run_dirs:
+        for name in contenders:
+            for count in counts:
+                row = best[(str(run_dir), name, count)]
+                figures = [f"{row['cpu_s_per_MB']:.3f}", str(row["driver_MB"])]
+                figures += [str(row["task_MB"].get(k, "")) for k in kinds]
+                print(" | ".join([run_dir.parent.name, name, str(row["output_shards"]), *figures]))
+    if len(run_dirs) > 1:
+        first, last = str(run_dirs[0]), str(run_dirs[-1])
+        print(f"peak RSS per task kind and CPU s/MB, {run_dirs[-1].parent.name} / {run_dirs[0].parent.name}:")
+        for name in contenders:
+            for count in counts:
+                a, b = best[(first, name, count)], best[(last, name, count)]
+                ratios = {k: round(b["task_MB"][k] / a["task_MB"][k], 2) for k in kinds if k in a["task_MB"]}
+                ratios = ratios | {
+                    "driver": round(b["driver_MB"] / a["driver_MB"], 2),
+                    "cpu_s_per_MB": round(b["cpu_s_per_MB"] / a["cpu_s_per_MB"], 2),
+                }
+                print(f"  {name} at {count} shards: {json.dumps(ratios)}")
 
 
 def main() -> None:
@@ -370,7 +372,7 @@ def main() -> None:
     parser.add_argument("--max-documents", type=int, default=int(os.environ.get(MAX_DOCUMENTS, 1000)))
     parser.add_argument("--output-shards", help="comma-separated output-shard counts: the scaling benchmark only")
     parser.add_argument("--documents", type=int, default=8000, help="documents of the scaling benchmark's run")
-    parser.add_argument("--run-dir", help="scaling of `refinery shards` over this finished run (with --output-shards)")
+    parser.add_argument("--run-dir", help="finished run(s), comma-separated (--output-shards)")
     parser.add_argument("--peer", help="another checkout's refinery executable, run alternately (with --run-dir)")
     parser.add_argument("--repeats", type=int, default=1, help="writes per count and contender (with --run-dir)")
     parser.add_argument("--warm-index", action="store_true", help="copy a finished index into every output first")

@@ -6,16 +6,19 @@ partitions chosen from the output's size, never from the shard count alone.
 
 **Scatter** (a task per input shard, :func:`scatter_shard`): read the shard's index, decide for every selected
 (document, epoch) its unit and its position inside it (seeded 64-bit mixes of the document's sample key and
-epoch), read the input file once — only the row groups holding a selected row — repeat rows for their epochs and
-write them, split by partition, with :func:`refinery.pipelines.partitions.write_partitioned`
-(``_work/partitions/part-PPPPP/NNNNN.parquet``, each file's rows, bytes and sha256 recorded by its writer).
+epoch), read the input file once — only the row groups holding a selected row — repeat rows for their epochs,
+order them by (unit, position) and write them split by partition, a record batch per *block* of about
+``BLOCK_BYTES`` of output (:mod:`refinery.mixes.scatter_files`: ``_work/partitions/part-PPPPP/NNNNN.arrows``,
+an Arrow IPC stream whose trailer lists each block's bytes and sha256; the trailer's sha256 in the writer's
+record).
 
-**Assemble** (a task per partition, :func:`assemble_partition`): read the partition's files (checked against
-their writers' records), sort the rows once by (unit, position), then per unit: serialise it as zstd Parquet
-(its sha256 taken from those bytes), write it under a temporary name and rename it into place. Nothing else is
-per unit: folders are created once per task, and one completion marker per partition
-(``_work/done/part-PPPPP.json``: every unit's rows, tokens, bytes and sha256) is rewritten after every
-``CHECKPOINT_BYTES`` of new units and at the end.
+**Assemble** (a task per partition, :func:`assemble_partition`): block after block, read the block's batch
+from every scatter file of the partition (each checked before use), sort those rows by (unit, position) and
+stream them into the units' files (:mod:`refinery.mixes.unit_file`: a row group per ``row_group_rows`` rows, the
+sha256 taken from the bytes as written, a temporary name renamed when complete). A task holds one block, never
+its partition nor a whole unit (at 1 output shard, a unit is the whole mix). Nothing else is per unit: folders
+are created once per task, and one completion marker per partition (``_work/done/part-PPPPP.json``: every
+unit's rows, tokens, bytes and sha256) is rewritten after every ``CHECKPOINT_BYTES`` of new units and at the end.
 
 So every input byte is read at most twice whatever the number of output shards (the index reads a few columns,
 the scatter reads the rows once) and every partition file once, and an output shard costs one file written and
@@ -32,10 +35,7 @@ full check.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import posixpath
-import uuid
 from typing import Any
 
 import numpy as np
@@ -43,18 +43,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.pipelines import storage
-from refinery.pipelines.partitions import read_checked, splitmix64, write_partitioned
+from refinery.pipelines.partitions import splitmix64
 
 from .buckets import BUCKET, EPOCH
+from .scatter_files import ScatterFile, block_runs, write_scatter_files
 from .shard_index import below, read_index
 from .token_count import N_TOKENS, N_TOKENS_TYPE
+from .unit_file import UnitFile
 
 UNIT = "_unit"  # scatter-file columns only: never in an output shard
 ORDER = "_order"
 UNIT_SALT = np.uint64(0x9E3779B97F4A7C15)
 ORDER_SALT = np.uint64(0xD1B54A32D192ED03)
-#: Target estimated output bytes per partition: one assembly task holds about this much.
+#: Target estimated output bytes per partition: one assembly task's work (it holds one block of it at a time).
 PARTITION_BYTES = 256_000_000
+#: Target estimated output bytes per block: an assembly task holds one block's rows at a time (see
+#: :mod:`refinery.mixes.scatter_files`), whatever the size of its partition or of one output shard.
+BLOCK_BYTES = 8_000_000
 
 
 def _next(values: np.ndarray) -> np.ndarray:
@@ -91,6 +96,20 @@ def unit_partitions(num_shards: int, num_partitions: int, heldout_units: int) ->
     """The partition of every unit: consecutive training shards share one; the held-out sets are the last."""
     training = (np.arange(num_shards, dtype=np.int64) * num_partitions) // num_shards
     return np.concatenate([training, np.full(heldout_units, num_partitions, np.int64)])
+
+
+def block_of(units: np.ndarray, positions: np.ndarray, unit_bytes: np.ndarray, block_bytes: float) -> np.ndarray:
+    """The block of every row: its place on a line of estimated output bytes, cut every ``block_bytes``.
+
+    Unit ``u`` spans ``[start_u, start_u + unit_bytes[u])`` of the line (units in order) and a row lies at its
+    position's fraction of that span (positions are uniform 64-bit hashes), so a block holds about
+    ``block_bytes`` of output: several small units or a slice of a large one. Non-decreasing in (unit,
+    position) — float rounding is monotone and ``start_{u+1}`` is the very sum ``start_u + unit_bytes[u]`` — so
+    blocks in order, each sorted, are the partition in order.
+    """
+    starts = np.concatenate([[0.0], np.cumsum(unit_bytes)])  # sequential sums
+    place = starts[units] + unit_bytes[units] * (positions.astype(np.float64) * 2.0**-64)
+    return np.floor(place / block_bytes).astype(np.int64)
 
 
 def routing_table(job: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -178,14 +197,19 @@ def scatter_shard(job: dict[str, Any]) -> dict[str, Any]:
 
     ``job``: ``input_path``, ``index_path``, ``writer`` (the file name inside every partition), ``directory``
     (the partitions' folder), ``marker_path``, ``fingerprint``, ``num_shards``, ``buckets`` (as
-    :func:`routing_table`), ``unit_partitions`` (list: partition of every unit), ``schema`` (serialised output
-    schema). Returns ``{"rows", "files": {partition: record}, "input_bytes_read"}``; the marker holds the same.
+    :func:`routing_table`), ``unit_partitions`` (list: partition of every unit), ``unit_bytes`` (list: estimated
+    output bytes of every unit) and ``block_bytes`` (see :func:`block_of`), ``schema`` (serialised output
+    schema). Each partition's file holds its rows in (unit, position) order, a record batch per block. Returns
+    ``{"rows", "files": {partition: record}, "input_bytes_read"}``; the marker holds the same.
     """
     fs, marker = storage.filesystem(job["marker_path"])
     done = storage.read_marker(job["marker_path"], job["fingerprint"])
     if done is not None:
         return done["summary"] | {"input_bytes_read": 0}
     routing = routing_table(job)
+    # scatter-file order: (unit, position), stable (ties keep routing order); partitions and blocks follow it
+    order = np.lexsort((routing["order"], routing["unit"]))
+    routing = {name: values[order] for name, values in routing.items()}
     schema = pa.ipc.read_schema(pa.py_buffer(job["schema"]))
     unique_rows, inverse = np.unique(routing["row"], return_inverse=True)
     documents, read_bytes = read_rows(job["input_path"], unique_rows)
@@ -205,9 +229,10 @@ def scatter_shard(job: dict[str, Any]) -> dict[str, Any]:
     table = table.append_column(UNIT, pa.array(routing["unit"], pa.int32()))
     table = table.append_column(ORDER, pa.array(routing["order"], pa.uint64()))
     partitions = np.asarray(job["unit_partitions"], np.int64)[routing["unit"]]
-    count = int(max(job["unit_partitions"])) + 1
-    index = write_partitioned(job["directory"], job["writer"], table, partitions, count)
-    summary = {"rows": table.num_rows, "files": index["files"]}
+    unit_bytes = np.asarray(job["unit_bytes"], np.float64)
+    blocks = block_of(routing["unit"], routing["order"], unit_bytes, job["block_bytes"])
+    files = write_scatter_files(job["directory"], job["writer"], table, partitions, blocks)
+    summary = {"rows": table.num_rows, "files": files}
     storage.write_json_atomic(fs, marker, {"fingerprint": job["fingerprint"], "summary": summary})
     return summary | {"input_bytes_read": read_bytes}
 
@@ -263,33 +288,6 @@ def check_units(job: dict[str, Any]) -> list[bool]:
     return results
 
 
-def parquet_bytes(table: pa.Table, row_group_rows: int) -> bytes:
-    """One unit as zstd Parquet bytes, a row group per ``row_group_rows`` rows (the same bytes a streamed write
-    of the same slices gives)."""
-    sink = io.BytesIO()
-    writer = pq.ParquetWriter(sink, table.schema, **storage.PARQUET_OPTIONS)
-    for start in range(0, table.num_rows, row_group_rows):
-        writer.write_table(table.slice(start, row_group_rows))
-    writer.close()
-    return sink.getvalue()
-
-
-def put_file(fs: Any, path: str, data: bytes) -> None:
-    """``data`` at ``path`` under a temporary name, then renamed: a reader sees the whole file or none.
-
-    The folder must exist (created once per task, not once per file).
-    """
-    head, tail = posixpath.split(path)
-    temporary = posixpath.join(head, f"{storage.TEMPORARY_PREFIX}{uuid.uuid4().hex[:12]}-{tail}")
-    try:
-        fs.pipe_file(temporary, data)
-    except BaseException:
-        if fs.exists(temporary):
-            fs.rm(temporary)
-        raise
-    fs.mv(temporary, path)
-
-
 #: An assembly task rewrites its partition's marker after at least this many bytes of new shards (and at its
 #: end): the marker's cost does not grow with the shard count, and a killed task loses at most this much work.
 CHECKPOINT_BYTES = 64_000_000
@@ -317,49 +315,93 @@ class PartitionMarker:
         self.pending = 0
 
 
+class UnitStream:
+    """Writes the wanted units of one partition in unit order while the rows arrive block after block.
+
+    Rows come sorted by (unit, position); a unit's rows may span several blocks, and one block may hold many
+    units. A wanted unit with no rows gets its (empty) file when a later unit starts or at the end; rows of a
+    unit already written (recorded in the partition's marker) are skipped.
+    """
+
+    def __init__(self, job: dict[str, Any], schema: pa.Schema) -> None:
+        self.fs, self.root = storage.filesystem(job["output_dir"])
+        for folder in sorted({posixpath.dirname(u["path"]) for u in job["units"]}):
+            self.fs.makedirs(storage.join(self.root, folder), exist_ok=True)  # once per task, not per unit
+        self.wanted = sorted(job["units"], key=lambda u: u["unit"])
+        self.next = 0  # the first wanted unit not yet opened
+        self.current: tuple[int, UnitFile] | None = None
+        self.schema, self.row_group_rows = schema, job["row_group_rows"]
+        self.marker = PartitionMarker(job)
+        self.records: list[dict[str, Any]] = []
+
+    def _open(self, unit: dict[str, Any]) -> UnitFile:
+        path = storage.join(self.root, unit["path"])
+        return UnitFile(self.fs, path, unit["path"], self.schema, self.row_group_rows)
+
+    def _commit(self, file: UnitFile) -> None:
+        record = file.commit()
+        self.records.append(record)
+        self.marker.add(record)
+
+    def _close_before(self, unit: int) -> None:
+        """Commit the open unit and every wanted unit before ``unit`` (those have no more rows to come)."""
+        if self.current is not None and self.current[0] < unit:
+            self._commit(self.current[1])
+            self.current = None
+        while self.next < len(self.wanted) and self.wanted[self.next]["unit"] < unit:
+            self._commit(self._open(self.wanted[self.next]))
+            self.next += 1
+
+    def append(self, unit: int, rows: pa.Table) -> None:
+        self._close_before(unit)
+        if self.current is None:
+            if self.next >= len(self.wanted) or self.wanted[self.next]["unit"] != unit:
+                return  # written before (its marker record stands): skipped
+            self.current = (unit, self._open(self.wanted[self.next]))
+            self.next += 1
+        self.current[1].append(rows)
+
+    def finish(self) -> list[dict[str, Any]]:
+        self._close_before(np.iinfo(np.int64).max)
+        self.marker.write()
+        return self.records
+
+    def abort(self) -> None:
+        if self.current is not None:
+            self.current[1].abort()
+
+
 def assemble_partition(job: dict[str, Any]) -> dict[str, Any]:
     """Phase 4 for one partition: write every unit of ``job["units"]``; return their records and the bytes read.
 
     ``job``: ``output_dir``, ``units`` (the units to write: ``{unit, path}``, paths relative to it), ``done``
     (records of the partition's units already written, by path: kept in its marker), ``marker_path``,
     ``partition``, ``files`` (``[path, record]`` of this partition's scatter files, in writer order),
-    ``fingerprint``, ``schema`` (serialised output schema), ``row_group_rows``. Per unit: one Parquet file
-    written under a temporary name and renamed; the folders, the sort, the take and the marker are per partition.
+    ``fingerprint``, ``schema`` (serialised output schema), ``row_group_rows``.
+
+    Block after block (see :mod:`refinery.mixes.scatter_files`): the block's batch from every file that has one
+    (in writer order), sorted by (unit, position) — stable, so ties keep writer order, as one sort of the
+    whole partition did — and streamed into the units' files. Memory: one block and one row group per open unit,
+    whatever the partition's or a unit's size; every scatter byte is read once.
     """
     schema = pa.ipc.read_schema(pa.py_buffer(job["schema"]))
-    tables = [read_checked(path, record) for path, record in job["files"]]
+    sources = [ScatterFile(path, record) for path, record in job["files"]]  # every trailer checked first
     read_bytes = sum(record["bytes"] for _, record in job["files"])
-    table = pa.concat_tables(tables) if tables else schema.append(pa.field(UNIT, pa.int32())).empty_table()
-    units = table.column(UNIT).to_numpy() if table.num_rows else np.zeros(0, np.int32)
-    orders = table.column(ORDER).to_numpy() if table.num_rows else np.zeros(0, np.uint64)
-    order = np.lexsort((orders, units))  # stable: ties keep writer order, as one shard was always built
-    sorted_units = units[order]
-    # one take for the whole partition, then zero-copy slices: a take per unit would copy it per unit
-    ordered = table.select(schema.names).take(pa.array(order, pa.int64())).cast(schema)
-    tokens = ordered.column(N_TOKENS).to_numpy(zero_copy_only=False) if ordered.num_rows else np.zeros(0, np.int64)
-    token_sums = np.concatenate([[0], np.cumsum(tokens, dtype=np.int64)])
-    wanted = np.array([u["unit"] for u in job["units"]], np.int64)
-    starts = np.searchsorted(sorted_units, wanted, side="left")
-    ends = np.searchsorted(sorted_units, wanted, side="right")
-    marker = PartitionMarker(job)
-    fs, root = storage.filesystem(job["output_dir"])
-    for folder in sorted({posixpath.dirname(u["path"]) for u in job["units"]}):
-        fs.makedirs(storage.join(root, folder), exist_ok=True)
-    records = []
-    for unit, start, end in zip(job["units"], starts.tolist(), ends.tolist(), strict=True):
-        inner = storage.join(root, unit["path"])
-        data = parquet_bytes(ordered.slice(start, end - start), job["row_group_rows"])
-        put_file(fs, inner, data)
-        record = {
-            "path": unit["path"],
-            "rows": end - start,
-            "tokens": int(token_sums[end] - token_sums[start]),
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
-        records.append(record)
-        marker.add(record)
-    marker.write()
+    stream = UnitStream(job, schema)
+    try:
+        for block in sorted({block for source in sources for block in source.blocks}):
+            table = pa.concat_tables([source.read_block(block) for source in sources if block in source.groups])
+            units = table.column(UNIT).to_numpy()
+            order = np.lexsort((table.column(ORDER).to_numpy(), units))
+            ordered = table.select(schema.names).take(pa.array(order, pa.int64())).cast(schema)
+            del table
+            for unit, first, last in block_runs(units[order]):
+                stream.append(unit, ordered.slice(first, last - first))
+            del ordered
+        records = stream.finish()
+    except BaseException:
+        stream.abort()
+        raise
     return {"records": records, "bytes_read": read_bytes}
 
 

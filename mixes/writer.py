@@ -47,7 +47,7 @@ from refinery.pipelines import storage
 from refinery.pipelines.executor import map_tasks
 from refinery.pipelines.manifest import FORMAT, FORMAT_VERSION, write_manifest
 from refinery.pipelines.models import DEFAULT_TOKENIZER, file_sha256, tokenizer_file
-from refinery.pipelines.partitions import IntermediateError, partition_path
+from refinery.pipelines.partitions import IntermediateError
 
 from . import shard_index as bk
 from .buckets import bucket_file_name
@@ -60,7 +60,9 @@ from .sampling import (
     merge_histograms,
     unmet_shares,
 )
+from .scatter_files import scatter_path
 from .shard_writer import (
+    BLOCK_BYTES,
     assemble_partition,
     check_units,
     output_schema,
@@ -74,6 +76,9 @@ from .shard_writer import (
 from .weights import OTHERS, WeightsSpec, load_weights
 
 WRITER_VERSION = 1
+#: The scatter files' layout (2: Arrow IPC, a record batch per block, their digests in a trailer); in the
+#: scatter markers' fingerprint, so a resumed write never reads another layout's files.
+SCATTER_FORMAT = 2
 DEFAULT_ROW_GROUP_ROWS = 1000
 MANIFEST_NAME = "manifest.json"
 
@@ -194,6 +199,7 @@ class UnitLayout:
     heldout_units: dict[str, int]
     units: list[tuple[int, str]]  # (unit, relative path) of every file this mix writes, shards first
     partition_of: list[int]  # per unit id (training shards, then one per bucket)
+    unit_bytes: list[float]  # per unit id: estimated output bytes (the assembly's blocks are cut from these)
 
 
 def write_mix(
@@ -355,6 +361,7 @@ def lay_out_units(
     units += [(heldout_units[n], f"heldout/{bucket_file_name(n)}.parquet") for n in names if plans[n].heldout_documents]
     parallelism = 1 if mix.in_process else _session_cpus()
     num_partitions = partition_count(num_shards, estimated_bytes, parallelism)
+    bytes_per_token = estimated_bytes / total_tokens if total_tokens else _bytes_per_token(summaries)
     return UnitLayout(
         num_shards=num_shards,
         num_partitions=num_partitions,
@@ -362,7 +369,14 @@ def lay_out_units(
         heldout_units=heldout_units,
         units=units,
         partition_of=unit_partitions(num_shards, num_partitions, len(names)).tolist(),
+        unit_bytes=[estimated_bytes / num_shards] * num_shards
+        + [bytes_per_token * plans[n].heldout_tokens for n in names],
     )
+
+
+def _bytes_per_token(summaries: list[dict]) -> float:
+    tokens = sum(c["tokens"] for s in summaries for c in s["buckets"].values())
+    return sum(s["bytes"] for s in summaries) / max(1, tokens)
 
 
 def _session_cpus() -> int:
@@ -386,7 +400,14 @@ def write_units(
         return [done[unit] for unit, _ in layout.units]
     schema = output_schema(_input_schema(mix.inputs[0])).serialize().to_pybytes()
     directory = storage.join(mix.work, "partitions")
-    scatter_fingerprint = _fingerprint({"plan": layout.plan_fingerprint, "partitions": layout.num_partitions})
+    scatter_fingerprint = _fingerprint(
+        {
+            "plan": layout.plan_fingerprint,
+            "partitions": layout.num_partitions,
+            "scatter_format": SCATTER_FORMAT,
+            "block_bytes": BLOCK_BYTES,
+        }
+    )
     names = sorted(plans)
     buckets = {
         n: {
@@ -410,6 +431,8 @@ def write_units(
             "num_shards": layout.num_shards,
             "buckets": buckets,
             "unit_partitions": layout.partition_of,
+            "unit_bytes": layout.unit_bytes,
+            "block_bytes": BLOCK_BYTES,
             "schema": schema,
         }
         for i, path in enumerate(mix.inputs)
@@ -426,7 +449,7 @@ def write_units(
             "done": {unit_files[u]["path"]: done[u] for u in units if u in done},
             "marker_path": partition_marker_path(mix.output_dir, partition),
             "files": [
-                [partition_path(directory, partition, writer), summary["files"][str(partition)]]
+                [scatter_path(directory, partition, writer), summary["files"][str(partition)]]
                 for writer, summary in zip(writers, scattered, strict=True)
                 if str(partition) in summary["files"]
             ],

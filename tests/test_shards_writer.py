@@ -548,32 +548,32 @@ def test_a_killed_assembly_resumes_from_its_partition_marker(run_dir: Path, tmp_
     """Killed after a few shards of one partition (the marker checkpointed after every shard here): the rerun
     writes only the shards not recorded, removes what a killed write left, and the mix is byte-identical to one
     written without interruption."""
-    from refinery.mixes import shard_writer
+    from refinery.mixes import shard_writer, unit_file
 
     weights = {"buckets": {"*": {"weight": 1}}, "heldout_fraction": 0.1, "shard_rows": 20}
     expected = write_mix(run_dir, weights, tmp_path / "whole", in_process=True)
     expected_files = {k: v for k, v in tree_digests(expected.parent).items() if not k.startswith("_work")}
-    real_put, written = shard_writer.put_file, []
+    real_publish, written = unit_file.publish, []
 
-    def killed_after_three(fs, path, data):
+    def killed_after_three(fs, temporary, path):
         if len(written) == 3:
             raise KeyboardInterrupt("killed")
-        real_put(fs, path, data)
+        real_publish(fs, temporary, path)
         written.append(path)
 
     monkeypatch.setattr(shard_writer, "CHECKPOINT_BYTES", 1)
-    monkeypatch.setattr(shard_writer, "put_file", killed_after_three)
+    monkeypatch.setattr(unit_file, "publish", killed_after_three)
     with pytest.raises(KeyboardInterrupt):
         write_mix(run_dir, weights, tmp_path / "killed", in_process=True)
     first = {p: Path(p).stat().st_mtime_ns for p in written}
     (tmp_path / "killed/shards/.tmp-0123456789ab-part-00009.parquet").write_bytes(b"half a file")  # a SIGKILL's
     rewritten = []
 
-    def counting_put(fs, path, data):
+    def counting_publish(fs, temporary, path):
         rewritten.append(path)
-        real_put(fs, path, data)
+        real_publish(fs, temporary, path)
 
-    monkeypatch.setattr(shard_writer, "put_file", counting_put)
+    monkeypatch.setattr(unit_file, "publish", counting_publish)
     again = write_mix(run_dir, weights, tmp_path / "killed", in_process=True)
     assert {k: v for k, v in tree_digests(again.parent).items() if not k.startswith("_work")} == expected_files
     units = len(load_manifest(again)["shards"]) + len(load_manifest(again)["heldout"])
