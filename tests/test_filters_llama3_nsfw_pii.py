@@ -163,3 +163,31 @@ def test_pii_leaves_section_numbers_alone_and_rejected_text_unmasked():
     assert kept[:3] == [headings, references, dotted]  # nothing masked, dots restored
     assert kept[3] == headings + "\nThe server listens on <IP>."
     assert result.counters["ips_masked"] == 1
+
+
+def test_token_kl_reference_is_the_corpus_top_words_without_the_driver_holding_them(
+    tmp_path, real_documents, monkeypatch
+):
+    """The reference merged from word partitions equals the whole-corpus count of every sampled word, truncated
+    to ``vocabulary_size`` (ties by word), byte for byte: what the driver computed when it held every count."""
+    from collections import Counter
+
+    from test_stage_properties import InProcessContext
+
+    from refinery.filters import token_kl
+
+    monkeypatch.setattr(token_kl, "partition_count", lambda context, fixed: 4)
+    batch = real_documents.slice(0, 240)
+    context = InProcessContext(tmp_path, batch)
+    stage = token_kl.TokenKlFilter(vocabulary_size=300)
+    stage.prepare(context)
+    counts: Counter = Counter()
+    for text in batch["text"].to_pylist():
+        counts.update(token_kl.document_words(text or "", stage.max_chars))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    assert len(ranked) > 300, "the vocabulary is truncated"
+    top = ranked[:300]
+    expected = stage._reference([w for w, _ in top], [c for _, c in top], sum(counts.values()))
+    written = (tmp_path / "segments/01/work/reference_unigram.parquet").read_bytes()
+    assert written == expected
+    assert len(list((tmp_path / "segments/01/work/reference/top").glob("*.parquet"))) == 4
