@@ -112,7 +112,17 @@ def test_ctrl_c_cancels_pending_tasks(ray_local, tmp_path: Path) -> None:
     import time
 
     markers = [str(tmp_path / f"m{i}") for i in range(8)]
-    threading.Timer(1.5, _thread.interrupt_main).start()
+
+    def interrupt_once_two_run() -> None:
+        """Ctrl-C while the map waits on its two tasks in flight (a fixed delay raced the first tasks' start on a
+        loaded machine)."""
+        deadline = time.time() + 60
+        while len(list(tmp_path.glob("m*"))) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_two_run, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         map_tasks(mark_then_sleep, markers, in_flight=2)
     time.sleep(4)  # anything still queued would have started by now
