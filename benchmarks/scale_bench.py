@@ -19,7 +19,7 @@ One command (a benchmark, not a test; the corpora are built on demand by ``scrip
 Per stage, phase and verb it reports seconds per MB of text (stages: task seconds / MB the stage saw, from
 ``run.json``; phases and verbs: wall seconds / MB of the run's input text), bytes read per input byte and peak
 RSS per task (sampled every 0.25 s from ``/proc`` for every Ray worker, attributed to the task its process
-title names: ``ray::process_shard``, ``ray::signature_shard``, ...; ``read_chars``, so page-cache hits count as
+title names: ``ray::process_shard``, ``ray::signature_group``, ...; ``read_chars``, so page-cache hits count as
 reads), and the driver's peak RSS. Every command runs as a subprocess with an embedded Ray of ``--num-cpus``.
 The goal it is read against (issue 17): at 64x, s/MB and RSS per task within 25% of 8x; the driver under 1 GB.
 Figures are from a shared machine: read the ratios between scales, not the absolute seconds.
