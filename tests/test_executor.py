@@ -108,6 +108,7 @@ def mark_then_sleep(marker: str) -> str:
 
 def test_ctrl_c_cancels_pending_tasks(ray_local, tmp_path: Path) -> None:
     import _thread
+    import signal
     import threading
     import time
 
@@ -122,9 +123,15 @@ def test_ctrl_c_cancels_pending_tasks(ray_local, tmp_path: Path) -> None:
         time.sleep(0.3)
         _thread.interrupt_main()
 
-    threading.Thread(target=interrupt_once_two_run, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        map_tasks(mark_then_sleep, markers, in_flight=2)
+    # interrupt_main does nothing while SIGINT is ignored or at its C default, which a library in the same
+    # test process may leave behind: Python's own handler for the test's length, as a driver run from a shell has
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_once_two_run, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            map_tasks(mark_then_sleep, markers, in_flight=2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     time.sleep(4)  # anything still queued would have started by now
     assert len(list(tmp_path.glob("m*"))) <= 2, "only the tasks in flight ever started"
 
