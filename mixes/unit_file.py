@@ -10,9 +10,6 @@ is written under a temporary name and renamed (:func:`publish`) only when comple
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import posixpath
-import uuid
 from typing import Any
 
 import numpy as np
@@ -24,37 +21,6 @@ from refinery.pipelines import storage
 from .token_count import N_TOKENS
 
 
-class _Digesting:
-    """A write-only file object that hashes and counts what passes through it."""
-
-    def __init__(self, handle: Any) -> None:
-        self.handle, self.digest, self.size, self.closed = handle, hashlib.sha256(), 0, False
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.digest.update(view)
-        self.size += view.nbytes
-        return self.handle.write(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        self.handle.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def readable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        self.closed = True
-
-
 def publish(fs: Any, temporary: str, path: str) -> None:
     """A finished unit file takes its name (a reader sees the whole file or none)."""
     fs.mv(temporary, path)
@@ -64,11 +30,10 @@ class UnitFile:
     """A unit's file being written: rows appended in order, row groups cut at ``row_group_rows``."""
 
     def __init__(self, fs: Any, path: str, relative: str, schema: pa.Schema, row_group_rows: int) -> None:
-        head, tail = posixpath.split(path)
         self.fs, self.path, self.relative, self.row_group_rows = fs, path, relative, row_group_rows
-        self.temporary = posixpath.join(head, f"{storage.TEMPORARY_PREFIX}{uuid.uuid4().hex[:12]}-{tail}")
+        self.temporary = storage.temporary_path(path)
         self.handle = fs.open(self.temporary, "wb")
-        self.sink = _Digesting(self.handle)
+        self.sink = storage.HashingHandle(self.handle)
         self.writer = pq.ParquetWriter(self.sink, schema, **storage.PARQUET_OPTIONS)
         self.carry: pa.Table | None = None  # fewer than row_group_rows rows, copied (holds no block alive)
         self.rows = 0
@@ -104,7 +69,7 @@ class UnitFile:
             "rows": self.rows,
             "tokens": self.tokens,
             "bytes": self.sink.size,
-            "sha256": self.sink.digest.hexdigest(),
+            "sha256": self.sink.hexdigest(),
         }
 
     def abort(self) -> None:

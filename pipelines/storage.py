@@ -36,7 +36,8 @@ def join(*parts: str) -> str:
 TEMPORARY_PREFIX = ".tmp-"
 
 
-def _temporary(path: str) -> str:
+def temporary_path(path: str) -> str:
+    """A unique temporary name beside ``path`` (what ``is_temporary`` recognises), for a write then a rename."""
     head, tail = posixpath.split(path)
     return posixpath.join(head, f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:12]}-{tail}")
 
@@ -52,7 +53,7 @@ def atomic_output(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[str]:
     (so ``path`` is absent, old, or complete), on failure remove it. Writers that need a file name (safetensors,
     ``pq.write_table``) write to the yielded name; :func:`write_bytes_atomic` writes bytes through it."""
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    temporary = _temporary(path)
+    temporary = temporary_path(path)
     try:
         yield temporary
     except BaseException:
@@ -114,7 +115,7 @@ def read_marker(path: str, fingerprint: str) -> dict[str, Any] | None:
     return done if isinstance(done, dict) and done.get("fingerprint") == fingerprint else None
 
 
-class _HashingHandle:
+class HashingHandle:
     """A write-only file wrapper that hashes what passes through, so a writer knows its file's sha256 for free."""
 
     def __init__(self, handle: Any) -> None:
@@ -164,9 +165,9 @@ class ParquetSink:
         self.path = path
         self.schema = schema
         self.rows = 0
-        self._temporary = _temporary(path)
+        self._temporary = temporary_path(path)
         self._handle = fs.open(self._temporary, "wb")
-        self._hashing = _HashingHandle(self._handle)
+        self._hashing = HashingHandle(self._handle)
         self._writer = pq.ParquetWriter(self._hashing, schema, **PARQUET_OPTIONS)
         self.sha256: str | None = None
 
