@@ -6,8 +6,10 @@ Each contender is a fresh Python process that starts its executor and runs one t
 
 * ``refinery/ray``: ``ray_session(None, num_cpus)`` (the embedded head every ``refinery run`` starts) and one
   Ray task;
-* ``refinery/ray+api_server``: the same with Ray's API server started as before (``REFINERY_RAY_API_SERVER=1``),
-  which shows what leaving it out saves;
+* ``refinery/ray+dashboard_agent``: the same with Ray's own (minimal) dashboard agent instead of the stand-in
+  (``REFINERY_RAY_DASHBOARD_AGENT=1``), which shows what the stand-in saves;
+* ``refinery/ray+api_server``: the same with Ray's own agent and its API server, as Ray starts a head
+  (``REFINERY_RAY_API_SERVER=1`` too), which shows what leaving both out saves;
 * ``datatrove/local``: ``LocalPipelineExecutor`` with one task and a one-step pipeline.
 
 Measured from outside: wall seconds from process start to the task's result, CPU seconds of the whole process tree
@@ -42,7 +44,8 @@ def first_shard(x):
 with ray_session(None, {num_cpus}):
     assert ray.get(first_shard.remote(1)) == 2
 """,
-    "refinery/ray+api_server": "",  # refinery/ray's code with REFINERY_RAY_API_SERVER=1
+    "refinery/ray+dashboard_agent": "",  # refinery/ray's code, with the environment of ENVIRONMENTS
+    "refinery/ray+api_server": "",
     "datatrove/local": """
 from datatrove.executor import LocalPipelineExecutor
 
@@ -54,13 +57,22 @@ LocalPipelineExecutor(pipeline=[first_shard], tasks=1, workers=1, logging_dir={l
 }
 
 
+#: what each contender's process gets in its environment (the embedded head's switches)
+ENVIRONMENTS = {
+    "refinery/ray": {"REFINERY_RAY_API_SERVER": "0", "REFINERY_RAY_DASHBOARD_AGENT": "0"},
+    "refinery/ray+dashboard_agent": {"REFINERY_RAY_API_SERVER": "0", "REFINERY_RAY_DASHBOARD_AGENT": "1"},
+    "refinery/ray+api_server": {"REFINERY_RAY_API_SERVER": "1", "REFINERY_RAY_DASHBOARD_AGENT": "1"},
+    "datatrove/local": {},
+}
+
+
 def measure(contender: str, num_cpus: int) -> dict[str, float]:
     """Start the contender, sample its process tree until it exits; wall, tree CPU and peak tree RSS."""
     import psutil
 
     with tempfile.TemporaryDirectory() as logs:
         code = (WORKERS[contender] or WORKERS["refinery/ray"]).format(num_cpus=num_cpus, logs=logs)
-        env = {**os.environ, "REFINERY_RAY_API_SERVER": "1" if contender.endswith("+api_server") else "0"}
+        env = {**os.environ, **ENVIRONMENTS[contender]}
         started = time.perf_counter()
         process = psutil.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         peak, peak_pss, cpu = 0, 0, {}
@@ -113,12 +125,12 @@ def main() -> None:
     medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     peer = medians["datatrove/local"]
     print(
-        f"{'contender':<26}{'wall s':>8}{'tree CPU s':>12}{'peak RSS GB':>13}{'peak PSS GB':>13}"
+        f"{'contender':<30}{'wall s':>8}{'tree CPU s':>12}{'peak RSS GB':>13}{'peak PSS GB':>13}"
         f"{'x wall':>8}{'x CPU':>7}{'x RSS':>7}"
     )
     for name, m in medians.items():
         print(
-            f"{name:<26}{m['wall_s']:>8.2f}{m['tree_cpu_s']:>12.2f}{m['peak_tree_gb']:>13.3f}{m['peak_pss_gb']:>13.3f}"
+            f"{name:<30}{m['wall_s']:>8.2f}{m['tree_cpu_s']:>12.2f}{m['peak_tree_gb']:>13.3f}{m['peak_pss_gb']:>13.3f}"
             f"{m['wall_s'] / peer['wall_s']:>8.2f}{m['tree_cpu_s'] / peer['tree_cpu_s']:>7.2f}"
             f"{m['peak_tree_gb'] / peer['peak_tree_gb']:>7.2f}"
         )

@@ -11,8 +11,11 @@ copies those where a worker printed something to ``worker_logs`` (``RUN/logs/wor
 session ends. Set
 ``REFINERY_RAY_LOG_MONITOR=1`` to have workers' output forwarded to the console live instead. Ray's API
 server (the dashboard's head process) is left out too (``REFINERY_RAY_API_SERVER=1`` starts it): a run uses
-none of what it serves. The two helpers the raylet always starts (dashboard agent, runtime-env agent) remain; see
-``docs/filters.md`` (Performance) for what that start costs. With an address (``auto``, ``HOST:PORT``,
+none of what it serves. Of the two agents the raylet insists on starting, the runtime-env agent stays, and the
+dashboard agent, which without ``ray[default]`` is started ``--minimal`` and then runs nothing, is replaced by
+``ray_agent_standin.py``, which does what that minimal agent does in ~9 MB instead of ~100
+(``REFINERY_RAY_DASHBOARD_AGENT=1`` starts Ray's own); see ``docs/filters.md`` ("A run's fixed cost") for what
+the start costs. With an address (``auto``, ``HOST:PORT``,
 ``ray://HOST:PORT``) the same code runs on a cluster; there every node must have Refinery installed and reach the
 run directory.
 """
@@ -20,7 +23,10 @@ run directory.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,7 +61,7 @@ def start_embedded_head(num_cpus: int | None, log_monitor: bool | None = None): 
         include_log_monitor=log_monitor_wanted() if log_monitor is None else log_monitor,
         _system_config=EMBEDDED_SYSTEM_CONFIG,
     )
-    head_class = Node if api_server_wanted() else _node_without_api_server(Node)
+    head_class = embedded_head_class(Node, api_server=api_server_wanted(), dashboard_agent=dashboard_agent_wanted())
     return head_class(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
 
 
@@ -64,21 +70,90 @@ def api_server_wanted() -> bool:
     return os.environ.get("REFINERY_RAY_API_SERVER", "0") == "1"
 
 
-def _node_without_api_server(node_class: type) -> type:
-    """Ray's head ``Node`` with its API server left out.
+def dashboard_agent_wanted() -> bool:
+    """Whether the raylet starts Ray's own dashboard agent (``REFINERY_RAY_DASHBOARD_AGENT=1``) instead of
+    ``ray_agent_standin.py`` where Ray would start it ``--minimal``."""
+    return os.environ.get("REFINERY_RAY_DASHBOARD_AGENT", "0") == "1"
 
-    Why: ``Node.start_head_processes`` starts the API server (the dashboard's head process) whatever
+
+def embedded_head_class(node_class: type, *, api_server: bool, dashboard_agent: bool) -> type:
+    """Ray's head ``Node``, less the API server unless ``api_server``, and with the stand-in for a minimal
+    dashboard agent unless ``dashboard_agent``.
+
+    Why no API server: ``Node.start_head_processes`` starts it (the dashboard's head process) whatever
     ``include_dashboard`` says, and the head start then waits for it to publish its address: ~105 MB and 1-4 s of
     every run's fixed cost. A run uses none of what it serves (the dashboard, the job-submission and state APIs);
     tasks, objects and the cluster's resources go through the GCS and the raylet. ``REFINERY_RAY_API_SERVER=1``
     brings it back, e.g. for ``ray list tasks`` against a long embedded run.
+
+    Why the stand-in: see ``ray_agent_standin.py``; a ~100 MB process that runs nothing.
     """
 
-    class HeadWithoutApiServer(node_class):
-        def start_api_server(self, *, include_dashboard: bool | None, raise_on_failure: bool) -> None:
-            self._webui_url = None  # what a head without a dashboard records; the raylet is told no URL
+    class EmbeddedHead(node_class):
+        if not api_server:
 
-    return HeadWithoutApiServer
+            def start_api_server(self, *, include_dashboard: bool | None, raise_on_failure: bool) -> None:
+                self._webui_url = None  # what a head without a dashboard records; the raylet is told no URL
+
+        if not dashboard_agent:
+
+            def start_raylet(self, *args, **kwargs):
+                with minimal_dashboard_agent_stood_in():
+                    return super().start_raylet(*args, **kwargs)
+
+    return EmbeddedHead
+
+
+#: the stand-in for Ray's minimal dashboard agent (stdlib only: run by path with ``python -S -I``)
+AGENT_STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray_agent_standin.py")
+DASHBOARD_AGENT_FLAG = "--dashboard_agent_command="
+
+
+def standin_command(agent_command: str) -> str | None:
+    """The stand-in's command for Ray's dashboard agent command, or None where the agent is not ``--minimal``
+    (with ``ray[default]`` installed it serves metrics and logs, and stays)."""
+    from ray._raylet import DASHBOARD_AGENT_LISTEN_PORT_NAME, METRICS_AGENT_PORT_NAME, METRICS_EXPORT_PORT_NAME
+
+    arguments = shlex.split(agent_command)
+    if "--minimal" not in arguments:
+        return None
+    where = [arg for arg in arguments if arg.startswith(("--session-dir=", "--node-id="))]
+    ports = ",".join((METRICS_AGENT_PORT_NAME, METRICS_EXPORT_PORT_NAME, DASHBOARD_AGENT_LISTEN_PORT_NAME))
+    return subprocess.list2cmdline([sys.executable, "-S", "-I", AGENT_STANDIN, *where, f"--port-names={ports}"])
+
+
+def with_agent_stood_in(raylet_command: list[str]) -> list[str]:
+    """The raylet's command line with a minimal dashboard agent's command replaced by the stand-in's."""
+    replaced = []
+    for argument in raylet_command:
+        if argument.startswith(DASHBOARD_AGENT_FLAG):
+            standin = standin_command(argument[len(DASHBOARD_AGENT_FLAG) :])
+            argument = argument if standin is None else DASHBOARD_AGENT_FLAG + standin
+        replaced.append(argument)
+    return replaced
+
+
+@contextmanager
+def minimal_dashboard_agent_stood_in() -> Iterator[None]:
+    """While the head starts its raylet, hand the raylet the stand-in's command for a minimal dashboard agent.
+
+    Ray builds the raylet's command line (agent commands included) inside ``services.start_raylet`` and gives it
+    to ``services.start_ray_process``; this wraps that one call, for this one start, in this process.
+    """
+    from ray._private import services
+
+    start_ray_process = services.start_ray_process
+
+    def start_with_standin(command: list[str], *args, **kwargs):
+        if command and command[0] == services.RAYLET_EXECUTABLE:
+            command = with_agent_stood_in(command)
+        return start_ray_process(command, *args, **kwargs)
+
+    services.start_ray_process = start_with_standin
+    try:
+        yield
+    finally:
+        services.start_ray_process = start_ray_process
 
 
 #: lines Ray writes into every worker log itself (which job and task the lines after them belong to)
