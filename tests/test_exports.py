@@ -322,6 +322,15 @@ def test_export_from_and_to_memory_urls_is_the_local_export(
     assert load_export(export_json)["files"] == load_export(local)["files"]
     assert verify_export(export_json) == []
     assert cli(["verify", export_json]) == 0
+    if export_format == "datatrove":  # nanotron's reader takes the URL of a bucket's folder as it is
+        from datatrove.utils.dataset import DatatroveFolderDataset
+
+        remote, near = (
+            DatatroveFolderDataset(folder, seq_len=31, token_size=4, recursive=False)
+            for folder in (f"{output}/train/web", str(local.parent / "train" / "web"))
+        )
+        assert len(remote) == len(near) > 0
+        assert all(np.array_equal(remote[i]["input_ids"], near[i]["input_ids"]) for i in range(len(near)))
     fs, root = fsspec.core.url_to_fs(output)
     token_file = next(f["path"] for f in load_export(export_json)["files"] if f["path"].startswith("train/web"))
     data = bytearray(fs.cat_file(f"{root}/{token_file}"))
