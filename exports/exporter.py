@@ -37,12 +37,12 @@ from typing import Any
 from refinery import pipelines
 from refinery.mixes.buckets import bucket_file_name
 from refinery.pipelines import storage
-from refinery.pipelines.manifest import Manifest
+from refinery.pipelines.manifest import Manifest, location
 from refinery.pipelines.models import file_sha256, tokenizer_file
 
 from .formats import DATATROVE, FORMATS, FRAMING, MEGATRON, token_dtype
 from .lineage import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_MANIFEST
-from .location import child, files_under, location, process_memory, remove_tree, root_of
+from .location import child, files_under, process_memory, remove_tree, root_of
 from .merge import dataset_is_done, merge_dataset
 from .shard_task import ExportError, export_source
 

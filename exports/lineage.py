@@ -40,10 +40,10 @@ from typing import Any
 from fsspec.implementations.local import LocalFileSystem
 
 from refinery.pipelines import storage
-from refinery.pipelines.manifest import ManifestError, confined, lexically_safe
+from refinery.pipelines.manifest import ManifestError, confined, lexically_safe, location
 from refinery.pipelines.storage import file_digest
 
-from .location import location, read_bytes
+from .location import read_bytes
 
 EXPORT_FORMAT = "refinery-export"
 EXPORT_FORMAT_VERSION = 1

@@ -11,9 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from refinery.pipelines import storage
-from refinery.pipelines.manifest import location
-
-__all__ = ["child", "files_under", "is_url", "location", "process_memory", "read_bytes", "remove_tree", "root_of"]
 
 
 def is_url(path: str | Path) -> bool:
