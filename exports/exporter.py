@@ -24,6 +24,11 @@ Output layout (``SPLIT`` is ``train`` for the training shards and ``heldout`` fo
 
 The same manifest and format give byte-identical files; a rerun into the same folder redoes only what is missing
 or corrupt (a killed export resumes the shards it had not finished).
+
+``DIR`` and the manifest may be local paths or fsspec URLs (``s3://``, ``gs://``, ``file://``): every read and
+write, marker, listing and removal goes through fsspec (:mod:`refinery.exports.location`), with the storage
+contract of runs (a temporary name, then a move; the marker last). docs/export.md says what that guarantees on an
+object store.
 """
 
 from __future__ import annotations
