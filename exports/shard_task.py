@@ -37,6 +37,7 @@ from .formats import (
     datatrove_metadata,
     megatron_index_bytes,
 )
+from .location import is_url
 from .tokenize import frame_documents
 
 TEXT, BUCKET, N_TOKENS = "text", "bucket", "n_tokens"
@@ -210,7 +211,7 @@ def export_source(job: dict[str, Any]) -> dict[str, Any]:
 def _open_parquet(path: str, stack: ExitStack) -> pq.ParquetFile:
     """The shard as a ``ParquetFile``: a local path is opened by Arrow itself (as before); a URL through fsspec
     (row groups are read with range requests on an object store), closed with ``stack``."""
-    if "://" not in path:
+    if not is_url(path):
         return pq.ParquetFile(path)
     fs, inner = storage.filesystem(path)
     return pq.ParquetFile(stack.enter_context(fs.open(inner, "rb")))
