@@ -1,6 +1,6 @@
 """Export benchmark: ``refinery export`` (Megatron, datatrove) against datatrove's ``DocumentTokenizer``, one core each.
 
-One command: ``.venv/bin/python benchmarks/export_bench.py [--max-documents N]``.
+One command: ``.venv/bin/python benchmarks/export_bench.py [--max-documents N] [--baseline-exports DIR] [--rounds N]``.
 
 The same documents of the sample corpus (every source) are laid out as a run directory and mixed once with
 ``write_mix`` (each source a bucket, every document once, no held-out set) before any timing. Then, each in its
@@ -14,7 +14,16 @@ own process pinned to one core, on the mix's Parquet shards:
 
 The datatrove export must hold DocumentTokenizer's tokens (same count and the same histogram of ids, in another
 document order: per bucket); Megatron's adds one BOS per document. A last row times the whole ``export_manifest``
-on an embedded Ray with one CPU (Ray start-up excluded), the path a user runs.
+on an embedded Ray with one CPU (Ray start-up excluded), the path a user runs (``--no-ray`` skips it).
+
+Paired comparisons of the export itself (CPU seconds of the process, the steadier figure on a loaded machine, and
+wall seconds; medians over ``--rounds`` rounds, the contenders alternating within each round):
+
+* ``url/export-FORMAT``: the same in-process export written to a ``file://`` URL (every write, marker, listing
+  and the Megatron merge through fsspec's URL handling) against the local path;
+* ``baseline/export-FORMAT`` (with ``--baseline-exports DIR``): the same export by the ``exports`` package of
+  another commit (``git archive BASE exports | tar -x -C /tmp/base`` → ``--baseline-exports /tmp/base/exports``)
+  against this one: the before/after of a change, measured in the same run.
 """
 
 from __future__ import annotations
@@ -31,8 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import load_documents, pin_one_core, run_contenders
 
 CONTENDERS = ("refinery/export-datatrove", "refinery/export-megatron", "datatrove/export-datatrove")
+URL_CONTENDERS = ("url/export-datatrove", "url/export-megatron")
+BASELINE_CONTENDERS = ("baseline/export-datatrove", "baseline/export-megatron")
 MAX_DOCUMENTS = "REFINERY_BENCH_MAX_DOCUMENTS"
 MIX_DIR = "REFINERY_BENCH_EXPORT_MIX"
+BASELINE_EXPORTS = "REFINERY_BENCH_BASELINE_EXPORTS"
 
 
 def prepare_mix(max_documents: int, folder: Path) -> Path:
@@ -65,11 +77,20 @@ def _texts(manifest_path: Path) -> list[str]:
     return texts
 
 
-def _refinery(export_format: str, manifest_path: Path, output: Path) -> tuple[int, int, str]:
+def _use_baseline_exports(folder: str) -> None:
+    """Import ``refinery.exports``' modules from another commit's ``exports/`` folder (before any is imported):
+    the package's search path is that folder, so its modules (and their relative imports) come from there."""
+    import refinery.exports as package
+
+    package.__path__[:] = [str(Path(folder).resolve())]
+
+
+def _refinery(export_format: str, manifest_path: Path, output: Path, url: bool = False) -> tuple[int, int, str]:
     from refinery.exports.exporter import export_manifest
     from refinery.exports.lineage import load_export
 
-    record = load_export(export_manifest(manifest_path, export_format, output, in_process=True))
+    target = f"file://{output.resolve()}" if url else output
+    record = load_export(export_manifest(manifest_path, export_format, target, in_process=True))
     train = [d for d in record["datasets"] if d["split"] == "train"]
     if export_format == "datatrove":
         return sum(d["tokens"] for d in train), sum(d["documents"] for d in train), _histogram(output.rglob("*.ds"))
@@ -119,14 +140,25 @@ def peak_rss_mb() -> float:
 def worker(contender: str) -> None:
     pin_one_core()
     manifest_path = Path(os.environ[MIX_DIR]) / "manifest.json"
+    family, export_format = contender.split("/")[0], contender.rsplit("-", 1)[1]
+    if family == "baseline":
+        _use_baseline_exports(os.environ[BASELINE_EXPORTS])
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        started = time.perf_counter()
-        if contender.startswith("refinery/"):
-            tokens, docs, histogram = _refinery(contender.rsplit("-", 1)[1], manifest_path, Path(tmp) / "out")
-        else:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        if family == "datatrove":
             tokens, docs, histogram = _datatrove(manifest_path, Path(tmp) / "out")
+        else:
+            tokens, docs, histogram = _refinery(export_format, manifest_path, Path(tmp) / "out", url=family == "url")
         seconds = time.perf_counter() - started  # the histogram is read after the clock stops
-    result = {"items": tokens, "kept": docs, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "ids": histogram}
+        cpu_seconds = time.process_time() - cpu_started
+    result = {
+        "items": tokens,
+        "kept": docs,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "ids": histogram,
+    }
     print(json.dumps(result))
 
 
@@ -163,10 +195,46 @@ def print_table(results: dict[str, dict]) -> None:
     print("x = ratio to datatrove's DocumentTokenizer on the same documents, one core each")
 
 
+def paired_rounds(contenders: tuple[str, ...], rounds: int) -> dict[str, list[dict]]:
+    """Every contender once per round, in turn (so a drift in the machine's load hits them alike)."""
+    runs: dict[str, list[dict]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, result in run_contenders(__file__, contenders).items():
+            runs[name].append(result)
+    return runs
+
+
+def print_pairs(runs: dict[str, list[dict]], pairs: list[tuple[str, str]]) -> None:
+    """Median CPU and wall seconds of each contender, and the median of the round-by-round ratios to its peer."""
+    from statistics import median
+
+    print(f"{'contender':<28}{'vs':<28}{'CPU s':>8}{'wall s':>8}{'x CPU':>7}{'min':>6}{'max':>6}{'x wall':>8}")
+    for name, peer in pairs:
+        ours, theirs = runs[name], runs[peer]
+        assert [r["items"] for r in ours] == [r["items"] for r in theirs], (name, peer)  # the same tokens
+        cpu = [a["cpu_seconds"] / b["cpu_seconds"] for a, b in zip(ours, theirs, strict=True)]
+        wall = [a["seconds"] / b["seconds"] for a, b in zip(ours, theirs, strict=True)]
+        print(
+            f"{name:<28}{peer:<28}{median(r['cpu_seconds'] for r in ours):>8.2f}"
+            f"{median(r['seconds'] for r in ours):>8.2f}{median(cpu):>7.3f}{min(cpu):>6.2f}{max(cpu):>6.2f}"
+            f"{median(wall):>8.3f}"
+        )
+    print(f"x = median over {len(cpu)} rounds of the round's ratio to the peer (CPU seconds of the process; wall)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", choices=(*CONTENDERS, "ray"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=(*CONTENDERS, *URL_CONTENDERS, *BASELINE_CONTENDERS, "ray"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--max-documents", type=int, default=int(os.environ.get(MAX_DOCUMENTS, 600)))
+    parser.add_argument(
+        "--baseline-exports",
+        type=Path,
+        help="the exports/ folder of another commit: its export is measured against this one's (before/after)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the paired comparisons (default 3)")
+    parser.add_argument("--no-ray", action="store_true", help="skip the end-to-end run on an embedded Ray")
     args = parser.parse_args()
     if args.worker == "ray":
         print(json.dumps(end_to_end()))
@@ -185,7 +253,14 @@ def main() -> None:
         assert ours["ids"] == peer["ids"], "the datatrove export and DocumentTokenizer hold different ids"
         assert results["refinery/export-megatron"]["items"] == ours["items"] + ours["kept"], results  # + one BOS each
         print_table(results)
-        ray = run_contenders(__file__, ("ray",))["ray"]
+        pairs = [(f"url/export-{f}", f"refinery/export-{f}") for f in ("datatrove", "megatron")]
+        if args.baseline_exports is not None:
+            os.environ[BASELINE_EXPORTS] = str(args.baseline_exports.resolve())
+            pairs = [(f"refinery/export-{f}", f"baseline/export-{f}") for f in ("datatrove", "megatron")] + pairs
+        paired = tuple(dict.fromkeys(name for pair in pairs for name in pair))
+        print()
+        print_pairs(paired_rounds(paired, args.rounds), pairs)
+        ray = {} if args.no_ray else run_contenders(__file__, ("ray",))["ray"]
     for export_format, row in ray.items():
         print(
             f"export_manifest --format {export_format} on Ray (1 CPU, start-up excluded): {row['tokens']:,} tokens "

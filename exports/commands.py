@@ -15,9 +15,14 @@ from refinery.pipelines.commands import register_command
 
 
 def _configure_export(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="a manifest.json written by refinery shards")
+    parser.add_argument("manifest", help="a manifest.json written by refinery shards (a path or an fsspec URL)")
     parser.add_argument("--format", required=True, choices=("megatron", "datatrove"), help="the trainer's format")
-    parser.add_argument("--output", required=True, help="export folder: export.json, blends, one dataset per bucket")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="export folder, a local path or an fsspec URL (s3://, gs://, ...): export.json, blends, one dataset "
+        "per bucket",
+    )
     parser.add_argument("--bos-token", help="BOS token (default: the manifest's, <|begin_of_text|> for Llama 3)")
     parser.add_argument("--eos-token", help="EOS/EOD token (default: the manifest's, <|end_of_text|> for Llama 3)")
     parser.add_argument(

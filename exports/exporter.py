@@ -24,13 +24,17 @@ Output layout (``SPLIT`` is ``train`` for the training shards and ``heldout`` fo
 
 The same manifest and format give byte-identical files; a rerun into the same folder redoes only what is missing
 or corrupt (a killed export resumes the shards it had not finished).
+
+``DIR`` and the manifest may be local paths or fsspec URLs (``s3://``, ``gs://``, ``file://``): every read and
+write, marker, listing and removal goes through fsspec (:mod:`refinery.exports.location`), with the storage
+contract of runs (a temporary name, then a move; the marker last). docs/export.md says what that guarantees on an
+object store.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -38,11 +42,12 @@ from typing import Any
 from refinery import pipelines
 from refinery.mixes.buckets import bucket_file_name
 from refinery.pipelines import storage
-from refinery.pipelines.manifest import Manifest
+from refinery.pipelines.manifest import Manifest, location
 from refinery.pipelines.models import file_sha256, tokenizer_file
 
 from .formats import DATATROVE, FORMATS, FRAMING, MEGATRON, token_dtype
 from .lineage import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_MANIFEST
+from .location import child, files_under, process_memory, remove_tree, root_of
 from .merge import dataset_is_done, merge_dataset
 from .shard_task import ExportError, export_source
 
@@ -82,8 +87,12 @@ def export_manifest(
     keep_parts: bool = False,
     in_process: bool = False,
     tokenizer_name: str | None = None,
-) -> Path:
+) -> Path | str:
     """Export the manifest's training shards and held-out sets; return the path of ``export.json``.
+
+    ``manifest_path`` and ``output_dir`` are local paths or fsspec URLs (``s3://...``, ``file://...``; a local
+    path returns a ``Path``, a URL a string). Ray workers must reach both: ``memory://`` (this process's memory)
+    works only with ``in_process``.
 
     ``bos_token`` / ``eos_token`` name the special tokens when the manifest's tokenizer is not Llama 3's (the
     manifest records ``bos_id`` / ``eos_id`` for ``<|begin_of_text|>`` / ``<|end_of_text|>``). ``batch_rows``:
@@ -99,7 +108,13 @@ def export_manifest(
     from refinery.mixes.token_count import cached_tokenizer
     from refinery.pipelines.ray_session import ray_session
 
-    manifest_path, output = Path(manifest_path), Path(output_dir)
+    manifest_path, output = location(manifest_path), location(output_dir)
+    if not in_process and (process_memory(manifest_path) or process_memory(output)):
+        raise ExportError(
+            "memory:// lives in this process only and Ray workers cannot reach it: use a URL every worker can "
+            "reach, or in_process=True"
+        )
+    root = root_of(output)
     source = Manifest.read(manifest_path)
     manifest = source.data()
     tokenizer_entry = manifest["tokenizer"]
@@ -127,7 +142,6 @@ def export_manifest(
         "tokenizer_name": (tokenizer_name or reference) if export_format == DATATROVE else None,
     }
     entries = source.entries()
-    work = output / "_work"
     jobs = []
     for index, entry in enumerate(e for e in entries if e.bucket is None):
         jobs.append(_source_job(source, entry, TRAIN, f"part-{index:05d}", None, f"{TRAIN}-{index:05d}"))
@@ -136,7 +150,7 @@ def export_manifest(
         jobs.append(_source_job(source, entry, HELDOUT, "part-00000", entry.bucket, f"{HELDOUT}-{name}"))
     for job in jobs:
         job.update(
-            output_dir=str(output),
+            output_dir=root,
             format=export_format,
             tokenizer=reference,
             tokenizer_name=config["tokenizer_name"],
@@ -147,21 +161,22 @@ def export_manifest(
             fingerprint=storage.fingerprint(
                 {**config, "source": job["source"], "sha256": job["sha256"], "split": job["split"]}
             ),
-            marker_path=str(work / "markers" / f"{job.pop('marker')}.json"),
+            marker_path=child(root, "_work", "markers", f"{job.pop('marker')}.json"),
         )
     expected = _expected_datasets(manifest)
-    output.mkdir(parents=True, exist_ok=True)
+    output_fs, output_inner = storage.filesystem(root)
+    output_fs.makedirs(output_inner, exist_ok=True)
     with nullcontext() if in_process else ray_session(address, num_cpus):
         dataset_jobs: dict[str, dict[str, Any]] = {}
         if export_format == MEGATRON:
             for key, (split, _bucket) in expected.items():
                 sources = sorted(j["sha256"] for j in jobs if j["split"] == split)
                 dataset_jobs[key] = {
-                    "output_dir": str(output),
+                    "output_dir": root,
                     "prefix": key,
                     "dtype": dtype.name,
                     "fingerprint": storage.fingerprint({**config, "dataset": key, "sources": sources}),
-                    "marker_path": str(work / "markers" / f"dataset-{key.replace('/', '-')}.json"),
+                    "marker_path": child(root, "_work", "markers", f"dataset-{key.replace('/', '-')}.json"),
                 }
             keys = sorted(dataset_jobs)
             done = dict(
@@ -194,7 +209,7 @@ def export_manifest(
             )
             done.update(zip(required, merged, strict=True))
     datasets = _dataset_records(manifest, markers, expected, done if export_format == MEGATRON else None)
-    blends = _write_blends(output, export_format, datasets)
+    blends = _write_blends(root, export_format, datasets)
     record = {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
@@ -232,17 +247,17 @@ def export_manifest(
         ],
         "files": _file_list(datasets, blends),
     }
-    _remove_stale(output, {f["path"] for f in record["files"]})
-    storage.write_json_file(output / EXPORT_MANIFEST, record)
+    _remove_stale(root, {f["path"] for f in record["files"]})
+    storage.write_json_file(child(root, EXPORT_MANIFEST), record)
     if export_format == MEGATRON and not keep_parts:
-        shutil.rmtree(work / "parts", ignore_errors=True)
-    return output / EXPORT_MANIFEST
+        remove_tree(root, "_work/parts")
+    return output / EXPORT_MANIFEST if isinstance(output, Path) else child(root, EXPORT_MANIFEST)
 
 
 def _source_job(source: Manifest, entry: Any, split: str, part: str, bucket: str | None, marker: str) -> dict[str, Any]:
     return {
         "source": entry.path,
-        "source_path": str(source.file(entry).resolve()),
+        "source_path": _source_path(source.file(entry)),
         "bytes": entry.bytes,
         "sha256": entry.sha256,
         "rows": entry.rows,
@@ -252,6 +267,11 @@ def _source_job(source: Manifest, entry: Any, split: str, part: str, bucket: str
         "bucket": bucket,
         "marker": marker,
     }
+
+
+def _source_path(file: Path | str) -> str:
+    """A shard's location for its task: an absolute local path (workers may run elsewhere), or its URL."""
+    return str(file.resolve()) if isinstance(file, Path) else file
 
 
 def _expected_datasets(manifest: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -311,7 +331,7 @@ def _dataset_records(
     return records
 
 
-def _write_blends(output: Path, export_format: str, datasets: list[dict[str, Any]]) -> dict[str, tuple[str, bytes]]:
+def _write_blends(root: str, export_format: str, datasets: list[dict[str, Any]]) -> dict[str, tuple[str, bytes]]:
     """``blend.json`` (both formats) and Megatron's ``--data-path`` files; {name: (relative path, bytes)}."""
     blends: dict[str, tuple[str, bytes]] = {}
     by_split = {
@@ -324,9 +344,9 @@ def _write_blends(output: Path, export_format: str, datasets: list[dict[str, Any
             if by_split[split]:
                 line = " ".join(f"{d['weight']:.8f} {d['path']}" for d in by_split[split])
                 blends[split] = (name, (line + "\n").encode())
-    fs, root = storage.filesystem(str(output))
+    fs, inner = storage.filesystem(root)
     for relative, data in blends.values():
-        storage.write_bytes_atomic(fs, storage.join(root, relative), data)
+        storage.write_bytes_atomic(fs, storage.join(inner, relative), data)
     return blends
 
 
@@ -337,15 +357,15 @@ def _file_list(datasets: list[dict[str, Any]], blends: dict[str, tuple[str, byte
     return [{"path": path, **files[path]} for path in sorted(files)]
 
 
-def _remove_stale(output: Path, wanted: set[str]) -> None:
-    """Remove files of an earlier export into this folder that this export does not list (never ``_work``)."""
+def _remove_stale(root: str, wanted: set[str]) -> None:
+    """Remove files of an earlier export into this folder that this export does not list (never ``_work``):
+    another plan's datasets, and the temporaries a killed writer left (on an object store, a kill between the
+    write and the copy to the final name). One listing per split folder."""
+    fs, inner = storage.filesystem(root)
     for split in (TRAIN, HELDOUT):
-        folder = output / split
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and str(path.relative_to(output)) not in wanted:
-                path.unlink()
+        for relative in files_under(root, split):
+            if relative not in wanted:
+                fs.rm(storage.join(inner, relative))
 
 
 def _git_commit() -> str | None:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .location import read_bytes
+
 MEGATRON = "megatron"
 DATATROVE = "datatrove"
 FORMATS = (MEGATRON, DATATROVE)
@@ -96,8 +98,9 @@ def megatron_index_bytes(lengths: np.ndarray, dtype: np.dtype) -> bytes:
 
 
 def read_megatron_index(path: str | Path) -> tuple[np.dtype, np.ndarray]:
-    """(token dtype, sequence lengths) of a ``.idx``; a malformed index is a ``ValueError`` naming the file."""
-    data = Path(path).read_bytes()
+    """(token dtype, sequence lengths) of a ``.idx`` (a local path or an fsspec URL); a malformed index is a
+    ``ValueError`` naming the file."""
+    data = read_bytes(path)
     if len(data) < _MEGATRON_HEADER_BYTES or not data.startswith(MEGATRON_HEADER):
         raise ValueError(f"{path}: not a Megatron MMIDIDX index")
     version, code, count, documents = struct.unpack_from("<QBQQ", data, len(MEGATRON_HEADER))

@@ -25,16 +25,25 @@ counts (none). A dataset's ``weight`` is its share of the split's tokens, the we
 pass over the blend reads every exported document once and each bucket keeps the share the mix gave it
 (``manifest_weight``). Paths are relative to ``export.json`` and may not leave its folder; ``files`` lists every
 file a trainer reads, with its size and sha256, and :func:`verify_export` checks them all.
+
+``export.json`` may be a local path or an fsspec URL (``s3://.../export.json``); on an object store (no symlinks)
+the listed paths get the lexical check only, as a manifest's do.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import Any
 
-from refinery.pipelines.manifest import ManifestError, confined, lexically_safe
+from fsspec.implementations.local import LocalFileSystem
+
+from refinery.pipelines import storage
+from refinery.pipelines.manifest import ManifestError, confined, lexically_safe, location
 from refinery.pipelines.storage import file_digest
+
+from .location import read_bytes
 
 EXPORT_FORMAT = "refinery-export"
 EXPORT_FORMAT_VERSION = 1
@@ -44,17 +53,17 @@ EXPORT_MANIFEST = "export.json"
 def is_export_manifest(path: str | Path) -> bool:
     """Whether ``path`` is an ``export.json`` (cheap: reads the JSON's ``format`` only)."""
     try:
-        return json.loads(Path(path).read_text()).get("format") == EXPORT_FORMAT
-    except (OSError, json.JSONDecodeError, AttributeError):
+        return json.loads(read_bytes(location(path))).get("format") == EXPORT_FORMAT
+    except (OSError, ValueError, AttributeError):  # ValueError: not JSON, or not UTF-8
         return False
 
 
 def load_export(path: str | Path) -> dict[str, Any]:
     """Read and structurally check an ``export.json`` (format, version, safe paths); files are not read."""
-    path = Path(path)
+    path = location(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        data = json.loads(read_bytes(path))
+    except (OSError, ValueError) as error:
         raise ManifestError(f"{path}: cannot read export manifest: {error}") from None
     if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
         raise ManifestError(f"{path}: not a Refinery export manifest")
@@ -65,19 +74,36 @@ def load_export(path: str | Path) -> dict[str, Any]:
         isinstance(f, dict) and {"path", "bytes", "sha256"} <= set(f) for f in files
     ):
         raise ManifestError(f"{path}: 'files' must list path, bytes and sha256 per file")
+    local_folder = _local_folder(path)
     for record in files:
         lexically_safe(record["path"])
-        confined(path.parent, record["path"])  # resolved: a symlink may not lead a trainer outside the export
+        if local_folder is not None:  # resolved: a symlink may not lead a trainer outside the export
+            confined(local_folder, record["path"])
     return data
+
+
+def _local_folder(path: Path | str) -> Path | None:
+    """The folder of a local ``export.json`` (a path or a ``file://`` URL), where symlinks exist; else None."""
+    if isinstance(path, Path):
+        return path.parent
+    fs, inner = storage.filesystem(path)
+    return Path(inner).parent if isinstance(fs, LocalFileSystem) else None
+
+
+def _folder(path: Path | str) -> str:
+    """The folder of ``export.json``: the root its listed paths are relative to."""
+    return str(path.parent) if isinstance(path, Path) else posixpath.dirname(path)
 
 
 def verify_export(path: str | Path) -> list[str]:
     """Check every file ``export.json`` lists (existence, size, sha256); one problem line per bad file."""
-    path = Path(path)
+    path = location(path)
+    folder = _folder(path)
+    fs, root = storage.filesystem(folder)
     problems = []
     for record in load_export(path)["files"]:
-        file = path.parent / record["path"]
-        if not file.is_file():
+        file = storage.join(folder, record["path"])
+        if not fs.isfile(storage.join(root, record["path"])):
             problems.append(f"{record['path']}: missing")
             continue
         size, digest = file_digest(file)

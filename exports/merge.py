@@ -11,7 +11,6 @@ dataset's fingerprint and whose files match is not merged again.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,15 +36,14 @@ def merge_dataset(job: dict[str, Any]) -> dict[str, Any]:
     done = dataset_is_done(job)
     if done is not None:
         return done
-    root = Path(job["output_dir"])
+    fs, root = storage.filesystem(job["output_dir"])  # a local folder or a URL: parts and dataset on one store
     dtype = np.dtype(job["dtype"])
-    bin_path, idx_path = root / (job["prefix"] + ".bin"), root / (job["prefix"] + ".idx")
-    fs, bin_inner = storage.filesystem(str(bin_path))
+    bin_inner, idx_inner = storage.join(root, job["prefix"] + ".bin"), storage.join(root, job["prefix"] + ".idx")
     digest, size, lengths = hashlib.sha256(), 0, []
     with storage.atomic_output(fs, bin_inner) as temporary, fs.open(temporary, "wb") as out:
         for part in job["parts"]:
             part_digest = hashlib.sha256()
-            with open(root / part["bin"], "rb") as handle:
+            with fs.open(storage.join(root, part["bin"]), "rb") as handle:
                 for block in iter(lambda handle=handle: handle.read(COPY_BLOCK), b""):
                     part_digest.update(block)
                     digest.update(block)
@@ -53,7 +51,7 @@ def merge_dataset(job: dict[str, Any]) -> dict[str, Any]:
                     size += len(block)
             if part_digest.hexdigest() != part["sha256"]:
                 raise ExportError(f"{part['bin']}: changed since its shard was tokenized; rerun the export")
-            part_dtype, part_lengths = read_megatron_index(root / part["idx"])
+            part_dtype, part_lengths = read_megatron_index(storage.join(job["output_dir"], part["idx"]))
             if part_dtype != dtype:
                 raise ExportError(f"{part['idx']}: {part_dtype} tokens, the export writes {dtype}")
             lengths.append(part_lengths)
@@ -61,7 +59,7 @@ def merge_dataset(job: dict[str, Any]) -> dict[str, Any]:
     if size != int(all_lengths.sum()) * dtype.itemsize:
         raise ExportError(f"{job['prefix']}: the parts' .bin bytes disagree with their .idx lengths")
     index = megatron_index_bytes(all_lengths, dtype)
-    storage.write_bytes_atomic(fs, storage.filesystem(str(idx_path))[1], index)
+    storage.write_bytes_atomic(fs, idx_inner, index)
     marker = {
         "fingerprint": job["fingerprint"],
         "documents": len(all_lengths),

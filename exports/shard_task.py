@@ -37,6 +37,7 @@ from .formats import (
     datatrove_metadata,
     megatron_index_bytes,
 )
+from .location import is_url
 from .tokenize import frame_documents
 
 TEXT, BUCKET, N_TOKENS = "text", "bucket", "n_tokens"
@@ -55,13 +56,18 @@ def read_marker(path: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def files_match(output_dir: str | Path, files: dict[str, dict[str, Any]]) -> bool:
-    """Every file (relative to ``output_dir``) exists with the recorded size and sha256."""
+def files_match(output_dir: str, files: dict[str, dict[str, Any]]) -> bool:
+    """Every file (relative to ``output_dir``, a local folder or a URL) exists with the recorded size and sha256."""
+    fs, root = storage.filesystem(output_dir)
     for relative, record in files.items():
-        path = Path(output_dir) / relative
-        if not path.is_file() or path.stat().st_size != record["bytes"]:
+        path = storage.join(root, relative)
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
             return False
-        if storage.file_digest(path)[1] != record["sha256"]:
+        if info.get("type") != "file" or info.get("size") != record["bytes"]:
+            return False
+        if storage.file_digest(storage.join(output_dir, relative))[1] != record["sha256"]:
             return False
     return True
 
@@ -83,7 +89,7 @@ class _PartWriter:
 
     def __init__(self, output_dir: str, token_path: str) -> None:
         self.output_dir, self.token_path = output_dir, token_path
-        self.fs, inner = storage.filesystem(str(Path(output_dir) / token_path))
+        self.fs, inner = storage.filesystem(storage.join(output_dir, token_path))
         self.stack = ExitStack()  # the spine's atomic output: renamed into place when the stack closes
         self.handle = self.stack.enter_context(
             self.fs.open(self.stack.enter_context(storage.atomic_output(self.fs, inner)), "wb")
@@ -106,7 +112,7 @@ class _PartWriter:
         self.stack.close()
         files = {self.token_path: {"bytes": self.size, "sha256": self.digest.hexdigest()}}
         for relative, data in side_files.items():
-            fs, inner = storage.filesystem(str(Path(self.output_dir) / relative))
+            fs, inner = storage.filesystem(storage.join(self.output_dir, relative))
             storage.write_bytes_atomic(fs, inner, data)
             files[relative] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         return {"files": files}
@@ -131,7 +137,7 @@ def export_source(job: dict[str, Any]) -> dict[str, Any]:
     from refinery.pipelines.executor import task_cpus
     from refinery.pipelines.models import tokenizer_file
 
-    path = Path(job["source_path"])
+    path = job["source_path"]  # an absolute local path or a URL
     size, sha = storage.file_digest(path)
     if (size, sha) != (job["bytes"], job["sha256"]):
         raise ExportError(
@@ -146,29 +152,31 @@ def export_source(job: dict[str, Any]) -> dict[str, Any]:
     writers: dict[str, _PartWriter] = {}
     buckets: dict[str, str] = {}
     documents = content_total = 0
-    parquet = pq.ParquetFile(path)
-    names = parquet.schema_arrow.names
-    columns = [c for c in (TEXT, BUCKET, N_TOKENS) if c in names]
-    if TEXT not in names or (BUCKET not in names and job["bucket"] is None):
-        raise ExportError(f"{job['source']}: a shard needs the columns text and bucket; it has {names}")
-    for batch in parquet.iter_batches(batch_size=job["batch_rows"], columns=columns):
-        texts = [text or "" for text in batch.column(TEXT).to_pylist()]
-        recorded = None
-        if N_TOKENS in batch.schema.names and batch.column(N_TOKENS).null_count == 0:
-            recorded = batch.column(N_TOKENS).to_numpy(zero_copy_only=False).astype(np.int64)
-        tokenized = frame_documents(encoder.encode(texts, recorded), framing, job["bos_id"], job["eos_id"], dtype)
-        if recorded is not None:
-            bad = np.flatnonzero(recorded != tokenized.content)
-            if bad.size:
-                raise ExportError(
-                    f"{job['source']}: row {documents + int(bad[0])} has {int(tokenized.content[bad[0]])} tokens "
-                    f"with {job['tokenizer']} but n_tokens says {int(recorded[bad[0]])}: not the manifest's tokenizer"
-                )
-        has_bucket = BUCKET in batch.schema.names
-        labels = batch.column(BUCKET).to_pylist() if has_bucket else [job["bucket"]] * batch.num_rows
-        _route(job, writers, buckets, labels, tokenized)
-        documents += batch.num_rows
-        content_total += int(tokenized.content.sum())
+    with ExitStack() as inputs:
+        parquet = _open_parquet(path, inputs)
+        names = parquet.schema_arrow.names
+        columns = [c for c in (TEXT, BUCKET, N_TOKENS) if c in names]
+        if TEXT not in names or (BUCKET not in names and job["bucket"] is None):
+            raise ExportError(f"{job['source']}: a shard needs the columns text and bucket; it has {names}")
+        for batch in parquet.iter_batches(batch_size=job["batch_rows"], columns=columns):
+            texts = [text or "" for text in batch.column(TEXT).to_pylist()]
+            recorded = None
+            if N_TOKENS in batch.schema.names and batch.column(N_TOKENS).null_count == 0:
+                recorded = batch.column(N_TOKENS).to_numpy(zero_copy_only=False).astype(np.int64)
+            tokenized = frame_documents(encoder.encode(texts, recorded), framing, job["bos_id"], job["eos_id"], dtype)
+            if recorded is not None:
+                bad = np.flatnonzero(recorded != tokenized.content)
+                if bad.size:
+                    raise ExportError(
+                        f"{job['source']}: row {documents + int(bad[0])} has {int(tokenized.content[bad[0]])} tokens "
+                        f"with {job['tokenizer']} but n_tokens says {int(recorded[bad[0]])}: "
+                        "not the manifest's tokenizer"
+                    )
+            has_bucket = BUCKET in batch.schema.names
+            labels = batch.column(BUCKET).to_pylist() if has_bucket else [job["bucket"]] * batch.num_rows
+            _route(job, writers, buckets, labels, tokenized)
+            documents += batch.num_rows
+            content_total += int(tokenized.content.sum())
     outputs: dict[str, Any] = {}
     for key, writer in sorted(writers.items()):
         lengths = np.concatenate(writer.lengths)
@@ -198,6 +206,15 @@ def export_source(job: dict[str, Any]) -> dict[str, Any]:
     }
     storage.write_json_file(job["marker_path"], marker)
     return {**marker, "skipped": False}
+
+
+def _open_parquet(path: str, stack: ExitStack) -> pq.ParquetFile:
+    """The shard as a ``ParquetFile``: a local path is opened by Arrow itself (as before); a URL through fsspec
+    (row groups are read with range requests on an object store), closed with ``stack``."""
+    if not is_url(path):
+        return pq.ParquetFile(path)
+    fs, inner = storage.filesystem(path)
+    return pq.ParquetFile(stack.enter_context(fs.open(inner, "rb")))
 
 
 def _route(

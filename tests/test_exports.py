@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import uuid
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -271,3 +273,141 @@ def test_fast_bpe_gives_exactly_the_reference_ids(tokenizer):
     assert encoder.encode(texts, np.array([len(e) for e in expected])) == expected
     assert encoder.reencoded == 1  # only the first document needed the reference
     assert DocumentEncoder(tokenizer, tokenizer_file()).encode(texts, None) == expected  # no counts: reference
+
+
+# -- exports to fsspec URLs ------------------------------------------------------------------------------------
+# memory:// lives in this process only, so the exports to it run in_process (every task here, no Ray); the Ray
+# path (tasks in worker processes) writes to a file:// URL, which every worker of this machine reaches.
+
+
+@pytest.fixture
+def memory_root():
+    """A fresh folder of fsspec's in-process memory filesystem, removed afterwards."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    name = f"/export-test-{uuid.uuid4().hex[:12]}"
+    yield f"memory://{name}"
+    if fs.exists(name):
+        fs.rm(name, recursive=True)
+
+
+def copy_to_url(folder: Path, url: str) -> str:
+    """Every file of a local folder written under ``url`` (same relative paths); returns ``url``."""
+    fs, root = fsspec.core.url_to_fs(url)
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            fs.pipe_file(f"{root}/{path.relative_to(folder)}", path.read_bytes())
+    return url
+
+
+def url_tree_digests(url: str) -> dict[str, str]:
+    """``tree_digests`` of a folder on any fsspec filesystem."""
+    fs, root = fsspec.core.url_to_fs(url)
+    return {p[len(root) + 1 :]: hashlib.sha256(fs.cat_file(p)).hexdigest() for p in sorted(fs.find(root))}
+
+
+@pytest.mark.parametrize("export_format", ["megatron", "datatrove"])
+def test_export_from_and_to_memory_urls_is_the_local_export(
+    export_format: str, mix: Path, memory_root: str, request, capsys
+):
+    """Manifest, shards and export all on memory://: every file (markers included) equals the local export's."""
+    local = request.getfixturevalue("megatron" if export_format == "megatron" else "datatrove_export")
+    manifest = copy_to_url(mix.parent, f"{memory_root}/mix") + "/manifest.json"
+    output = f"{memory_root}/out"
+    name = str(tokenizer_file().parent) if export_format == "datatrove" else None  # as the local fixture's
+    export_json = export_manifest(manifest, export_format, output, in_process=True, tokenizer_name=name)
+    assert export_json == f"{output}/export.json"
+    assert url_tree_digests(output) == tree_digests(local.parent)
+    assert load_export(export_json)["files"] == load_export(local)["files"]
+    assert verify_export(export_json) == []
+    assert cli(["verify", export_json]) == 0
+    if export_format == "datatrove":  # nanotron's reader takes the URL of a bucket's folder as it is
+        from datatrove.utils.dataset import DatatroveFolderDataset
+
+        remote, near = (
+            DatatroveFolderDataset(folder, seq_len=31, token_size=4, recursive=False)
+            for folder in (f"{output}/train/web", str(local.parent / "train" / "web"))
+        )
+        assert len(remote) == len(near) > 0
+        assert all(np.array_equal(remote[i]["input_ids"], near[i]["input_ids"]) for i in range(len(near)))
+    fs, root = fsspec.core.url_to_fs(output)
+    token_file = next(f["path"] for f in load_export(export_json)["files"] if f["path"].startswith("train/web"))
+    data = bytearray(fs.cat_file(f"{root}/{token_file}"))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe_file(f"{root}/{token_file}", bytes(data))
+    capsys.readouterr()
+    assert cli(["verify", export_json]) == 1
+    assert f"BAD {token_file}: sha256" in capsys.readouterr().err
+
+
+def test_memory_url_export_on_ray_is_refused(mix: Path, memory_root: str, tmp_path: Path, monkeypatch):
+    """Ray workers cannot see this process's memory: a clear error, not an export.json over files nobody has."""
+    monkeypatch.chdir(tmp_path)  # where a path-only exporter would have made a folder named "memory:"
+    with pytest.raises(ExportError, match="memory://"):
+        export_manifest(mix, "datatrove", f"{memory_root}/out")
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_export_to_a_file_url_through_ray(datatrove_export: Path, mix: Path, tmp_path: Path, monkeypatch):
+    """The CLI with file:// URLs for the manifest and the output: Ray tasks write there, identical files."""
+    monkeypatch.chdir(tmp_path)  # where a path-only exporter would have made a folder named "file:"
+    output = f"file://{tmp_path}/out"
+    name = str(tokenizer_file().parent)
+    args = ["export", f"file://{mix}", "--format", "datatrove", "--output", output, "--tokenizer-name", name]
+    assert cli(args) == 0
+    assert tree_digests(tmp_path / "out") == tree_digests(datatrove_export.parent)
+    assert cli(["verify", f"{output}/export.json"]) == 0
+
+
+class Killed(Exception):
+    """What the test raises in place of a kill."""
+
+
+def test_interrupted_export_to_memory_resumes_only_the_unfinished_shards(
+    megatron: Path, mix: Path, memory_root: str, monkeypatch
+):
+    """An export to memory:// stopped inside its third shard task (two shards finished; the third has one part
+    in place, others open, no marker), plus a temporary where a kill between an object's write and its copy to
+    the final name leaves one: the rerun tokenizes only the unfinished shards, keeps the finished markers, and
+    ends identical, file by file, to the local export."""
+    from refinery.exports import exporter, shard_task
+
+    manifest = copy_to_url(mix.parent, f"{memory_root}/mix") + "/manifest.json"
+    output = f"{memory_root}/out"
+    fs, root = fsspec.core.url_to_fs(output)
+    sources = len(shard_entries(load_manifest(mix)))
+    tasks, encoders = [], []
+    export_source, finish = shard_task.export_source, shard_task._PartWriter.finish
+
+    def counted_task(job):
+        tasks.append(job["source"])
+        return export_source(job)
+
+    def finish_then_stop(writer, side_files):
+        record = finish(writer, side_files)
+        if len(tasks) == 3:
+            raise Killed
+        return record
+
+    class CountingEncoder(shard_task.DocumentEncoder):
+        def __init__(self, *args, **kwargs):
+            encoders.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(shard_task, "DocumentEncoder", CountingEncoder)
+    with monkeypatch.context() as patch:
+        patch.setattr(exporter, "export_source", counted_task)
+        patch.setattr(shard_task._PartWriter, "finish", finish_then_stop)
+        with pytest.raises(Killed):
+            export_manifest(manifest, "megatron", output, in_process=True)
+    markers = {p: fs.info(p)["created"] for p in fs.find(f"{root}/_work/markers")}
+    assert len(markers) == 2 and not fs.exists(f"{root}/export.json")
+    assert fs.find(f"{root}/_work/parts")  # the finished shards' parts, waiting for the merge
+    fs.pipe_file(f"{root}/train/{TEMPORARY_PREFIX}2c3d-web.bin", b"\x00" * 12)
+    encoders.clear()
+    export_json = export_manifest(manifest, "megatron", output, in_process=True)
+    assert len(encoders) == sources - 2  # only the unfinished shards were tokenized again
+    assert {p: fs.info(p)["created"] for p in markers} == markers  # the finished shards' markers untouched
+    assert url_tree_digests(output) == tree_digests(megatron.parent)  # no parts, no temporaries, same bytes
+    assert verify_export(export_json) == []
