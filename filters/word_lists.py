@@ -118,7 +118,7 @@ def counted_entries(words: tuple[str, ...], spaced: bool) -> tuple[str, ...]:
 
     A single character of a script without spaces is usually an ordinary word part (性 in 性能), and a
     character is a letter with the marks written on it: Thai ขี้ or กู (a consonant with a vowel sign and a tone
-    mark) is one character too, and part of everyday words (ขี้เกียจ, "lazy"; กูเกิล, "Google").
+    mark) is one character too, and part of everyday words (ขี้เกียจ, "lazy"; ตระกูล, "family").
     """
     if spaced:
         return words
