@@ -397,7 +397,7 @@ def test_consume_count_counts_as_arrow_does(texts):
 
 
 class MarkedWordsFilter(WordDensityFilter):
-    """A list with entries that end in a mark or hold a double break, whose first word is not an entry."""
+    """A list with entries that end in punctuation or hold a double break, whose first word is not an entry."""
 
     def words_for(self, language: str) -> tuple[str, ...]:
         return ("darn;", "gosh--darn", "heck!", "fiddlesticks", "dang it")
