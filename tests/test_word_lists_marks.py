@@ -109,3 +109,32 @@ def test_decomposed_english_counts_like_its_composed_form(real_documents):
     assert pc.count_substring_regex(pa.array(composed), "porń").to_pylist() == [1, 0, 1]
     result = adult.process(table(decomposed, "en"))
     assert result.rejected["reason"].to_pylist() == ["adult_words:too_many", "adult_words:too_dense"]
+
+
+class TinyMarkedList(DirtyWordsFilter):
+    """Entries over a, b, a combining acute, a space and "!": starting with, ending in and holding a mark."""
+
+    def words_for(self, language: str) -> tuple[str, ...]:
+        return ("a", "ab", "a\u0301", "\u0301b", "a b", "a!", "b\u0301 a", "ba\u0301b")
+
+    def spaced(self, language: str) -> bool:
+        return language != "th"
+
+
+@pytest.mark.parametrize("language", ["en", "th"], ids=["spaced", "unspaced"])
+def test_presence_pattern_is_exact_on_every_short_text_with_marks(language):
+    # every text of up to 6 characters over a, B, b, U+0301, space and "!": the counts of the stage (only the texts
+    # its presence pattern finds are doubled) equal those of doubling and counting every text
+    import itertools
+
+    from refinery.filters.word_lists import SEPARATORS, alternation, counted_entries, presence_pattern
+
+    stage = TinyMarkedList()
+    words = counted_entries(stage.words_for(language), stage.spaced(language))
+    assert presence_pattern(words, stage.spaced(language)) is not None
+    texts = ["".join(t) for n in range(7) for t in itertools.product("aBb\u0301 !", repeat=n)]
+    doubled = pc.replace_substring_regex(pa.array(texts), SEPARATORS, r"\1\1")
+    expected = pc.count_substring_regex(doubled, alternation(words, stage.spaced(language))).to_pylist()
+    got = stage.text_counts(texts, np.array([language] * len(texts), dtype=object), limit=100)
+    assert got.tolist() == expected
+    assert max(expected) >= 3 and sum(1 for count in expected if count) > len(texts) // 10
