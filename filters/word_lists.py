@@ -5,7 +5,9 @@
 * ``adult_words``: datatrove's English adult-content word lists (hard and soft banned words), for every language.
 
 Matches are counted with one case-insensitive RE2 alternation per language; words must stand alone, except in
-languages written without spaces (zh, ja, th, ko), where any occurrence counts. A document is rejected with
+languages written without spaces (zh, ja, th, ko), where any occurrence counts. A word is a run of letters,
+combining marks, numbers and ``_``: the vowel signs and viramas of Devanagari or Bengali, Thai's vowel and tone
+marks and the accents of decomposed (NFD) text belong to the word they are written in. A document is rejected with
 ``STAGE:too_many`` when it has more than ``max_count`` matches, or ``STAGE:too_dense`` when matches per word exceed
 ``max_density``.
 
@@ -35,7 +37,18 @@ from refinery.pipelines.per_language import LANG_COLUMN, LanguageAwareMapStage
 from refinery.pipelines.stages import StageResult, register_stage, split_by_mask
 
 UNSPACED_LANGUAGES = {"zh", "ja", "th", "ko"}
-WORD = r"[\p{L}\p{N}_]+"
+# A word character is a letter, a combining mark (Mn, Mc, Me), a number or "_": Devanagari, Bengali, Thai, Tamil...
+# write vowel signs and viramas as marks, and decomposed text (NFD) writes accents as marks; without \p{M} every
+# such word was cut at each mark. A mark belongs to the word it follows (Unicode's \w, UTS #18 annex C, has \p{M}).
+WORD_CHARACTER = r"[\p{L}\p{M}\p{N}_]"
+BOUNDARY = r"[^\p{L}\p{M}\p{N}_]"
+WORD = WORD_CHARACTER + "+"
+SINGLE_SEPARATED = rf"^{WORD}(?:{BOUNDARY}{WORD})*$"
+ONE_WORD = rf"^{WORD}$"
+FIRST_WORD = rf"^(?P<word>{WORD})"
+SEPARATORS = rf"({BOUNDARY}+)"
+# scripts without spaces: about one word per two characters, a character being a letter with the marks on it
+LETTER = r"\p{L}"
 
 
 @cache
@@ -71,15 +84,8 @@ def adult_word_list() -> tuple[str, ...]:
 def alternation(words: tuple[str, ...], spaced: bool) -> str:
     body = _body(list(words))
     if spaced:
-        return rf"(?i)(?:^|[^\p{{L}}\p{{N}}_])(?:{body})(?:$|[^\p{{L}}\p{{N}}_])"
+        return rf"(?i)(?:^|{BOUNDARY})(?:{body})(?:$|{BOUNDARY})"
     return rf"(?i)(?:{body})"
-
-
-SINGLE_SEPARATED = r"^[\p{L}\p{N}_]+(?:[^\p{L}\p{N}_][\p{L}\p{N}_]+)*$"
-ONE_WORD = r"^[\p{L}\p{N}_]+$"
-FIRST_WORD = r"^(?P<word>[\p{L}\p{N}_]+)"
-SEPARATORS = r"([^\p{L}\p{N}_]+)"
-BOUNDARY = r"[^\p{L}\p{N}_]"
 
 
 @cache
@@ -106,6 +112,20 @@ def consume_count(regexp: Any, text: str, limit: int) -> int:
     return count
 
 
+@cache
+def counted_entries(words: tuple[str, ...], spaced: bool) -> tuple[str, ...]:
+    """The entries a list counts: all of them, or in scripts without spaces those of more than one character.
+
+    A single character of a script without spaces is usually an ordinary word part (性 in 性能), and a
+    character is a letter with the marks written on it: Thai ขี้ or กู (a consonant with a vowel sign and a tone
+    mark) is one character too, and part of everyday words (ขี้เกียจ, "lazy"; ตระกูล, "family").
+    """
+    if spaced:
+        return words
+    marks = compiled(r"\p{M}+")
+    return tuple(word for word in words if len(marks.sub("", word)) > 1)
+
+
 def _body(words: list[str]) -> str:
     return "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
 
@@ -115,14 +135,20 @@ def presence_pattern(words: tuple[str, ...], spaced: bool) -> str | None:
     """A pattern that matches every text whose separator-doubled form has a match of ``alternation(words,
     spaced)`` (None when no such pattern is known: then every text is doubled and counted).
 
-    Doubling lengthens runs of word breaks and changes nothing else, so word runs, and whether a word run starts
-    the text or follows a break, are the same in both texts. An entry made of words joined by single breaks
-    (spaced lists) or of one word (unspaced lists) matches the doubled text only where it matches the plain one
-    (a doubled break run is at least two characters long, so a multi-word entry cannot match across one); any
-    other entry that starts with a word character matches the doubled text only where its first word run
-    appears in the plain text (for spaced lists, at the start of a word run). Entries of the first kind are kept
-    whole, the others are cut to their first word run: the result finds every text that needs counting, and few
-    others.
+    Word characters are ``WORD_CHARACTER`` (letters, combining marks, numbers, ``_``), breaks everything else,
+    in the doubling (``SEPARATORS``), in the alternation's boundaries and in the cuts below alike. The class is
+    closed under RE2's case folding (``tests/test_filters_speed_equivalence.py`` checks every cased code point:
+    without ``\\p{M}`` it was not, U+0345 folding with Greek iota), so under ``(?i)`` an entry's word characters
+    match only word characters of a text and its breaks only breaks. Doubling lengthens runs of breaks and
+    changes nothing else, so word runs, and whether a word run starts the text or follows a break, are the same
+    in both texts. An entry made of words joined by single breaks (spaced lists) or of one word (unspaced lists)
+    matches the doubled text only where it matches the plain one (a doubled break run is at least two characters
+    long, so a multi-word entry cannot match across one); any other entry that starts with a word character
+    matches the doubled text only where its first word run appears in the plain text (for spaced lists, at the
+    start of a word run, since that run is preceded by the text's start or a break in both texts). Entries of the
+    first kind are kept whole, the others are cut to their first word run: the result finds every text that needs
+    counting, and few others. A mark is a word character wherever it stands, so an entry that starts with one
+    is cut like any other, and a mark never splits a word run in either text.
     """
     entries = pa.array(words, pa.string())
     whole = pc.match_substring_regex(entries, SINGLE_SEPARATED if spaced else ONE_WORD).to_pylist()
@@ -156,7 +182,7 @@ class WordDensityFilter(LanguageAwareMapStage):
         """Compile every language's pattern before the first batch (once per worker, not in stage time)."""
         for language in self.list_languages():
             spaced = self.spaced(language)
-            words = tuple(w for w in self.words_for(language) if spaced or len(w) > 1)
+            words = counted_entries(self.words_for(language), spaced)
             if words:
                 compiled(alternation(words, spaced))
                 if presence_pattern(words, spaced) is not None:
@@ -178,7 +204,7 @@ class WordDensityFilter(LanguageAwareMapStage):
         match object per word."""
         unspaced = np.isin(languages, list(UNSPACED_LANGUAGES))
         counts = np.zeros(len(texts), dtype=np.int64)
-        for rows, pattern in ((np.flatnonzero(~unspaced), WORD), (np.flatnonzero(unspaced), r"\p{L}")):
+        for rows, pattern in ((np.flatnonzero(~unspaced), WORD), (np.flatnonzero(unspaced), LETTER)):
             if rows.size:
                 chosen = pa.array([texts[row] for row in rows.tolist()], pa.large_string())
                 found = pc.count_substring_regex(chosen, pattern).to_numpy(zero_copy_only=False)
@@ -195,14 +221,16 @@ class WordDensityFilter(LanguageAwareMapStage):
 
         Matches must not share a boundary character, so they are counted on the text with every run of word
         breaks doubled. Only the documents that :func:`presence_pattern` finds in the plain text (few) can have
-        a match once doubled, so only they are doubled and counted. A decision needs no count beyond
+        a match once doubled, so only they are doubled and counted: the doubling is the same in every language,
+        so they are doubled together, in one Arrow call per batch (Arrow compiles the pattern on every call, ~1 ms
+        for the Unicode classes; RE2's own ``sub`` loops in Python). A decision needs no count beyond
         ``max_count + 1``.
         """
         counts = np.zeros(len(texts), dtype=np.int64)
+        found: list[tuple[int, Any]] = []  # (row, its language's alternation) for every text that can match
         for language in sorted(set(languages.tolist())):
             spaced = self.spaced(language)
-            # a single character of a script without spaces is usually an ordinary word part (性 in 性能)
-            words = tuple(w for w in self.words_for(language) if spaced or len(w) > 1)
+            words = counted_entries(self.words_for(language), spaced)
             if not words:
                 continue
             regexp = compiled(alternation(words, spaced))
@@ -211,10 +239,11 @@ class WordDensityFilter(LanguageAwareMapStage):
             if presence is not None:
                 finder = compiled(presence)
                 rows = [row for row in rows if finder.search(texts[row]) is not None]
-            if rows:  # Arrow doubles (one call for the few documents with a match); RE2's own sub loops in Python
-                doubled = pc.replace_substring_regex(pa.array([texts[row] for row in rows]), SEPARATORS, r"\1\1")
-                for row, text in zip(rows, doubled.to_pylist(), strict=True):
-                    counts[row] = consume_count(regexp, text, limit)
+            found.extend((row, regexp) for row in rows)
+        if found:
+            doubled = pc.replace_substring_regex(pa.array([texts[row] for row, _ in found]), SEPARATORS, r"\1\1")
+            for (row, regexp), text in zip(found, doubled.to_pylist(), strict=True):
+                counts[row] = consume_count(regexp, text, limit)
         return counts
 
     def process_batch(self, batch: pa.Table) -> StageResult:

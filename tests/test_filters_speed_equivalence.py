@@ -11,7 +11,10 @@ decision by decision.
 from __future__ import annotations
 
 import itertools
+import json
 import re
+import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -35,8 +38,11 @@ from refinery.filters.text_stats import (
     words,
 )
 from refinery.filters.word_lists import (
+    BOUNDARY,
+    LETTER,
     UNSPACED_LANGUAGES,
     WORD,
+    WORD_CHARACTER,
     AdultWordsFilter,
     DirtyWordsFilter,
     WordDensityFilter,
@@ -281,17 +287,24 @@ def test_repetition_decisions_unchanged(texts):
 
 
 def reference_word_list_decisions(stage, batch: pa.Table) -> list[str | None]:
-    """Previous implementation: every document doubled and counted, words counted for every document."""
+    """Previous implementation: every document doubled and counted, words counted for every document.
+
+    Its classes are those of the rule: a word is letters, combining marks, numbers and ``_``; in scripts without
+    spaces an entry counts when it has more than one character besides its marks."""
     text = pc.fill_null(batch.column("text"), "")
     languages = stage.languages(batch)
     counts = np.zeros(batch.num_rows, dtype=np.int64)
     for language in sorted(set(languages.tolist())):
         spaced = stage.spaced(language)
-        words = tuple(w for w in stage.words_for(language) if spaced or len(w) > 1)
+        words = tuple(
+            w
+            for w in stage.words_for(language)
+            if spaced or sum(not unicodedata.category(c).startswith("M") for c in w) > 1
+        )
         if not words:
             continue
         rows = np.flatnonzero(languages == language)
-        doubled = pc.replace_substring_regex(text.take(pa.array(rows)), r"([^\p{L}\p{N}_]+)", r"\1\1")
+        doubled = pc.replace_substring_regex(text.take(pa.array(rows)), r"([^\p{L}\p{M}\p{N}_]+)", r"\1\1")
         counts[rows] = pc.count_substring_regex(doubled, alternation(words, spaced)).to_numpy(zero_copy_only=False)
     spaced_words = pc.count_substring_regex(text, WORD).to_numpy(zero_copy_only=False)
     letters = pc.count_substring_regex(text, r"\p{L}").to_numpy(zero_copy_only=False)
@@ -345,11 +358,25 @@ def test_re2_engines_agree_on_classes_and_case_folding():
     every = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
     joined = "".join(every)  # runs of matching code points found in one pass (RE2's Python loop is per match)
     array = pa.array(every, pa.string())
-    for members in (r"[\p{L}\p{N}_]", r"\p{L}"):
-        arrow = np.array(every, dtype=object)[pc.match_substring_regex(array, f"^{members}$").to_numpy(False)]
-        ours = "".join(compiled(members + "+").findall(joined))
-        assert "".join(arrow) == ours
+    # the word class (with the marks, \p{M}: Mn, Mc, Me), its complement, the marks alone and the letters that
+    # scripts without spaces count; case-insensitive too, as the alternations and presence patterns use them
+    classes = (WORD_CHARACTER, BOUNDARY, r"\p{M}", LETTER)
+    members_of = {}
+    for members in (*classes, *(f"(?i){members}" for members in classes)):
+        arrow = np.array(every, dtype=object)[pc.match_substring_regex(array, f"^(?:{members})$").to_numpy(False)]
+        ours = "".join(compiled(f"(?:{members})+").findall(joined))
+        assert "".join(arrow) == ours, members
+        members_of[members] = ours
+    assert members_of[WORD_CHARACTER] == members_of["(?i)" + WORD_CHARACTER]
+    assert len(members_of[WORD_CHARACTER]) + len(members_of[BOUNDARY]) == len(every)
+    assert "\u0301" in members_of[WORD_CHARACTER] and "\u093e" in members_of[r"\p{M}"]  # acute accent; Devanagari AA
     cased = "".join(c for c in every if c.lower() != c or c.upper() != c or c.casefold() != c)
+    # the word class is closed under RE2's case folding (presence_pattern's exactness argument needs it): every
+    # character that (?i) matches is a word character exactly when the character itself is one
+    word = compiled(WORD_CHARACTER)
+    for char in cased:
+        folded = compiled("(?i)" + re.escape(char)).findall(cased)
+        assert {word.fullmatch(c) is not None for c in [char, *folded]} == {word.fullmatch(char) is not None}, char
     lists = [*profanity_lists().values(), adult_word_list()]
     listed = sorted({c for words in lists for w in words for c in w})
     candidates = pa.array(list(cased) + listed, pa.string())
@@ -370,7 +397,7 @@ def test_consume_count_counts_as_arrow_does(texts):
 
 
 class MarkedWordsFilter(WordDensityFilter):
-    """A list with entries that end in a mark or hold a double break, whose first word is not an entry."""
+    """A list with entries that end in punctuation or hold a double break, whose first word is not an entry."""
 
     def words_for(self, language: str) -> tuple[str, ...]:
         return ("darn;", "gosh--darn", "heck!", "fiddlesticks", "dang it")
@@ -394,3 +421,39 @@ def test_word_lists_find_every_document_that_counts_with_marked_entries(texts):
     expected = reference_word_list_decisions(stage, batch)
     assert got == expected
     assert {"", stage.reason("too_many"), stage.reason("too_dense")} <= set(expected)
+
+
+class CombiningMarkWordsFilter(WordDensityFilter):
+    """Entries that start with, end in or hold combining marks, in Devanagari and in decomposed Latin."""
+
+    def words_for(self, language: str) -> tuple[str, ...]:
+        return ("\u093eचोद", "कमीना", "मुँह में ले", "cafe\u0301", "e\u0301", "nai\u0308ve!", "\u0301x")
+
+
+def test_word_lists_find_every_document_that_counts_in_scripts_with_marks():
+    # real Hindi, Bengali and Thai sentences (the GLib/GTK translations of tests/fixtures/marked_scripts.json) with
+    # listed words of their language spliced in, alone, doubled, after a letter, with a mark written on them
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "marked_scripts.json").read_text())["languages"]
+    rng = np.random.default_rng(2)
+    texts, languages = [], []
+    for language in ("hi", "bn", "th", "hi", "bn", "th"):
+        sentences = [entry["text"] for entry in fixture[language]]
+        listed = profanity_lists()[language]
+        for sentence in sentences:
+            words = sentence.split(" ")
+            for _ in range(int(rng.integers(0, 6))):
+                word = listed[int(rng.integers(len(listed)))]
+                forms = (word, f"{word} {word}", f"क{word}", f"{word}\u0902", f"{word}।{word}", word + word)
+                words.insert(int(rng.integers(len(words) + 1)), forms[int(rng.integers(len(forms)))])
+            texts.append(" ".join(words))
+            languages.append(language)
+    marked = ["काचोद कमीना मुँह में ले", "cafe\u0301 e\u0301 x\u0301x nai\u0308ve! \u0301x", "मुँह  में ले \u093eचोद"]
+    texts, languages = texts + marked * 3, languages + ["hi"] * 3 * len(marked)
+    batch = pa.table({"id": list(range(len(texts))), "text": texts, "lang": languages})
+    for stage in (DirtyWordsFilter(max_count=3, max_density=0.05), CombiningMarkWordsFilter(max_count=2)):
+        result = stage.process(batch)
+        reasons = dict(zip(result.rejected["id"].to_pylist(), result.rejected["reason"].to_pylist(), strict=True))
+        got = [reasons.get(row, "") for row in range(batch.num_rows)]
+        expected = reference_word_list_decisions(stage, batch)
+        assert got == expected
+        assert {"", stage.reason("too_many"), stage.reason("too_dense")} <= set(expected)
