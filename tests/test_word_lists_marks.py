@@ -138,3 +138,17 @@ def test_presence_pattern_is_exact_on_every_short_text_with_marks(language):
     got = stage.text_counts(texts, np.array([language] * len(texts), dtype=object), limit=100)
     assert got.tolist() == expected
     assert max(expected) >= 3 and sum(1 for count in expected if count) > len(texts) // 10
+
+
+def test_ordinary_words_among_the_entries_are_not_counted_by_default(sentences):
+    """A Bengali page that names Bangladesh is not "too dense"; a listed insult still counts; ``excluded_words={}``
+    counts every shipped entry (the lists as they ship)."""
+    words = " ".join(sentences["bn"]).split()[:150]
+    country = splice(words, ("বাংলাদেশ",), 3)  # 3 in ~150 words: over the 0.01 density limit if counted
+    insult = splice(words, ("মাগী",), 3)
+    default, as_shipped = DirtyWordsFilter(), DirtyWordsFilter(excluded_words={})
+    languages = np.array(["bn"] * 2, dtype=object)
+    assert default.text_counts([country, insult], languages, limit=100).tolist() == [0, 3]
+    assert as_shipped.text_counts([country, insult], languages, limit=100).tolist() == [3, 3]
+    assert default.process(table([country, insult], "bn")).kept["id"].to_pylist() == [0]
+    assert as_shipped.process(table([country, insult], "bn")).kept["id"].to_pylist() == []
