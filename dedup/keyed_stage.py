@@ -16,6 +16,7 @@ from refinery.dedup.decisions import ShardDecider, check_decision_list, shard_jo
 from refinery.dedup.keyed import DUPLICATE, apply_drops, drop_lookup, group_partition, key_shard, merge_stats
 from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
 from refinery.pipelines import storage
+from refinery.pipelines.partitions import KEY_MIN_PARTITIONS, KEY_PARTITION_BYTES, partition_count
 from refinery.pipelines.stages import GlobalContext, GlobalStage, StageResult, split_by_mask
 
 
@@ -49,7 +50,10 @@ class KeyedDedup(GlobalStage):
     """Base of the exact-key dedup stages; subclasses say how a document is keyed."""
 
     decision: ClassVar[type[KeyedDecision]]
-    num_partitions: int = Field(default=16, ge=1, le=65_536, description="hash partitions of the key shuffle")
+    num_partitions: int | None = Field(
+        default=None, ge=1, le=65_536, description="hash partitions of the key shuffle; null: from partition_bytes"
+    )
+    partition_bytes: int = Field(default=KEY_PARTITION_BYTES, ge=1, description="input bytes per partition")
 
     def added_columns(self) -> list[pa.Field]:
         return [pa.field(self.decision.column, pa.string())]
@@ -63,7 +67,8 @@ class KeyedDedup(GlobalStage):
     def prepare(self, context: GlobalContext) -> KeyedDecision:
         shards_file, shards_sha = write_shard_list(context)
         keys_dir, drops_dir = phase_dir(context, "keys", "rows"), phase_dir(context, "groups", "drops")
-        jobs = shard_jobs(context, out=keys_dir, partitions=self.num_partitions, seed=context.seed, **self.key_job())
+        parts = partition_count(context, self.num_partitions, self.partition_bytes, KEY_MIN_PARTITIONS)
+        jobs = shard_jobs(context, out=keys_dir, partitions=parts, seed=context.seed, **self.key_job())
         for job in jobs:
             job["writer"] = writer_name(job["shard"])
         run_phase(context, "keys", key_shard, jobs, partitioned=["rows"])
@@ -77,12 +82,11 @@ class KeyedDedup(GlobalStage):
                 "shards": max(len(context.shard_names), 1),
                 "keep": self.keep_rule(),
             }
-            for k in range(self.num_partitions)
+            for k in range(parts)
         ]
         stats = merge_stats(run_phase(context, "groups", group_partition, group_jobs, partitioned=["drops"]))
         check = [
-            {"directory": drops_dir, "shard": i, "writers": writers(self.num_partitions)}
-            for i in range(len(context.shard_names))
+            {"directory": drops_dir, "shard": i, "writers": writers(parts)} for i in range(len(context.shard_names))
         ]
         context.map(check_decision_list, check)
         fs, work = storage.filesystem(context.work_dir)
@@ -91,7 +95,7 @@ class KeyedDedup(GlobalStage):
             shards_file=shards_file,
             shards_sha256=shards_sha,
             drops_dir=drops_dir,
-            partitions=self.num_partitions,
+            partitions=parts,
             **self.decision_fields(),
         )
 

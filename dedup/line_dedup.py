@@ -35,7 +35,15 @@ from refinery.dedup.lines import split_lines, without_lines
 from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
 from refinery.pipelines import storage
 from refinery.pipelines.documents import TEXT
-from refinery.pipelines.partitions import partition_of, read_partition, splitmix64, write_partitioned
+from refinery.pipelines.partitions import (
+    KEY_MIN_PARTITIONS,
+    LINE_PARTITION_BYTES,
+    partition_count,
+    partition_of,
+    read_partition,
+    splitmix64,
+    write_partitioned,
+)
 from refinery.pipelines.stages import GlobalContext, GlobalStage, StageResult, register_stage, split_by_mask
 
 CHUNK_DOCUMENTS = 2_000
@@ -151,7 +159,8 @@ class LineDedup(GlobalStage):
     max_repeats: int = Field(default=6, ge=1)
     bucket_documents: int = Field(default=30_000_000, ge=1)
     normalisation: Literal["none", "whitespace", "fineweb"] = "fineweb"
-    num_partitions: int = Field(default=16, ge=1, le=65_536)
+    num_partitions: int | None = Field(default=None, ge=1, le=65_536, description="null: from partition_bytes")
+    partition_bytes: int = Field(default=LINE_PARTITION_BYTES, ge=1, description="input bytes per partition")
 
     def prepare(self, context: GlobalContext) -> LineDedupDecision:
         shards_file, shards_sha = write_shard_list(context)
@@ -162,7 +171,8 @@ class LineDedup(GlobalStage):
         data = (json.dumps({"buckets": buckets, "rows": rows}, sort_keys=True) + "\n").encode()
         storage.write_bytes_atomic(fs, buckets_path, data)
         lines_dir, frequent_dir = phase_dir(context, "lines", "rows"), phase_dir(context, "counts", "frequent")
-        jobs = shard_jobs(context, out=lines_dir, partitions=self.num_partitions, normalisation=self.normalisation)
+        parts = partition_count(context, self.num_partitions, self.partition_bytes, KEY_MIN_PARTITIONS)
+        jobs = shard_jobs(context, out=lines_dir, partitions=parts, normalisation=self.normalisation)
         for job in jobs:
             job.update(writer=writer_name(job["shard"]), bucket=buckets[job["shard"]], seed=context.seed)
         run_phase(context, "lines", count_lines, jobs, partitioned=["rows"])
@@ -176,11 +186,11 @@ class LineDedup(GlobalStage):
                 "buckets": max(buckets, default=0) + 1,
                 "max_repeats": self.max_repeats,
             }
-            for k in range(self.num_partitions)
+            for k in range(parts)
         ]
         run_phase(context, "counts", frequent_lines, count_jobs, partitioned=["frequent"])
         check = [
-            {"directory": frequent_dir, "shard": b, "writers": writers(self.num_partitions)}
+            {"directory": frequent_dir, "shard": b, "writers": writers(parts)}
             for b in range(max(buckets, default=0) + 1)
         ]
         context.map(check_decision_list, check)
@@ -190,7 +200,7 @@ class LineDedup(GlobalStage):
             buckets=f"{context.work_dir.rstrip('/')}/buckets/buckets.json",
             buckets_sha256=hashlib.sha256(data).hexdigest(),
             frequent_dir=frequent_dir,
-            partitions=self.num_partitions,
+            partitions=parts,
             normalisation=self.normalisation,
             seed=context.seed,
         )

@@ -216,6 +216,13 @@ def phase_of(work_dir: str, path: str) -> str | None:
 #: Default target of a shuffle's input bytes per partition (the previous segment's kept Parquet, compressed).
 #: A reduce task then holds the rows derived from about this much input, whatever the corpus's size.
 PARTITION_BYTES = 64 * 2**20
+#: The exact-key shuffles (``url_dedup``, ``exact_dedup``) carry one small row per document (two key halves, id,
+#: source, date, quality, shard: ~150 bytes), so a partition may take much more input: 1 GiB of input is ~1M
+#: short pages, ~150 MB of rows. They keep at least ``KEY_MIN_PARTITIONS`` (the count they used to fix).
+KEY_PARTITION_BYTES = 2**30
+KEY_MIN_PARTITIONS = 16
+#: ``line_dedup`` carries a row per line (~30 per short page): a quarter of that input per partition.
+LINE_PARTITION_BYTES = 256 * 2**20
 #: Partition folders are named part-NNNNN; more partitions than this would also mean tiny reduce tasks.
 MAX_PARTITIONS = 65_536
 
@@ -263,8 +270,9 @@ def groups_by_bytes(sizes: list[int], target_bytes: int) -> list[list[int]]:
     return groups
 
 
-def partition_count(context: Any, fixed: int | None, partition_bytes: int = PARTITION_BYTES) -> int:
-    """A shuffle's partition count: ``fixed`` when the recipe sets one, else derived from the input's size.
+def partition_count(context: Any, fixed: int | None, partition_bytes: int = PARTITION_BYTES, minimum: int = 1) -> int:
+    """A shuffle's partition count: ``fixed`` when the recipe sets one, else derived from the input's size (at
+    least ``minimum``, so that a small corpus's reduce phase still has a task per CPU).
 
     Why: a fixed count (16, 32) makes each reduce task's memory grow with the corpus (at 1B documents one
     MinHash partition held ~14 GB of band rows); a target of input bytes per partition keeps it flat. The
@@ -273,4 +281,4 @@ def partition_count(context: Any, fixed: int | None, partition_bytes: int = PART
     """
     if fixed is not None:
         return fixed
-    return partitions_for_bytes(input_bytes(context), partition_bytes)
+    return max(minimum, partitions_for_bytes(input_bytes(context), partition_bytes))

@@ -60,6 +60,34 @@ def test_decisions_do_not_depend_on_the_derived_count(name, batches, tmp_path): 
         assert drop_writers == 1, drop_writers
 
 
+@pytest.mark.parametrize("name", ["url_dedup", "exact_dedup", "line_dedup"])
+def test_exact_key_and_line_stages_derive_their_count_and_decide_the_same(name, batches, tmp_path):  # noqa: F811
+    """They used to fix 16 partitions, so a partition's memory grew with the corpus; now the count follows the
+    input (at least 16) and the output does not depend on it."""
+    batch = pa.concat_tables([batches["english"], batches["copies"], batches["doubled"]], promote_options="permissive")
+    batch = batch.set_column(0, "id", pa.array([f"doc{i}" for i in range(batch.num_rows)]))
+    outcomes = []
+    for label, parameters in (("default", {}), ("many", {"partition_bytes": 2_000})):
+        stage = stage_registry()[name](**parameters, **({"max_repeats": 1} if name == "line_dedup" else {}))
+        context = InProcessContext(tmp_path / label, batch)
+        decision = stage.prepare(context)
+        decision.setup()
+        results = []
+        for position, (shard_name, part) in enumerate(context.parts.items()):
+            decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
+            results.append(decision.process(part))
+        result = merge(results)
+        kept = sorted(zip(result.kept["id"].to_pylist(), result.kept["text"].to_pylist(), strict=True))
+        rejected = sorted(zip(result.rejected["id"].to_pylist(), result.rejected["reason"].to_pylist(), strict=True))
+        outcomes.append((decision.partitions, kept, rejected))
+    (default, kept_default, rejected_default), (many, kept_many, rejected_many) = outcomes
+    assert default == 16 and many > 16, (default, many)
+    assert kept_default == kept_many and rejected_default == rejected_many
+    original = dict(zip(batch["id"].to_pylist(), batch["text"].to_pylist(), strict=True))
+    edited = [doc for doc, text in kept_default if text != original[doc]]
+    assert rejected_default or edited, "the stage found nothing: the comparison would be empty"
+
+
 def test_drop_lists_are_partitioned_by_clustered_documents():
     from refinery.dedup.minhash.stage import DROP_ROWS_PER_PARTITION, drop_partition_count
 
