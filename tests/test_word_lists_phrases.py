@@ -181,12 +181,13 @@ def test_the_sample_decides_as_before(real_documents):
 
 
 def test_ordinary_phrases_among_the_entries_are_not_counted_by_default():
-    """Two multi-word entries that counting them turned on are ordinary phrases: bn "mother's body", ja "back
-    style" (the back view of a garment or a haircut). ``excluded_words={}`` counts them as shipped."""
+    """Three multi-word entries that counting them turned on are ordinary phrases: bn "mother's body", hi "take in
+    the mouth", ja "back style" (the back view of a garment or a haircut). ``excluded_words={}`` counts them."""
     marked = json.loads((FIXTURE.parent / "marked_scripts.json").read_text())["languages"]
     bengali = splice(" ".join(entry["text"] for entry in marked["bn"][:3]).split(), ("মায়ের দেহ",))
+    hindi = splice(" ".join(entry["text"] for entry in marked["hi"][:3]).split(), ("मुँह में ले",))
     japanese = "このコートはバック・スタイルも美しい。"
     default, as_shipped = DirtyWordsFilter(), DirtyWordsFilter(excluded_words={})
-    for language, text in (("bn", bengali), ("ja", japanese)):
+    for language, text in (("bn", bengali), ("hi", hindi), ("ja", japanese)):
         assert counts(default, [text], language) == [0]
         assert counts(as_shipped, [text], language) == [1]
