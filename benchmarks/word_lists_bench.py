@@ -11,7 +11,9 @@ every batch, per million characters of text. Patterns are compiled in ``setup()`
   corpus of ``scripts/build_world_corpus.py``), labelled by the ``language_id`` stage;
 * ``catalogues``: real text in scripts with combining marks (hi, bn, th, mr, ne, ta, te), the translated messages
   of the message catalogues under ``/usr/share/locale`` in documents of ~3,000 characters (skipped where there
-  are none).
+  are none);
+* ``phrase-catalogues``: the same for the other languages whose lists hold multi-word entries (ar, es, fr, pt, de,
+  ja, ur), whose presence patterns keep those entries whole since they count.
 
 Printed per corpus and stage: seconds per million characters at ``REV`` and here, the ratio here/``REV`` (median,
 min and max of the rounds) and the documents each kept.
@@ -37,6 +39,7 @@ from harness import REPO, load_documents, pin_one_core
 
 STAGES = {"adult_words": "AdultWordsFilter", "dirty_words": "DirtyWordsFilter"}
 CATALOGUE_LANGUAGES = ("hi", "bn", "th", "mr", "ne", "ta", "te")
+PHRASE_LANGUAGES = ("ar", "es", "fr", "pt", "de", "ja", "ur")
 BATCH = 500  # recipes/llama3.yaml's batch_size
 
 
@@ -59,10 +62,10 @@ def module_at(revision: str):
     return module
 
 
-def catalogue_documents(size: int = 3000) -> pa.Table:
+def catalogue_documents(languages_wanted: tuple[str, ...], size: int = 3000) -> pa.Table:
     """Translated messages of every catalogue of each language, joined into documents of ~``size`` characters."""
     texts, languages = [], []
-    for language in CATALOGUE_LANGUAGES:
+    for language in languages_wanted:
         current: list[str] = []
         for path in sorted(Path("/usr/share/locale", language, "LC_MESSAGES").glob("*.mo")):
             try:
@@ -106,9 +109,10 @@ def main() -> None:
         .process(documents.select(["id", "text"]))
         .kept
     }
-    catalogues = catalogue_documents()
-    if catalogues.num_rows:
-        corpora["catalogues"] = catalogues
+    for name, wanted in (("catalogues", CATALOGUE_LANGUAGES), ("phrase-catalogues", PHRASE_LANGUAGES)):
+        catalogues = catalogue_documents(wanted)
+        if catalogues.num_rows:
+            corpora[name] = catalogues
     print(f"peer: filters/word_lists.py at {args.before}; {args.rounds} rounds, CPU seconds, one core")
     for name, table in corpora.items():
         characters = pc.sum(pc.utf8_length(pc.fill_null(table["text"], ""))).as_py()
@@ -127,7 +131,7 @@ def main() -> None:
             ratios = np.array(seconds["here"]) / np.array(seconds["before"])
             per_million = {which: 1e6 * float(np.median(s)) / characters for which, s in seconds.items()}
             print(
-                f"{name:<14} {table.num_rows:>6} docs {characters / 1e6:6.1f} M chars  {stage_name:<12} "
+                f"{name:<17} {table.num_rows:>6} docs {characters / 1e6:6.1f} M chars  {stage_name:<12} "
                 f"s per M chars: {args.before} {per_million['before']:.4f}, here {per_million['here']:.4f}; "
                 f"here/{args.before} {np.median(ratios):.3f} ({ratios.min():.3f}-{ratios.max():.3f}); "
                 f"kept {kept['before']} -> {kept['here']}",

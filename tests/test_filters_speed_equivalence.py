@@ -286,11 +286,30 @@ def test_repetition_decisions_unchanged(texts):
     assert len({reason for reason in expected if reason}) >= 3, "documents that fail several different rules"
 
 
+def reference_alternation(words: tuple[str, ...], spaced: bool) -> str:
+    """The rule's pattern, spelled out: each entry with the break runs between two of its words doubled, as the
+    text's are ("hijo de puta" reads "hijo  de  puta"), longest entry first, standing alone in spaced lists. Word
+    characters here come from Python's Unicode categories (L, M, N and "_"), not from RE2."""
+
+    def is_word(character: str) -> bool:
+        return unicodedata.category(character)[0] in "LMN" or character == "_"
+
+    def doubled(entry: str) -> str:
+        runs = ["".join(run) for _, run in itertools.groupby(entry, key=is_word)]
+        inner = range(1, len(runs) - 1)
+        return "".join(re.escape(run * 2 if i in inner and not is_word(run[0]) else run) for i, run in enumerate(runs))
+
+    body = "|".join(doubled(word) for word in sorted(words, key=len, reverse=True))
+    boundary = r"[^\p{L}\p{M}\p{N}_]"
+    return rf"(?i)(?:^|{boundary})(?:{body})(?:$|{boundary})" if spaced else f"(?i)(?:{body})"
+
+
 def reference_word_list_decisions(stage, batch: pa.Table) -> list[str | None]:
     """Previous implementation: every document doubled and counted, words counted for every document.
 
     Its classes are those of the rule: a word is letters, combining marks, numbers and ``_``; in scripts without
-    spaces an entry counts when it has more than one character besides its marks."""
+    spaces an entry counts when it has more than one character besides its marks; an entry of several words counts
+    where the text holds it as written (``reference_alternation``)."""
     text = pc.fill_null(batch.column("text"), "")
     languages = stage.languages(batch)
     counts = np.zeros(batch.num_rows, dtype=np.int64)
@@ -305,7 +324,8 @@ def reference_word_list_decisions(stage, batch: pa.Table) -> list[str | None]:
             continue
         rows = np.flatnonzero(languages == language)
         doubled = pc.replace_substring_regex(text.take(pa.array(rows)), r"([^\p{L}\p{M}\p{N}_]+)", r"\1\1")
-        counts[rows] = pc.count_substring_regex(doubled, alternation(words, spaced)).to_numpy(zero_copy_only=False)
+        pattern = reference_alternation(words, spaced)
+        counts[rows] = pc.count_substring_regex(doubled, pattern).to_numpy(zero_copy_only=False)
     spaced_words = pc.count_substring_regex(text, WORD).to_numpy(zero_copy_only=False)
     letters = pc.count_substring_regex(text, r"\p{L}").to_numpy(zero_copy_only=False)
     word_counts = np.maximum(np.where(np.isin(languages, list(UNSPACED_LANGUAGES)), letters // 2, spaced_words), 1)
@@ -318,7 +338,8 @@ def reference_word_list_decisions(stage, batch: pa.Table) -> list[str | None]:
 
 def with_listed_words(real_documents, stage) -> pa.Table:
     """Real documents, and copies of them with listed words of their language spliced in (0 to 30 of them,
-    adjacent pairs, upper case, inside longer words), so every rule and every counting path is exercised."""
+    adjacent pairs, upper case, inside longer words, multi-word entries with a break doubled), so every rule and
+    every counting path is exercised."""
     rng = np.random.default_rng(0)
     documents = real_documents.slice(0, 300)
     lists = profanity_lists()
@@ -329,7 +350,8 @@ def with_listed_words(real_documents, stage) -> pa.Table:
         listed = stage.words_for(language) or english
         for _ in range(int(rng.integers(0, 30))):
             word = listed[int(rng.integers(len(listed)))]
-            form = (word, word.upper(), f"{word} {word}", f"x{word}", f"{word},{word}")[int(rng.integers(5))]
+            forms = (word, word.upper(), f"{word} {word}", f"x{word}", f"{word},{word}", word.replace(" ", "  ", 1))
+            form = forms[int(rng.integers(len(forms)))]
             words.insert(int(rng.integers(len(words) + 1)), form)
         texts.append(" ".join(words)[:20_000])
         languages.append(language)
@@ -350,6 +372,15 @@ def test_word_list_decisions_unchanged(real_documents, stage_class):
     expected = reference_word_list_decisions(stage, batch)
     assert got == expected
     assert set(expected) >= {"", stage.reason("too_many")}
+
+
+def test_alternations_spell_out_the_rule_for_every_shipped_list():
+    # the stages' patterns (entry_pattern, with RE2's classes) are the reference's, for every list and both spacings
+    lists = [*profanity_lists().values(), adult_word_list()]
+    for entries in lists:
+        for spaced in (True, False):
+            assert alternation(entries, spaced) == reference_alternation(entries, spaced)
+    assert sum(r"\ \ " in reference_alternation(entries, True) for entries in lists) == 8, "ar bn de es fr hi pt ur"
 
 
 def test_re2_engines_agree_on_classes_and_case_folding():
@@ -397,16 +428,19 @@ def test_consume_count_counts_as_arrow_does(texts):
 
 
 class MarkedWordsFilter(WordDensityFilter):
-    """A list with entries that end in punctuation or hold a double break, whose first word is not an entry."""
+    """A list with entries that end in punctuation or hold a double break, whose first word is not an entry
+    (entries of words joined by breaks, "gosh--darn" and "dang it", count where the text holds them as written)."""
 
     def words_for(self, language: str) -> tuple[str, ...]:
         return ("darn;", "gosh--darn", "heck!", "fiddlesticks", "dang it")
 
 
 def test_word_lists_find_every_document_that_counts_with_marked_entries(texts):
-    # entries that are not words joined by single breaks are found by their first word run (presence_pattern)
+    # entries that end in a break are found by their first word run (presence_pattern), entries of words joined by
+    # breaks whole: both as written, and with other breaks between their words (not counted)
     stage = MarkedWordsFilter(max_count=4)
     forms = ["darn; ", "darn;; ", "gosh--darn ", "GOSH--DARN! ", "heck! ", "(heck!)", "xheck! ", "dang it ", "darn "]
+    forms += ["gosh-darn ", "gosh---darn ", "dang  it ", "dang\nit "]
     rng = np.random.default_rng(1)
     made = []
     for text in texts[:60]:

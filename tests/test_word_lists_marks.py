@@ -138,6 +138,13 @@ def test_presence_pattern_is_exact_on_every_short_text_with_marks(language):
     got = stage.text_counts(texts, np.array([language] * len(texts), dtype=object), limit=100)
     assert got.tolist() == expected
     assert max(expected) >= 3 and sum(1 for count in expected if count) > len(texts) // 10
+    # the multi-word entries count where the text holds them as written (tests/test_word_lists_phrases.py)
+    for entry, forms in (
+        ("a b", ("a b", "a  b", "a B", "a!b")),
+        ("b\u0301 a", ("b\u0301 a", "b\u0301 !a", "B\u0301 a", "b a")),
+    ):
+        alone = pc.count_substring_regex(doubled, alternation((entry,), stage.spaced(language))).to_pylist()
+        assert [alone[texts.index(text)] for text in forms] == [1, 0, 1, 0], entry
 
 
 def test_ordinary_words_among_the_entries_are_not_counted_by_default(sentences):
