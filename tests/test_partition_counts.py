@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from test_stage_properties import InProcessContext, batches, merge  # noqa: F401  (batches is a fixture)
+from test_stage_properties import InProcessContext, batches, decide_every_shard  # noqa: F401  (batches: a fixture)
 
 from refinery.pipelines.partitions import MAX_PARTITIONS, input_bytes, partition_count, partitions_for_bytes
-from refinery.pipelines.stages import ShardInfo, stage_registry
+from refinery.pipelines.stages import stage_registry
 
 
 def test_partitions_follow_input_bytes():
@@ -46,12 +46,7 @@ def test_decisions_do_not_depend_on_the_derived_count(name, batches, tmp_path): 
         context = InProcessContext(tmp_path / label, batch)
         parts = partition_count(context, None, stage.partition_bytes)
         decision = stage.prepare(context)
-        decision.setup()
-        results = []
-        for position, (shard_name, part) in enumerate(context.parts.items()):
-            decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
-            results.append(decision.process(part))
-        result = merge(results)
+        result = decide_every_shard(decision, context)
         outcomes.append((parts, sorted(result.rejected["id"].to_pylist()), getattr(decision, "partitions", None)))
     (one, rejected_one, _), (many, rejected_many, drop_writers) = outcomes
     assert one == 1 and many > 8, (one, many)
@@ -71,12 +66,7 @@ def test_exact_key_and_line_stages_derive_their_count_and_decide_the_same(name, 
         stage = stage_registry()[name](**parameters, **({"max_repeats": 1} if name == "line_dedup" else {}))
         context = InProcessContext(tmp_path / label, batch)
         decision = stage.prepare(context)
-        decision.setup()
-        results = []
-        for position, (shard_name, part) in enumerate(context.parts.items()):
-            decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
-            results.append(decision.process(part))
-        result = merge(results)
+        result = decide_every_shard(decision, context)
         kept = sorted(zip(result.kept["id"].to_pylist(), result.kept["text"].to_pylist(), strict=True))
         rejected = sorted(zip(result.rejected["id"].to_pylist(), result.rejected["reason"].to_pylist(), strict=True))
         outcomes.append((decision.partitions, kept, rejected))
@@ -156,12 +146,7 @@ def test_minhash_signatures_are_written_by_groups_of_shards(batches, tmp_path, m
         decision = stage_registry()["minhash_dedup"](num_partitions=2).prepare(context)
         written = list((tmp_path / label).glob("segments/*/work/signatures/sketches/_index/*.json"))
         assert len(written) == (1 if label == "grouped" else len(context.shard_names)), (label, written)
-        decision.setup()
-        results = []
-        for position, (shard_name, part) in enumerate(context.parts.items()):
-            decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
-            results.append(decision.process(part))
-        rejected.append(sorted(merge(results).rejected["id"].to_pylist()))
+        rejected.append(sorted(decide_every_shard(decision, context).rejected["id"].to_pylist()))
     assert rejected[0] == rejected[1] and rejected[0], "the same duplicates whatever the writers"
 
 

@@ -261,14 +261,19 @@ def run(name: str, parameters: dict[str, Any], batch: pa.Table, root: Path) -> S
         decision = stage.prepare(context)
         assert isinstance(decision, MapStage), f"{name}.prepare() returned {type(decision).__name__}"
         assert context.phases, f"{name} ran no phase"
-        decision.setup()
-        results = []
-        for position, (shard_name, part) in enumerate(context.parts.items()):
-            decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
-            results.append(decision.process(part))
-        result = merge(results)
+        result = decide_every_shard(decision, context)
     check_books(name, batch, result)
     return result
+
+
+def decide_every_shard(decision: MapStage, context: InProcessContext) -> StageResult:
+    """A global stage's decision run over every shard of ``context``, in order, merged into one result."""
+    decision.setup()
+    results = []
+    for position, (shard_name, part) in enumerate(context.parts.items()):
+        decision.begin_shard(ShardInfo(key=shard_name, source=shard_name.split("--")[0], position=position))
+        results.append(decision.process(part))
+    return merge(results)
 
 
 def check_books(name: str, batch: pa.Table, result: StageResult) -> None:

@@ -10,7 +10,6 @@ decomposed accent (``e`` + U+0301) cut an English word in two. The texts are rea
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from word_list_texts import fixture_sentences, splice, table
 
 from refinery.filters.word_lists import AdultWordsFilter, DirtyWordsFilter, profanity_lists
 
@@ -28,20 +28,7 @@ SPLICED = {"hi": ("कमीना", "मादरचोद"), "bn": ("মাগ
 
 @pytest.fixture(scope="module")
 def sentences() -> dict[str, list[str]]:
-    languages = json.loads(FIXTURE.read_text())["languages"]
-    return {language: [entry["text"] for entry in chosen] for language, chosen in languages.items()}
-
-
-def table(texts: list[str], language: str) -> pa.Table:
-    return pa.table({"id": list(range(len(texts))), "text": texts, "lang": [language] * len(texts)})
-
-
-def splice(words: list[str], listed: tuple[str, ...], times: int) -> str:
-    """``times`` listed words put between the words of a real text, at evenly spaced places."""
-    spliced = list(words)
-    for k in range(times):
-        spliced.insert((k + 1) * len(words) // (times + 1) + k, listed[k % len(listed)])
-    return " ".join(spliced)
+    return fixture_sentences(FIXTURE.name)
 
 
 @pytest.mark.parametrize("language", sorted(SPLICED))

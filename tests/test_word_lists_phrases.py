@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from word_list_texts import fixture_sentences, splice, table
 
 from refinery.filters.word_lists import (
     SEPARATORS,
@@ -42,20 +43,7 @@ SPLICED = {
 
 @pytest.fixture(scope="module")
 def sentences() -> dict[str, list[str]]:
-    languages = json.loads(FIXTURE.read_text())["languages"]
-    return {language: [entry["text"] for entry in chosen] for language, chosen in languages.items()}
-
-
-def table(texts: list[str], language: str) -> pa.Table:
-    return pa.table({"id": list(range(len(texts))), "text": texts, "lang": [language] * len(texts)})
-
-
-def splice(words: list[str], listed: tuple[str, ...]) -> str:
-    """Each listed entry put between the words of a real text, at evenly spaced places."""
-    spliced = list(words)
-    for k, entry in enumerate(listed):
-        spliced.insert((k + 1) * len(words) // (len(listed) + 1) + k, entry)
-    return " ".join(spliced)
+    return fixture_sentences(FIXTURE.name)
 
 
 def counts(stage, texts: list[str], language: str) -> list[int]:
