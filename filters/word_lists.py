@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import unicodedata
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,71 @@ FIRST_WORD = rf"^(?P<word>{WORD})"
 SEPARATORS = rf"({BOUNDARY}+)"
 # scripts without spaces: about one word per two characters, a character being a letter with the marks on it
 LETTER = r"\p{L}"
+# Texts and entries are compared in NFC (see normal_form), with Thai and Lao SARA AM written as one code point.
+NORMAL_FORM = "NFC"
+SARA_AM = (("\u0e4d\u0e32", "\u0e33"), ("\u0ecd\u0eb2", "\u0eb3"))  # (NIKHAHIT + SARA AA, SARA AM): Thai, Lao
+
+
+def normal_form(text: str) -> str:
+    """``text`` as matching and word counts see it (a copy: the document keeps its text): in NFC, and with Thai's
+    and Lao's SARA AM as one code point.
+
+    The same word reaches the stages in several encodings: decomposed accents (NFD, from macOS and some CMSs)
+    where the list writes é as one code point, Korean as conjoining jamo (two or three letters a syllable), Hindi
+    ड़ as U+095C (which NFC writes U+0921 U+093C). Thai SARA AM (ำ, U+0E33) has only a compatibility decomposition
+    (NIKHAHIT U+0E4D + SARA AA U+0E32), so NFC keeps both spellings apart; text writes U+0E33, and two shipped
+    entries write the pair, so the pair is read as U+0E33 (the result stays in NFC: U+0E33 is a starter that
+    composes with nothing). Why NFC and not NFKC: see docs/filters.md, *Unicode normal form*. Most texts are
+    already in this form: ASCII always is, and ``unicodedata.is_normalized`` answers for the rest (a quick check
+    in C), so only the others are rewritten.
+    """
+    if text.isascii():
+        return text
+    if not unicodedata.is_normalized(NORMAL_FORM, text):
+        text = unicodedata.normalize(NORMAL_FORM, text)
+    for pair, composed in SARA_AM:
+        if pair in text:
+            text = text.replace(pair, composed)
+    return text
+
+
+@cache
+def unstable_class() -> str:
+    """An RE2 class of the code points without which a text is its own :func:`normal_form`.
+
+    By UAX #15's quick check (section 9), a text is in NFC when each of its code points has NFC_Quick_Check =
+    Yes and the nonzero combining classes never decrease; both hold when it has no code point of this class,
+    which holds every code point that
+
+    * has a nonzero canonical combining class (so the order check has nothing to check),
+    * is not in NFC alone (NFC_Quick_Check = No: singletons, composition exclusions, ...), or
+    * may compose with the code point before it (NFC_Quick_Check = Maybe): the second code point of every
+      two-code-point canonical decomposition (excluded ones too: a superset is safe) and Hangul's medial vowel
+      and final consonant jamo, which compose by rule;
+
+    and NIKHAHIT (Thai U+0E4D, Lao U+0ECD), the first code point of the pair that :func:`normal_form` rewrites.
+    Built from Python's ``unicodedata``, the tables :func:`normal_form` normalises with.
+    """
+    unstable = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3)) | {0x0E4D, 0x0ECD}
+    for code in range(0x110000):
+        character = chr(code)
+        if unicodedata.combining(character) or unicodedata.normalize(NORMAL_FORM, character) != character:
+            unstable.add(code)
+        decomposition = unicodedata.decomposition(character).split()
+        if len(decomposition) == 2 and not decomposition[0].startswith("<"):
+            unstable.add(int(decomposition[1], 16))
+    ranges: list[list[int]] = []
+    for code in sorted(unstable):
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "[" + "".join(rf"\x{{{low:x}}}-\x{{{high:x}}}" for low, high in ranges) + "]"
+
+
+def normal_entry(word: str) -> str:
+    """A list entry (or an ``excluded_words`` word) as it is compared: stripped, lower-cased, in ``NORMAL_FORM``."""
+    return normal_form(word.strip().lower())
 
 
 @cache
@@ -67,7 +133,7 @@ def profanity_lists() -> dict[str, tuple[str, ...]]:
     lists: dict[str, set[str]] = {}
     for language, word in zip(table["lang"].to_pylist(), table["word"].to_pylist(), strict=True):
         if word and word.strip():
-            lists.setdefault(language, set()).add(word.strip().lower())
+            lists.setdefault(language, set()).add(normal_entry(word))
     return {language: tuple(sorted(words)) for language, words in lists.items()}
 
 
@@ -80,7 +146,7 @@ def adult_word_list() -> tuple[str, ...]:
     for name in ("banned_words.txt", "soft_banned_words.txt"):
         for line in (datatrove_assets() / name).read_text().splitlines():
             if line.strip() and not line.startswith("#"):
-                words.add(line.strip().lower())
+                words.add(normal_entry(line))
     return tuple(sorted(words))
 
 
@@ -120,12 +186,14 @@ def consume_count(regexp: Any, text: str, limit: int) -> int:
 
 @cache
 def counted_entries(words: tuple[str, ...], spaced: bool) -> tuple[str, ...]:
-    """The entries a list counts: all of them, or in scripts without spaces those of more than one character.
+    """The entries a list counts, in normal form (:func:`normal_entry`; a list of a stage of its own may come in
+    another): all of them, or in scripts without spaces those of more than one character.
 
     A single character of a script without spaces is usually an ordinary word part (性 in 性能), and a
     character is a letter with the marks written on it: Thai ขี้ or กู (a consonant with a vowel sign and a tone
     mark) is one character too, and part of everyday words (ขี้เกียจ, "lazy"; ตระกูล, "family").
     """
+    words = tuple(dict.fromkeys(normal_entry(word) for word in words))  # as texts are matched: in normal form
     if spaced:
         return words
     marks = compiled(r"\p{M}+")
@@ -216,8 +284,10 @@ class WordDensityFilter(LanguageAwareMapStage):
             words = counted_entries(self.words_for(language), spaced)
             if words:
                 compiled(alternation(words, spaced))
-                if presence_pattern(words, spaced) is not None:
-                    compiled(presence_pattern(words, spaced))
+                presence = presence_pattern(words, spaced)
+                if presence is not None:
+                    compiled(presence)
+                    compiled(rf"(?:{presence})|{unstable_class()}")
 
     def spaced(self, language: str) -> bool:
         """Whether the list's words must stand alone in documents of ``language``."""
@@ -231,13 +301,14 @@ class WordDensityFilter(LanguageAwareMapStage):
     def word_counts(self, texts: list[str], languages: np.ndarray) -> np.ndarray:
         """Words per document; in scripts without spaces, letters / 2 (about one word per two characters).
 
-        Arrow counts (one call per kind, for the few documents with a match): RE2's Python ``findall`` builds a
-        match object per word."""
+        Counted on each text's normal form (:func:`normal_form`: Korean in conjoining jamo would count two or three
+        letters a syllable). Arrow counts (one call per kind, for the few documents with a match): RE2's Python
+        ``findall`` builds a match object per word."""
         unspaced = np.isin(languages, list(UNSPACED_LANGUAGES))
         counts = np.zeros(len(texts), dtype=np.int64)
         for rows, pattern in ((np.flatnonzero(~unspaced), WORD), (np.flatnonzero(unspaced), LETTER)):
             if rows.size:
-                chosen = pa.array([texts[row] for row in rows.tolist()], pa.large_string())
+                chosen = pa.array([normal_form(texts[row]) for row in rows.tolist()], pa.large_string())
                 found = pc.count_substring_regex(chosen, pattern).to_numpy(zero_copy_only=False)
                 counts[rows] = found // 2 if pattern != WORD else found
         return np.maximum(counts, 1)
@@ -256,9 +327,16 @@ class WordDensityFilter(LanguageAwareMapStage):
         so they are doubled together, in one Arrow call per batch (Arrow compiles the pattern on every call, ~1 ms
         for the Unicode classes; RE2's own ``sub`` loops in Python). A decision needs no count beyond
         ``max_count + 1``.
+
+        Texts are matched in their normal form (:func:`normal_form`), as entries are stored (:func:`normal_entry`),
+        and the presence pattern's argument is made on that form. Normalising every text first would cost a pass
+        (and, where a text is not normalised, a rewrite) per document, so one RE2 pass over the plain text looks for
+        either a presence match or a code point of :func:`unstable_class`. Exact: a text with neither is its own
+        normal form (``unstable_class``'s docstring) with no presence match, so its count is 0; the texts found are
+        normalised and checked again with the presence pattern alone.
         """
         counts = np.zeros(len(texts), dtype=np.int64)
-        found: list[tuple[int, Any]] = []  # (row, its language's alternation) for every text that can match
+        found: list[tuple[int, Any, str]] = []  # (row, its alternation, its normal form) for every text that can match
         for language in sorted(set(languages.tolist())):
             spaced = self.spaced(language)
             words = counted_entries(self.words_for(language), spaced)
@@ -267,13 +345,20 @@ class WordDensityFilter(LanguageAwareMapStage):
             regexp = compiled(alternation(words, spaced))
             rows = np.flatnonzero(languages == language).tolist()
             presence = presence_pattern(words, spaced)
-            if presence is not None:
-                finder = compiled(presence)
-                rows = [row for row in rows if finder.search(texts[row]) is not None]
-            found.extend((row, regexp) for row in rows)
+            if presence is None:
+                found.extend((row, regexp, normal_form(texts[row])) for row in rows)
+                continue
+            # one pass over the plain text finds the texts with a listed word and those that may not be in normal
+            # form; a text found by neither is its own normal form and has no match (see normal_form)
+            finder, exact = compiled(rf"(?:{presence})|{unstable_class()}"), compiled(presence)
+            for row in rows:
+                if finder.search(texts[row]) is not None:
+                    text = normal_form(texts[row])
+                    if exact.search(text) is not None:
+                        found.append((row, regexp, text))
         if found:
-            doubled = pc.replace_substring_regex(pa.array([texts[row] for row, _ in found]), SEPARATORS, r"\1\1")
-            for (row, regexp), text in zip(found, doubled.to_pylist(), strict=True):
+            doubled = pc.replace_substring_regex(pa.array([text for _, _, text in found]), SEPARATORS, r"\1\1")
+            for (row, regexp, _), text in zip(found, doubled.to_pylist(), strict=True):
                 counts[row] = consume_count(regexp, text, limit)
         return counts
 
@@ -343,7 +428,7 @@ class DirtyWordsFilter(WordDensityFilter):
     )
 
     def words_for(self, language: str) -> tuple[str, ...]:
-        excluded = {word.lower() for word in self.excluded_words.get(language, ())}
+        excluded = {normal_entry(word) for word in self.excluded_words.get(language, ())}
         return tuple(word for word in profanity_lists().get(language, ()) if word not in excluded)
 
 
