@@ -82,38 +82,67 @@ def normal_form(text: str) -> str:
     return text
 
 
-@cache
-def unstable_class() -> str:
-    """An RE2 class of the code points without which a text is its own :func:`normal_form`.
-
-    By UAX #15's quick check (section 9), a text is in NFC when each of its code points has NFC_Quick_Check =
-    Yes and the nonzero combining classes never decrease; both hold when it has no code point of this class,
-    which holds every code point that
-
-    * has a nonzero canonical combining class (so the order check has nothing to check),
-    * is not in NFC alone (NFC_Quick_Check = No: singletons, composition exclusions, ...), or
-    * may compose with the code point before it (NFC_Quick_Check = Maybe): the second code point of every
-      two-code-point canonical decomposition (excluded ones too: a superset is safe) and Hangul's medial vowel
-      and final consonant jamo, which compose by rule;
-
-    and NIKHAHIT (Thai U+0E4D, Lao U+0ECD), the first code point of the pair that :func:`normal_form` rewrites.
-    Built from Python's ``unicodedata``, the tables :func:`normal_form` normalises with.
-    """
-    unstable = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3)) | {0x0E4D, 0x0ECD}
-    for code in range(0x110000):
-        character = chr(code)
-        if unicodedata.combining(character) or unicodedata.normalize(NORMAL_FORM, character) != character:
-            unstable.add(code)
-        decomposition = unicodedata.decomposition(character).split()
-        if len(decomposition) == 2 and not decomposition[0].startswith("<"):
-            unstable.add(int(decomposition[1], 16))
+def code_class(codes: set[int]) -> str:
+    """An RE2 class of the code points ``codes`` (as ranges)."""
     ranges: list[list[int]] = []
-    for code in sorted(unstable):
+    for code in sorted(codes):
         if ranges and code == ranges[-1][1] + 1:
             ranges[-1][1] = code
         else:
             ranges.append([code, code])
     return "[" + "".join(rf"\x{{{low:x}}}-\x{{{high:x}}}" for low, high in ranges) + "]"
+
+
+@cache
+def unstable_pattern() -> str:
+    """An RE2 pattern that finds every text that is not its own :func:`normal_form` (and few others).
+
+    UAX #15's quick check (section 9): a text is in NFC when every code point has NFC_Quick_Check = Yes and no
+    nonzero canonical combining class follows a greater one. NFC_Quick_Check is No for a code point that NFC never
+    leaves as it is, Maybe for one that may compose with a starter before it; a Maybe code point with no starter
+    it can compose with is as good as Yes. Call a code point *plain* when it has combining class 0, no
+    decomposition (it is its own NFD), is in NFC alone and composes with nothing before it. A plain code point is a
+    normalisation boundary: reordering never crosses it (class 0), and nothing after it can compose with a starter
+    before it. So a text is in NFC when each stretch from one plain code point to the next is, and such a stretch
+    ``x u1 ... uk`` is when no ``ui`` is No, no nonzero class follows a greater one, ``u2 ... uk`` are not Maybe
+    (each follows a code point that is not plain, through which a composition may reach a starter) and ``u1`` is
+    not Maybe or cannot compose with ``x`` (``x`` is then the only starter ``u1`` could reach, and stays as it is:
+    nothing after it composes backwards). The pattern finds a superset of the opposite of each condition:
+
+    * a code point that is not in NFC alone;
+    * two code points with nonzero combining classes in a row (a greater class before a smaller one among them);
+    * a code point that may compose with a starter before it (the second of the two-code-point canonical
+      decomposition of a code point that NFC keeps, and Hangul's medial vowels and final consonants, which compose
+      by rule) after one that is not plain or that some such code point composes with (composition exclusions
+      such as U+095C never form, so ड + nukta is not one);
+
+    and Thai or Lao NIKHAHIT followed by SARA AA, which :func:`normal_form` rewrites. Built from Python's
+    ``unicodedata``, the tables :func:`normal_form` normalises with. Most text has none of these, in any script:
+    a Bengali vowel sign AA (U+09BE) composes only after U+09C7, a Devanagari nukta only after न, र, ळ; a few
+    small classes keep RE2's DFA small, so the pattern rides along with the presence pattern's pass.
+    """
+    combining, not_nfc, decomposable = set(), set(), set()
+    firsts: dict[int, set[int]] = {code: set(range(0x1100, 0x1113)) for code in range(0x1161, 0x1176)}
+    firsts.update({code: set() for code in range(0x11A8, 0x11C3)})  # after an LV syllable, which is decomposable
+    for code in range(0x110000):
+        character = chr(code)
+        if unicodedata.combining(character):
+            combining.add(code)
+        if unicodedata.normalize(NORMAL_FORM, character) != character:
+            not_nfc.add(code)
+        if unicodedata.normalize("NFD", character) != character:
+            decomposable.add(code)
+    for code in range(0x110000):
+        decomposition = unicodedata.decomposition(chr(code)).split()
+        if len(decomposition) == 2 and not decomposition[0].startswith("<") and code not in not_nfc:
+            firsts.setdefault(int(decomposition[1], 16), set()).add(int(decomposition[0], 16))
+    maybe = set(firsts)
+    before_maybe = combining | not_nfc | decomposable | maybe | set().union(*firsts.values())
+    marks = code_class(combining)
+    return "|".join(
+        [code_class(not_nfc), code_class(before_maybe) + code_class(maybe), marks + marks]
+        + [re.escape(pair) for pair, _ in SARA_AM]
+    )
 
 
 def normal_entry(word: str) -> str:
@@ -287,7 +316,7 @@ class WordDensityFilter(LanguageAwareMapStage):
                 presence = presence_pattern(words, spaced)
                 if presence is not None:
                     compiled(presence)
-                    compiled(rf"(?:{presence})|{unstable_class()}")
+                    compiled(rf"(?:{presence})|({unstable_pattern()})")
 
     def spaced(self, language: str) -> bool:
         """Whether the list's words must stand alone in documents of ``language``."""
@@ -331,8 +360,8 @@ class WordDensityFilter(LanguageAwareMapStage):
         Texts are matched in their normal form (:func:`normal_form`), as entries are stored (:func:`normal_entry`),
         and the presence pattern's argument is made on that form. Normalising every text first would cost a pass
         (and, where a text is not normalised, a rewrite) per document, so one RE2 pass over the plain text looks for
-        either a presence match or a code point of :func:`unstable_class`. Exact: a text with neither is its own
-        normal form (``unstable_class``'s docstring) with no presence match, so its count is 0; the texts found are
+        either a presence match or a match of :func:`unstable_pattern`. Exact: a text with neither is its own
+        normal form (:func:`unstable_pattern`) with no presence match, so its count is 0; the texts found are
         normalised and checked again with the presence pattern alone.
         """
         counts = np.zeros(len(texts), dtype=np.int64)
@@ -349,13 +378,15 @@ class WordDensityFilter(LanguageAwareMapStage):
                 found.extend((row, regexp, normal_form(texts[row])) for row in rows)
                 continue
             # one pass over the plain text finds the texts with a listed word and those that may not be in normal
-            # form; a text found by neither is its own normal form and has no match (see normal_form)
-            finder, exact = compiled(rf"(?:{presence})|{unstable_class()}"), compiled(presence)
+            # form; a text found by neither is its own normal form and has no match (see unstable_pattern)
+            finder, exact = compiled(rf"(?:{presence})|({unstable_pattern()})"), compiled(presence)
             for row in rows:
-                if finder.search(texts[row]) is not None:
-                    text = normal_form(texts[row])
-                    if exact.search(text) is not None:
-                        found.append((row, regexp, text))
+                match = finder.search(texts[row])
+                if match is None:
+                    continue
+                text = normal_form(texts[row])
+                if (text is texts[row] and match.group(1) is None) or exact.search(text) is not None:
+                    found.append((row, regexp, text))
         if found:
             doubled = pc.replace_substring_regex(pa.array([text for _, _, text in found]), SEPARATORS, r"\1\1")
             for (row, regexp, _), text in zip(found, doubled.to_pylist(), strict=True):
