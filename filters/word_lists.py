@@ -68,14 +68,12 @@ def normal_form(text: str) -> str:
     ड़ as U+095C (which NFC writes U+0921 U+093C). Thai SARA AM (ำ, U+0E33) has only a compatibility decomposition
     (NIKHAHIT U+0E4D + SARA AA U+0E32), so NFC keeps both spellings apart; text writes U+0E33, and two shipped
     entries write the pair, so the pair is read as U+0E33 (the result stays in NFC: U+0E33 is a starter that
-    composes with nothing). Why NFC and not NFKC: see docs/filters.md, *Unicode normal form*. Most texts are
-    already in this form: ASCII always is, and ``unicodedata.is_normalized`` answers for the rest (a quick check
-    in C), so only the others are rewritten.
+    composes with nothing). Why NFC and not NFKC: see docs/filters.md, *Unicode normal form*. ASCII text is
+    always in NFC; the stages call this only on texts that :func:`unstable_pattern` finds.
     """
     if text.isascii():
         return text
-    if not unicodedata.is_normalized(NORMAL_FORM, text):
-        text = unicodedata.normalize(NORMAL_FORM, text)
+    text = unicodedata.normalize(NORMAL_FORM, text)  # the same object where the quick check says it is in NFC
     for pair, composed in SARA_AM:
         if pair in text:
             text = text.replace(pair, composed)
@@ -94,8 +92,9 @@ def code_class(codes: set[int]) -> str:
 
 
 @cache
-def unstable_pattern() -> str:
-    """An RE2 pattern that finds every text that is not its own :func:`normal_form` (and few others).
+def unstable_patterns() -> tuple[str, str]:
+    """An RE2 pattern that finds every text that is not its own :func:`normal_form` (and few others), and a class of
+    the code points that each of its matches holds.
 
     UAX #15's quick check (section 9): a text is in NFC when every code point has NFC_Quick_Check = Yes and no
     nonzero canonical combining class follows a greater one. NFC_Quick_Check is No for a code point that NFC never
@@ -119,7 +118,9 @@ def unstable_pattern() -> str:
     and Thai or Lao NIKHAHIT followed by SARA AA, which :func:`normal_form` rewrites. Built from Python's
     ``unicodedata``, the tables :func:`normal_form` normalises with. Most text has none of these, in any script:
     a Bengali vowel sign AA (U+09BE) composes only after U+09C7, a Devanagari nukta only after न, र, ळ; a few
-    small classes keep RE2's DFA small, so the pattern rides along with the presence pattern's pass.
+    few texts hold one. The class (code points not in NFC alone, that may compose, or have a nonzero combining
+    class, and NIKHAHIT) is one state for RE2's DFA beside a presence pattern, where the pattern's two-code-point
+    alternatives multiply the DFA's states past its memory (RE2 then falls back to a slower engine).
     """
     combining, not_nfc, decomposable = set(), set(), set()
     firsts: dict[int, set[int]] = {code: set(range(0x1100, 0x1113)) for code in range(0x1161, 0x1176)}
@@ -139,10 +140,25 @@ def unstable_pattern() -> str:
     maybe = set(firsts)
     before_maybe = combining | not_nfc | decomposable | maybe | set().union(*firsts.values())
     marks = code_class(combining)
-    return "|".join(
+    pattern = "|".join(
         [code_class(not_nfc), code_class(before_maybe) + code_class(maybe), marks + marks]
         + [re.escape(pair) for pair, _ in SARA_AM]
     )
+    # every match holds one of these: found alongside the presence pattern in one pass
+    characters = code_class(not_nfc | maybe | combining | {ord(pair[0]) for pair, _ in SARA_AM})
+    return pattern, characters
+
+
+def unstable_pattern() -> str:
+    """An RE2 pattern that finds every text that :func:`normal_form` changes (and few others): see
+    :func:`unstable_patterns`."""
+    return unstable_patterns()[0]
+
+
+def unstable_characters() -> str:
+    """An RE2 class of the code points that every match of :func:`unstable_pattern` holds: one of them in a text is
+    a reason to look further, none means the text is its own normal form."""
+    return unstable_patterns()[1]
 
 
 def normal_entry(word: str) -> str:
@@ -316,7 +332,8 @@ class WordDensityFilter(LanguageAwareMapStage):
                 presence = presence_pattern(words, spaced)
                 if presence is not None:
                     compiled(presence)
-                    compiled(rf"(?:{presence})|({unstable_pattern()})")
+                    compiled(rf"(?:{presence})|({unstable_characters()})")
+                    compiled(unstable_pattern())
 
     def spaced(self, language: str) -> bool:
         """Whether the list's words must stand alone in documents of ``language``."""
@@ -331,13 +348,17 @@ class WordDensityFilter(LanguageAwareMapStage):
         """Words per document; in scripts without spaces, letters / 2 (about one word per two characters).
 
         Counted on each text's normal form (:func:`normal_form`: Korean in conjoining jamo would count two or three
-        letters a syllable). Arrow counts (one call per kind, for the few documents with a match): RE2's Python
-        ``findall`` builds a match object per word."""
+        letters a syllable)."""
+        return self.normal_word_counts([normal_form(text) for text in texts], languages)
+
+    def normal_word_counts(self, texts: list[str], languages: np.ndarray) -> np.ndarray:
+        """:meth:`word_counts` of texts already in normal form. Arrow counts (one call per kind, for the few
+        documents with a match): RE2's Python ``findall`` builds a match object per word."""
         unspaced = np.isin(languages, list(UNSPACED_LANGUAGES))
         counts = np.zeros(len(texts), dtype=np.int64)
         for rows, pattern in ((np.flatnonzero(~unspaced), WORD), (np.flatnonzero(unspaced), LETTER)):
             if rows.size:
-                chosen = pa.array([normal_form(texts[row]) for row in rows.tolist()], pa.large_string())
+                chosen = pa.array([texts[row] for row in rows.tolist()], pa.large_string())
                 found = pc.count_substring_regex(chosen, pattern).to_numpy(zero_copy_only=False)
                 counts[rows] = found // 2 if pattern != WORD else found
         return np.maximum(counts, 1)
@@ -348,7 +369,12 @@ class WordDensityFilter(LanguageAwareMapStage):
         return self.text_counts(texts, self.languages(batch), limit=max(len(t) for t in texts) + 1 if texts else 1)
 
     def text_counts(self, texts: list[str], languages: np.ndarray, limit: int) -> np.ndarray:
-        """Listed-word matches per text, each text in its language, counted up to ``limit``.
+        """Listed-word matches per text, each text in its language, counted up to ``limit`` (:meth:`matches`)."""
+        return self.matches(texts, languages, limit)[0]
+
+    def matches(self, texts: list[str], languages: np.ndarray, limit: int) -> tuple[np.ndarray, dict[int, str]]:
+        """Listed-word matches per text, each text in its language, counted up to ``limit``, and the normal form of
+        every text that can have one (by row; the word counts of a density need it).
 
         Matches must not share a boundary character, so they are counted on the text with every run of word
         breaks doubled. Only the documents that :func:`presence_pattern` finds in the plain text (few) can have
@@ -360,9 +386,9 @@ class WordDensityFilter(LanguageAwareMapStage):
         Texts are matched in their normal form (:func:`normal_form`), as entries are stored (:func:`normal_entry`),
         and the presence pattern's argument is made on that form. Normalising every text first would cost a pass
         (and, where a text is not normalised, a rewrite) per document, so one RE2 pass over the plain text looks for
-        either a presence match or a match of :func:`unstable_pattern`. Exact: a text with neither is its own
-        normal form (:func:`unstable_pattern`) with no presence match, so its count is 0; the texts found are
-        normalised and checked again with the presence pattern alone.
+        either a presence match or a code point of :func:`unstable_characters`. Exact: a text with neither is its
+        own normal form (:func:`unstable_patterns`) with no presence match, so its count is 0. Of the texts found,
+        those that :func:`unstable_pattern` finds are normalised and checked again with the presence pattern alone.
         """
         counts = np.zeros(len(texts), dtype=np.int64)
         found: list[tuple[int, Any, str]] = []  # (row, its alternation, its normal form) for every text that can match
@@ -377,31 +403,34 @@ class WordDensityFilter(LanguageAwareMapStage):
             if presence is None:
                 found.extend((row, regexp, normal_form(texts[row])) for row in rows)
                 continue
-            # one pass over the plain text finds the texts with a listed word and those that may not be in normal
-            # form; a text found by neither is its own normal form and has no match (see unstable_pattern)
-            finder, exact = compiled(rf"(?:{presence})|({unstable_pattern()})"), compiled(presence)
+            # one pass over the plain text finds the texts with a listed word and those with a code point that may
+            # take them out of normal form; a text found by neither is its own normal form with no match (see
+            # unstable_patterns); of those found, the few that unstable_pattern finds are normalised
+            finder = compiled(rf"(?:{presence})|({unstable_characters()})")
+            exact, unstable = compiled(presence), compiled(unstable_pattern())
             for row in rows:
                 match = finder.search(texts[row])
                 if match is None:
                     continue
-                text = normal_form(texts[row])
+                text = normal_form(texts[row]) if unstable.search(texts[row]) is not None else texts[row]
                 if (text is texts[row] and match.group(1) is None) or exact.search(text) is not None:
                     found.append((row, regexp, text))
         if found:
             doubled = pc.replace_substring_regex(pa.array([text for _, _, text in found]), SEPARATORS, r"\1\1")
             for (row, regexp, _), text in zip(found, doubled.to_pylist(), strict=True):
                 counts[row] = consume_count(regexp, text, limit)
-        return counts
+        return counts, {row: text for row, _, text in found}
 
     def process_batch(self, batch: pa.Table) -> StageResult:
         texts = pc.fill_null(batch.column(TEXT), "").to_pylist()
         languages = self.languages(batch)
-        counts = self.text_counts(texts, languages, limit=self.max_count + 1)
+        counts, normal = self.matches(texts, languages, limit=self.max_count + 1)
         density = np.zeros(batch.num_rows, dtype=np.float64)
         # no match, no density: words are counted only where a listed word was found and the count is in range
         dense_candidates = np.flatnonzero((counts > 0) & (counts <= self.max_count))
         if dense_candidates.size:
-            words = self.word_counts([texts[i] for i in dense_candidates.tolist()], languages[dense_candidates])
+            chosen = [normal[i] for i in dense_candidates.tolist()]  # a text with a match was found, so it is there
+            words = self.normal_word_counts(chosen, languages[dense_candidates])
             density[dense_candidates] = counts[dense_candidates] / words
         reasons = np.where(
             counts > self.max_count,
