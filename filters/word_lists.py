@@ -92,9 +92,8 @@ def code_class(codes: set[int]) -> str:
 
 
 @cache
-def unstable_patterns() -> tuple[str, str]:
-    """An RE2 pattern that finds every text that is not its own :func:`normal_form` (and few others), and a class of
-    the code points that each of its matches holds.
+def unstable_pattern() -> str:
+    """An RE2 pattern that finds every text that is not its own :func:`normal_form` (and few others).
 
     UAX #15's quick check (section 9): a text is in NFC when every code point has NFC_Quick_Check = Yes and no
     nonzero canonical combining class follows a greater one. NFC_Quick_Check is No for a code point that NFC never
@@ -109,7 +108,7 @@ def unstable_patterns() -> tuple[str, str]:
     nothing after it composes backwards). The pattern finds a superset of the opposite of each condition:
 
     * a code point that is not in NFC alone;
-    * two code points with nonzero combining classes in a row (a greater class before a smaller one among them);
+    * a nonzero combining class after a greater one;
     * a code point that may compose with a starter before it (the second of the two-code-point canonical
       decomposition of a code point that NFC keeps, and Hangul's medial vowels and final consonants, which compose
       by rule) after one that is not plain or that some such code point composes with (composition exclusions
@@ -117,18 +116,16 @@ def unstable_patterns() -> tuple[str, str]:
 
     and Thai or Lao NIKHAHIT followed by SARA AA, which :func:`normal_form` rewrites. Built from Python's
     ``unicodedata``, the tables :func:`normal_form` normalises with. Most text has none of these, in any script:
-    a Bengali vowel sign AA (U+09BE) composes only after U+09C7, a Devanagari nukta only after न, र, ळ; a few
-    few texts hold one. The class (code points not in NFC alone, that may compose, or have a nonzero combining
-    class, and NIKHAHIT) is one state for RE2's DFA beside a presence pattern, where the pattern's two-code-point
-    alternatives multiply the DFA's states past its memory (RE2 then falls back to a slower engine).
+    a Bengali vowel sign AA (U+09BE) composes only after U+09C7, a Devanagari nukta only after न, र, ळ.
     """
-    combining, not_nfc, decomposable = set(), set(), set()
+    combining: dict[int, int] = {}
+    not_nfc, decomposable = set(), set()
     firsts: dict[int, set[int]] = {code: set(range(0x1100, 0x1113)) for code in range(0x1161, 0x1176)}
     firsts.update({code: set() for code in range(0x11A8, 0x11C3)})  # after an LV syllable, which is decomposable
     for code in range(0x110000):
         character = chr(code)
         if unicodedata.combining(character):
-            combining.add(code)
+            combining[code] = unicodedata.combining(character)
         if unicodedata.normalize(NORMAL_FORM, character) != character:
             not_nfc.add(code)
         if unicodedata.normalize("NFD", character) != character:
@@ -138,27 +135,33 @@ def unstable_patterns() -> tuple[str, str]:
         if len(decomposition) == 2 and not decomposition[0].startswith("<") and code not in not_nfc:
             firsts.setdefault(int(decomposition[1], 16), set()).add(int(decomposition[0], 16))
     maybe = set(firsts)
-    before_maybe = combining | not_nfc | decomposable | maybe | set().union(*firsts.values())
-    marks = code_class(combining)
-    pattern = "|".join(
-        [code_class(not_nfc), code_class(before_maybe) + code_class(maybe), marks + marks]
+    before_maybe = set(combining) | not_nfc | decomposable | maybe | set().union(*firsts.values())
+    misordered = [
+        code_class({code for code, other in combining.items() if other > value})
+        + code_class({code for code, other in combining.items() if other == value})
+        for value in sorted(set(combining.values()))
+        if any(other > value for other in combining.values())
+    ]
+    return "|".join(
+        [code_class(not_nfc), code_class(before_maybe) + code_class(maybe), *misordered]
         + [re.escape(pair) for pair, _ in SARA_AM]
     )
-    # every match holds one of these: found alongside the presence pattern in one pass
-    characters = code_class(not_nfc | maybe | combining | {ord(pair[0]) for pair, _ in SARA_AM})
-    return pattern, characters
 
 
-def unstable_pattern() -> str:
-    """An RE2 pattern that finds every text that :func:`normal_form` changes (and few others): see
-    :func:`unstable_patterns`."""
-    return unstable_patterns()[0]
+@cache
+def presence_and_unstable(presence: str) -> Any:
+    """An RE2 set of ``presence`` and :func:`unstable_pattern`: one pass over a text says which of the two it holds.
 
+    One alternation of the two ran RE2's DFA out of memory beside a large presence pattern (the pattern's
+    two-code-point alternatives multiply its states; RE2 then falls back to an engine 20x slower); a set's DFA
+    stays small, and costs about one presence search."""
+    import re2
 
-def unstable_characters() -> str:
-    """An RE2 class of the code points that every match of :func:`unstable_pattern` holds: one of them in a text is
-    a reason to look further, none means the text is its own normal form."""
-    return unstable_patterns()[1]
+    both = re2.Set.SearchSet()
+    both.Add(presence)
+    both.Add(unstable_pattern())
+    both.Compile()
+    return both
 
 
 def normal_entry(word: str) -> str:
@@ -332,8 +335,7 @@ class WordDensityFilter(LanguageAwareMapStage):
                 presence = presence_pattern(words, spaced)
                 if presence is not None:
                     compiled(presence)
-                    compiled(rf"(?:{presence})|({unstable_characters()})")
-                    compiled(unstable_pattern())
+                    presence_and_unstable(presence)
 
     def spaced(self, language: str) -> bool:
         """Whether the list's words must stand alone in documents of ``language``."""
@@ -385,10 +387,10 @@ class WordDensityFilter(LanguageAwareMapStage):
 
         Texts are matched in their normal form (:func:`normal_form`), as entries are stored (:func:`normal_entry`),
         and the presence pattern's argument is made on that form. Normalising every text first would cost a pass
-        (and, where a text is not normalised, a rewrite) per document, so one RE2 pass over the plain text looks for
-        either a presence match or a code point of :func:`unstable_characters`. Exact: a text with neither is its
-        own normal form (:func:`unstable_patterns`) with no presence match, so its count is 0. Of the texts found,
-        those that :func:`unstable_pattern` finds are normalised and checked again with the presence pattern alone.
+        (and, where a text is not normalised, a rewrite) per document, so one RE2 pass over the plain text
+        (:func:`presence_and_unstable`) says whether it holds a presence match and whether :func:`unstable_pattern`
+        finds it. Exact: a text that pattern does not find is its own normal form, so the presence pattern decides
+        on it as it is; the texts it finds (few) are normalised, then searched with the presence pattern.
         """
         counts = np.zeros(len(texts), dtype=np.int64)
         found: list[tuple[int, Any, str]] = []  # (row, its alternation, its normal form) for every text that can match
@@ -403,17 +405,18 @@ class WordDensityFilter(LanguageAwareMapStage):
             if presence is None:
                 found.extend((row, regexp, normal_form(texts[row])) for row in rows)
                 continue
-            # one pass over the plain text finds the texts with a listed word and those with a code point that may
-            # take them out of normal form; a text found by neither is its own normal form with no match (see
-            # unstable_patterns); of those found, the few that unstable_pattern finds are normalised
-            finder = compiled(rf"(?:{presence})|({unstable_characters()})")
-            exact, unstable = compiled(presence), compiled(unstable_pattern())
+            # one pass over the plain text says whether it holds a listed word and whether it may not be in normal
+            # form; a text with neither is its own normal form with no match (see unstable_pattern)
+            both, exact = presence_and_unstable(presence), compiled(presence)
             for row in rows:
-                match = finder.search(texts[row])
-                if match is None:
+                hits = both.Match(texts[row])
+                if hits is None:
                     continue
-                text = normal_form(texts[row]) if unstable.search(texts[row]) is not None else texts[row]
-                if (text is texts[row] and match.group(1) is None) or exact.search(text) is not None:
+                if 1 not in hits:
+                    found.append((row, regexp, texts[row]))
+                    continue
+                text = normal_form(texts[row])
+                if exact.search(text) is not None:
                     found.append((row, regexp, text))
         if found:
             doubled = pc.replace_substring_regex(pa.array([text for _, _, text in found]), SEPARATORS, r"\1\1")
