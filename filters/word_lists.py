@@ -10,7 +10,8 @@ combining marks, numbers and ``_``: the vowel signs and viramas of Devanagari or
 marks and the accents of decomposed (NFD) text belong to the word they are written in. An entry of several words
 ("hijo de puta", Japanese "a・b") counts where the text holds its words with the same breaks between them, as
 written in the entry (:func:`entry_pattern`): one space matches one space, not two spaces or a line break, as in
-C4's and datatrove's literal matching. A document is rejected with
+C4's and datatrove's literal matching. Texts and entries are compared in NFC, with Thai SARA AM as one code point
+(:func:`normal_form`; counted on a copy, the document keeps its text). A document is rejected with
 ``STAGE:too_many`` when it has more than ``max_count`` matches, or ``STAGE:too_dense`` when matches per word exceed
 ``max_density``.
 
@@ -69,7 +70,7 @@ def normal_form(text: str) -> str:
     (NIKHAHIT U+0E4D + SARA AA U+0E32), so NFC keeps both spellings apart; text writes U+0E33, and two shipped
     entries write the pair, so the pair is read as U+0E33 (the result stays in NFC: U+0E33 is a starter that
     composes with nothing). Why NFC and not NFKC: see docs/filters.md, *Unicode normal form*. ASCII text is
-    always in NFC; the stages call this only on texts that :func:`unstable_pattern` finds.
+    always in NFC; on the presence path the stages call this only on texts that :func:`unstable_pattern` finds.
     """
     if text.isascii():
         return text
