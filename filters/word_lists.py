@@ -10,7 +10,8 @@ combining marks, numbers and ``_``: the vowel signs and viramas of Devanagari or
 marks and the accents of decomposed (NFD) text belong to the word they are written in. An entry of several words
 ("hijo de puta", Japanese "a・b") counts where the text holds its words with the same breaks between them, as
 written in the entry (:func:`entry_pattern`): one space matches one space, not two spaces or a line break, as in
-C4's and datatrove's literal matching. A document is rejected with
+C4's and datatrove's literal matching. Texts and entries are compared in NFC, with Thai SARA AM as one code point
+(:func:`normal_form`; counted on a copy, the document keeps its text). A document is rejected with
 ``STAGE:too_many`` when it has more than ``max_count`` matches, or ``STAGE:too_dense`` when matches per word exceed
 ``max_density``.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import unicodedata
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,119 @@ FIRST_WORD = rf"^(?P<word>{WORD})"
 SEPARATORS = rf"({BOUNDARY}+)"
 # scripts without spaces: about one word per two characters, a character being a letter with the marks on it
 LETTER = r"\p{L}"
+# Texts and entries are compared in NFC (see normal_form), with Thai and Lao SARA AM written as one code point.
+NORMAL_FORM = "NFC"
+SARA_AM = (("\u0e4d\u0e32", "\u0e33"), ("\u0ecd\u0eb2", "\u0eb3"))  # (NIKHAHIT + SARA AA, SARA AM): Thai, Lao
+
+
+def normal_form(text: str) -> str:
+    """``text`` as matching and word counts see it (a copy: the document keeps its text): in NFC, and with Thai's
+    and Lao's SARA AM as one code point.
+
+    The same word reaches the stages in several encodings: decomposed accents (NFD, from macOS and some CMSs)
+    where the list writes é as one code point, Korean as conjoining jamo (two or three letters a syllable), Hindi
+    ड़ as U+095C (which NFC writes U+0921 U+093C). Thai SARA AM (ำ, U+0E33) has only a compatibility decomposition
+    (NIKHAHIT U+0E4D + SARA AA U+0E32), so NFC keeps both spellings apart; text writes U+0E33, and two shipped
+    entries write the pair, so the pair is read as U+0E33 (the result stays in NFC: U+0E33 is a starter that
+    composes with nothing). Why NFC and not NFKC: see docs/filters.md, *Unicode normal form*. ASCII text is
+    always in NFC; on the presence path the stages call this only on texts that :func:`unstable_pattern` finds.
+    """
+    if text.isascii():
+        return text
+    text = unicodedata.normalize(NORMAL_FORM, text)  # the same object where the quick check says it is in NFC
+    for pair, composed in SARA_AM:
+        if pair in text:
+            text = text.replace(pair, composed)
+    return text
+
+
+def code_class(codes: set[int]) -> str:
+    """An RE2 class of the code points ``codes`` (as ranges)."""
+    ranges: list[list[int]] = []
+    for code in sorted(codes):
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "[" + "".join(rf"\x{{{low:x}}}-\x{{{high:x}}}" for low, high in ranges) + "]"
+
+
+@cache
+def unstable_pattern() -> str:
+    """An RE2 pattern that finds every text that is not its own :func:`normal_form` (and few others).
+
+    UAX #15's quick check (section 9): a text is in NFC when every code point has NFC_Quick_Check = Yes and no
+    nonzero canonical combining class follows a greater one. NFC_Quick_Check is No for a code point that NFC never
+    leaves as it is, Maybe for one that may compose with a starter before it; a Maybe code point with no starter
+    it can compose with is as good as Yes. Call a code point *plain* when it has combining class 0, no
+    decomposition (it is its own NFD), is in NFC alone and composes with nothing before it. A plain code point is a
+    normalisation boundary: reordering never crosses it (class 0), and nothing after it can compose with a starter
+    before it. So a text is in NFC when each stretch from one plain code point to the next is, and such a stretch
+    ``x u1 ... uk`` is when no ``ui`` is No, no nonzero class follows a greater one, ``u2 ... uk`` are not Maybe
+    (each follows a code point that is not plain, through which a composition may reach a starter) and ``u1`` is
+    not Maybe or cannot compose with ``x`` (``x`` is then the only starter ``u1`` could reach, and stays as it is:
+    nothing after it composes backwards). The pattern finds a superset of the opposite of each condition:
+
+    * a code point that is not in NFC alone;
+    * a nonzero combining class after a greater one;
+    * a code point that may compose with a starter before it (the second of the two-code-point canonical
+      decomposition of a code point that NFC keeps, and Hangul's medial vowels and final consonants, which compose
+      by rule) after one that is not plain or that some such code point composes with (composition exclusions
+      such as U+095C never form, so ड + nukta is not one);
+
+    and Thai or Lao NIKHAHIT followed by SARA AA, which :func:`normal_form` rewrites. Built from Python's
+    ``unicodedata``, the tables :func:`normal_form` normalises with. Most text has none of these, in any script:
+    a Bengali vowel sign AA (U+09BE) composes only after U+09C7, a Devanagari nukta only after न, र, ळ.
+    """
+    combining: dict[int, int] = {}
+    not_nfc, decomposable = set(), set()
+    firsts: dict[int, set[int]] = {code: set(range(0x1100, 0x1113)) for code in range(0x1161, 0x1176)}
+    firsts.update({code: set() for code in range(0x11A8, 0x11C3)})  # after an LV syllable, which is decomposable
+    for code in range(0x110000):
+        character = chr(code)
+        if unicodedata.combining(character):
+            combining[code] = unicodedata.combining(character)
+        if unicodedata.normalize(NORMAL_FORM, character) != character:
+            not_nfc.add(code)
+        if unicodedata.normalize("NFD", character) != character:
+            decomposable.add(code)
+    for code in range(0x110000):
+        decomposition = unicodedata.decomposition(chr(code)).split()
+        if len(decomposition) == 2 and not decomposition[0].startswith("<") and code not in not_nfc:
+            firsts.setdefault(int(decomposition[1], 16), set()).add(int(decomposition[0], 16))
+    maybe = set(firsts)
+    before_maybe = set(combining) | not_nfc | decomposable | maybe | set().union(*firsts.values())
+    misordered = [
+        code_class({code for code, other in combining.items() if other > value})
+        + code_class({code for code, other in combining.items() if other == value})
+        for value in sorted(set(combining.values()))
+        if any(other > value for other in combining.values())
+    ]
+    return "|".join(
+        [code_class(not_nfc), code_class(before_maybe) + code_class(maybe), *misordered]
+        + [re.escape(pair) for pair, _ in SARA_AM]
+    )
+
+
+@cache
+def presence_and_unstable(presence: str) -> Any:
+    """An RE2 set of ``presence`` and :func:`unstable_pattern`: one pass over a text says which of the two it holds.
+
+    One alternation of the two ran RE2's DFA out of memory beside a large presence pattern (the pattern's
+    two-code-point alternatives multiply its states; RE2 then falls back to an engine 20x slower); a set's DFA
+    stays small, and costs about one presence search."""
+    import re2
+
+    both = re2.Set.SearchSet()
+    both.Add(presence)
+    both.Add(unstable_pattern())
+    both.Compile()
+    return both
+
+
+def normal_entry(word: str) -> str:
+    """A list entry (or an ``excluded_words`` word) as it is compared: stripped, lower-cased, in ``NORMAL_FORM``."""
+    return normal_form(word.strip().lower())
 
 
 @cache
@@ -67,7 +182,7 @@ def profanity_lists() -> dict[str, tuple[str, ...]]:
     lists: dict[str, set[str]] = {}
     for language, word in zip(table["lang"].to_pylist(), table["word"].to_pylist(), strict=True):
         if word and word.strip():
-            lists.setdefault(language, set()).add(word.strip().lower())
+            lists.setdefault(language, set()).add(normal_entry(word))
     return {language: tuple(sorted(words)) for language, words in lists.items()}
 
 
@@ -80,7 +195,7 @@ def adult_word_list() -> tuple[str, ...]:
     for name in ("banned_words.txt", "soft_banned_words.txt"):
         for line in (datatrove_assets() / name).read_text().splitlines():
             if line.strip() and not line.startswith("#"):
-                words.add(line.strip().lower())
+                words.add(normal_entry(line))
     return tuple(sorted(words))
 
 
@@ -120,12 +235,14 @@ def consume_count(regexp: Any, text: str, limit: int) -> int:
 
 @cache
 def counted_entries(words: tuple[str, ...], spaced: bool) -> tuple[str, ...]:
-    """The entries a list counts: all of them, or in scripts without spaces those of more than one character.
+    """The entries a list counts, in normal form (:func:`normal_entry`; a list of a stage of its own may come in
+    another): all of them, or in scripts without spaces those of more than one character.
 
     A single character of a script without spaces is usually an ordinary word part (性 in 性能), and a
     character is a letter with the marks written on it: Thai ขี้ or กู (a consonant with a vowel sign and a tone
     mark) is one character too, and part of everyday words (ขี้เกียจ, "lazy"; ตระกูล, "family").
     """
+    words = tuple(dict.fromkeys(normal_entry(word) for word in words))  # as texts are matched: in normal form
     if spaced:
         return words
     marks = compiled(r"\p{M}+")
@@ -216,8 +333,10 @@ class WordDensityFilter(LanguageAwareMapStage):
             words = counted_entries(self.words_for(language), spaced)
             if words:
                 compiled(alternation(words, spaced))
-                if presence_pattern(words, spaced) is not None:
-                    compiled(presence_pattern(words, spaced))
+                presence = presence_pattern(words, spaced)
+                if presence is not None:
+                    compiled(presence)
+                    presence_and_unstable(presence)
 
     def spaced(self, language: str) -> bool:
         """Whether the list's words must stand alone in documents of ``language``."""
@@ -231,8 +350,13 @@ class WordDensityFilter(LanguageAwareMapStage):
     def word_counts(self, texts: list[str], languages: np.ndarray) -> np.ndarray:
         """Words per document; in scripts without spaces, letters / 2 (about one word per two characters).
 
-        Arrow counts (one call per kind, for the few documents with a match): RE2's Python ``findall`` builds a
-        match object per word."""
+        Counted on each text's normal form (:func:`normal_form`: Korean in conjoining jamo would count two or three
+        letters a syllable)."""
+        return self.normal_word_counts([normal_form(text) for text in texts], languages)
+
+    def normal_word_counts(self, texts: list[str], languages: np.ndarray) -> np.ndarray:
+        """:meth:`word_counts` of texts already in normal form. Arrow counts (one call per kind, for the few
+        documents with a match): RE2's Python ``findall`` builds a match object per word."""
         unspaced = np.isin(languages, list(UNSPACED_LANGUAGES))
         counts = np.zeros(len(texts), dtype=np.int64)
         for rows, pattern in ((np.flatnonzero(~unspaced), WORD), (np.flatnonzero(unspaced), LETTER)):
@@ -248,7 +372,12 @@ class WordDensityFilter(LanguageAwareMapStage):
         return self.text_counts(texts, self.languages(batch), limit=max(len(t) for t in texts) + 1 if texts else 1)
 
     def text_counts(self, texts: list[str], languages: np.ndarray, limit: int) -> np.ndarray:
-        """Listed-word matches per text, each text in its language, counted up to ``limit``.
+        """Listed-word matches per text, each text in its language, counted up to ``limit`` (:meth:`matches`)."""
+        return self.matches(texts, languages, limit)[0]
+
+    def matches(self, texts: list[str], languages: np.ndarray, limit: int) -> tuple[np.ndarray, dict[int, str]]:
+        """Listed-word matches per text, each text in its language, counted up to ``limit``, and the normal form of
+        every text that can have one (by row; the word counts of a density need it).
 
         Matches must not share a boundary character, so they are counted on the text with every run of word
         breaks doubled. Only the documents that :func:`presence_pattern` finds in the plain text (few) can have
@@ -256,9 +385,16 @@ class WordDensityFilter(LanguageAwareMapStage):
         so they are doubled together, in one Arrow call per batch (Arrow compiles the pattern on every call, ~1 ms
         for the Unicode classes; RE2's own ``sub`` loops in Python). A decision needs no count beyond
         ``max_count + 1``.
+
+        Texts are matched in their normal form (:func:`normal_form`), as entries are stored (:func:`normal_entry`),
+        and the presence pattern's argument is made on that form. Normalising every text first would cost a pass
+        (and, where a text is not normalised, a rewrite) per document, so one RE2 pass over the plain text
+        (:func:`presence_and_unstable`) says whether it holds a presence match and whether :func:`unstable_pattern`
+        finds it. Exact: a text that pattern does not find is its own normal form, so the presence pattern decides
+        on it as it is; the texts it finds (few) are normalised, then searched with the presence pattern.
         """
         counts = np.zeros(len(texts), dtype=np.int64)
-        found: list[tuple[int, Any]] = []  # (row, its language's alternation) for every text that can match
+        found: list[tuple[int, Any, str]] = []  # (row, its alternation, its normal form) for every text that can match
         for language in sorted(set(languages.tolist())):
             spaced = self.spaced(language)
             words = counted_entries(self.words_for(language), spaced)
@@ -267,25 +403,38 @@ class WordDensityFilter(LanguageAwareMapStage):
             regexp = compiled(alternation(words, spaced))
             rows = np.flatnonzero(languages == language).tolist()
             presence = presence_pattern(words, spaced)
-            if presence is not None:
-                finder = compiled(presence)
-                rows = [row for row in rows if finder.search(texts[row]) is not None]
-            found.extend((row, regexp) for row in rows)
+            if presence is None:
+                found.extend((row, regexp, normal_form(texts[row])) for row in rows)
+                continue
+            # one pass over the plain text says whether it holds a listed word and whether it may not be in normal
+            # form; a text with neither is its own normal form with no match (see unstable_pattern)
+            both, exact = presence_and_unstable(presence), compiled(presence)
+            for row in rows:
+                hits = both.Match(texts[row])
+                if hits is None:
+                    continue
+                if 1 not in hits:
+                    found.append((row, regexp, texts[row]))
+                    continue
+                text = normal_form(texts[row])
+                if exact.search(text) is not None:
+                    found.append((row, regexp, text))
         if found:
-            doubled = pc.replace_substring_regex(pa.array([texts[row] for row, _ in found]), SEPARATORS, r"\1\1")
-            for (row, regexp), text in zip(found, doubled.to_pylist(), strict=True):
+            doubled = pc.replace_substring_regex(pa.array([text for _, _, text in found]), SEPARATORS, r"\1\1")
+            for (row, regexp, _), text in zip(found, doubled.to_pylist(), strict=True):
                 counts[row] = consume_count(regexp, text, limit)
-        return counts
+        return counts, {row: text for row, _, text in found}
 
     def process_batch(self, batch: pa.Table) -> StageResult:
         texts = pc.fill_null(batch.column(TEXT), "").to_pylist()
         languages = self.languages(batch)
-        counts = self.text_counts(texts, languages, limit=self.max_count + 1)
+        counts, normal = self.matches(texts, languages, limit=self.max_count + 1)
         density = np.zeros(batch.num_rows, dtype=np.float64)
         # no match, no density: words are counted only where a listed word was found and the count is in range
         dense_candidates = np.flatnonzero((counts > 0) & (counts <= self.max_count))
         if dense_candidates.size:
-            words = self.word_counts([texts[i] for i in dense_candidates.tolist()], languages[dense_candidates])
+            chosen = [normal[i] for i in dense_candidates.tolist()]  # a text with a match was found, so it is there
+            words = self.normal_word_counts(chosen, languages[dense_candidates])
             density[dense_candidates] = counts[dense_candidates] / words
         reasons = np.where(
             counts > self.max_count,
@@ -343,7 +492,7 @@ class DirtyWordsFilter(WordDensityFilter):
     )
 
     def words_for(self, language: str) -> tuple[str, ...]:
-        excluded = {word.lower() for word in self.excluded_words.get(language, ())}
+        excluded = {normal_entry(word) for word in self.excluded_words.get(language, ())}
         return tuple(word for word in profanity_lists().get(language, ()) if word not in excluded)
 
 
