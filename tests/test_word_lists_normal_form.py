@@ -177,3 +177,20 @@ def test_a_text_the_unstable_pattern_does_not_find_is_its_own_normal_form():
     # U+09AF U+09BC); the Thai lines with a tone mark after a vowel below (classes 103, 107: in order) are not
     found = [text for text in real if unstable.search(text) is not None]
     assert all(normal_form(text) != text for text in found) and len(found) == len(KOREAN) + 8
+
+
+def test_normalisation_touches_no_code_point_past_the_limit():
+    """``unstable_pattern`` reads the Unicode tables only below ``NORMALISATION_LIMIT``: nothing past it may
+    decompose, combine or change under NFC or NFD (a newer Unicode in a newer Python would fail here first)."""
+    from refinery.filters.word_lists import NORMALISATION_LIMIT
+
+    touched = [
+        code
+        for code in range(NORMALISATION_LIMIT, 0x110000)
+        if unicodedata.combining(chr(code))
+        or unicodedata.decomposition(chr(code))
+        or unicodedata.normalize("NFC", chr(code)) != chr(code)
+        or unicodedata.normalize("NFD", chr(code)) != chr(code)
+    ]
+    assert touched == []
+    assert unicodedata.decomposition(chr(NORMALISATION_LIMIT - 1)), "the limit is just past the last one touched"
