@@ -1,7 +1,9 @@
 """MinHash and semantic dedup derive their partition counts from the input's size (``partition_bytes``).
 
 A fixed count made each reduce task's memory grow with the corpus; the derived count keeps the input per
-partition near ``partition_bytes``. Decisions must not depend on the count.
+partition near ``partition_bytes``. Decisions must not depend on the count. The map phases of MinHash and of
+the exact-key and line stages write one file per group of consecutive shards; decisions must not depend on the
+grouping either, and a resumed reduce phase reads the writers its map phase recorded.
 """
 
 from __future__ import annotations
@@ -237,3 +239,42 @@ def test_group_bytes_keep_every_cpu_busy(monkeypatch):
     assert group_bytes(10 * 2**40, 2**20) == 2**20, "never more than a partition's input"
     assert group_bytes(40 * 2**20, 2**30) == 5 * 2**20, "a small one: 8 groups for 4 CPUs"
     assert group_bytes(0, 2**30) == 1
+
+
+class ResumableContext(InProcessContext):
+    """An in-process context that remembers the phases marked done, as the runner's markers do."""
+
+    def phase_done(self, phase: str) -> bool:
+        return phase in self.phases
+
+
+@pytest.mark.parametrize(
+    ("name", "mapped", "reduced"), [("exact_dedup", "keys", "groups"), ("line_dedup", "lines", "counts")]
+)
+def test_a_resumed_reduce_reads_the_writers_the_map_phase_recorded(
+    name,
+    mapped,
+    reduced,
+    batches,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """Killed after the map phase, resumed in a session whose CPUs would cut other groups: the reduce phase reads
+    the writers the map phase wrote (its recorded results), not a recount (which would look for a missing
+    writer), and the output matches a clean run."""
+    from refinery.dedup import shard_groups
+
+    batch = pa.concat_tables([batches["english"], batches["copies"], batches["doubled"]], promote_options="permissive")
+    batch = batch.set_column(0, "id", pa.array([f"doc{i}" for i in range(batch.num_rows)]))
+    stage = stage_registry()[name](**({"max_repeats": 1} if name == "line_dedup" else {}))
+    monkeypatch.setattr(shard_groups, "group_bytes", lambda total, target: 10**9)
+    clean = InProcessContext(tmp_path / "clean", batch)
+    expected = _outcome(stage.prepare(clean), clean)
+    context = ResumableContext(tmp_path / "resumed", batch)
+    stage.prepare(context)
+    context.phases = context.phases[: context.phases.index(mapped) + 1]  # the run died after the map phase
+    monkeypatch.setattr(shard_groups, "group_bytes", lambda total, target: 1)  # now a group per shard
+    decision = stage.prepare(context)
+    writers = list((tmp_path / "resumed").glob(f"segments/*/work/{mapped}/rows/_index/*.json"))
+    assert len(writers) == 1 and context.phases.count(mapped) == 1 and context.phases.count(reduced) == 1
+    assert _outcome(decision, context) == expected
