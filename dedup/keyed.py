@@ -1,14 +1,15 @@
 """Dedup by an exact key (a normalised URL, a text hash): the shared phases of ``url_dedup`` and ``exact_dedup``.
 
-1. ``keys`` (a Ray task per input shard): each document's 128-bit key, hash-partitioned with
-   :func:`refinery.pipelines.partitions.write_partitioned` together with what the keeper rule needs (id, date,
-   ``quality_score`` when the column exists, source, shard index);
+1. ``keys`` (a Ray task per group of consecutive shards, one writer each: see :mod:`refinery.dedup.shard_groups`):
+   each document's 128-bit key, hash-partitioned with :func:`refinery.pipelines.partitions.write_partitioned`
+   together with what the keeper rule needs (id, date, ``quality_score`` when the column exists, source, shard
+   index);
 2. ``groups`` (a Ray task per partition): rows sorted by key and then by the keeper rule; the first row of each
    key is kept, every other is dropped with the id of that keeper; the drops are written partitioned by shard
    index, so each shard's drop list is one partition (see :mod:`refinery.dedup.decisions`).
 
-Memory per task is one input shard or one partition. The kept document of a key depends only on the rows, never
-on the number of partitions or workers (ties are broken by id).
+Memory per task is one input shard and its group's key rows, or one partition. The kept document of a key
+depends only on the rows, never on the number of partitions, groups or workers (ties are broken by id).
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ def keys_of(table: pa.Table, job: dict[str, Any]) -> tuple[np.ndarray, np.ndarra
     return high, low, np.ones(table.num_rows, dtype=bool)
 
 
-def key_shard(job: dict[str, Any]) -> dict[str, int]:
-    """Phase ``keys``: key one shard's documents and hash-partition them."""
+def shard_key_rows(job: dict[str, Any], shard: int, path: str) -> tuple[pa.Table, dict[str, int]]:
+    """One shard's key rows (what ``groups`` needs of each keyed document) and its counts."""
     wanted = [ID, SOURCE, DATE, QUALITY, URL if job["key"] == "url" else TEXT]
-    table = read_columns(job["path"], wanted)
+    table = read_columns(path, wanted)
     high, low, has_key = keys_of(table, job)
     rows = pa.table(
         {
@@ -83,13 +84,33 @@ def key_shard(job: dict[str, Any]) -> dict[str, int]:
             )
             .cast(pa.float64())
             .filter(pa.array(has_key)),
-            "shard": pa.array(np.full(int(has_key.sum()), job["shard"], dtype=np.int32)),
+            "shard": pa.array(np.full(int(has_key.sum()), shard, dtype=np.int32)),
         }
     )
-    write_partitioned(
-        job["out"], job["writer"], rows, partition_of(high[has_key], job["partitions"]), job["partitions"]
-    )
-    return {"rows": table.num_rows, "keyed": int(has_key.sum()), "quality": QUALITY in table.column_names}
+    return rows, {"rows": table.num_rows, "keyed": int(has_key.sum()), "quality": QUALITY in table.column_names}
+
+
+def key_group(job: dict[str, Any]) -> dict[str, Any]:
+    """Phase ``keys``: key a group of consecutive shards (``job["members"]``) and hash-partition them as one writer.
+
+    Each shard is read and keyed alone (a task holds one shard's text and its group's small key rows); the rows
+    are partitioned once for the group, in shard order, so a partition holds the same rows in the same order as
+    with one writer per shard and ``groups`` decides the same, reading one file per group instead of per shard.
+    """
+    tables, stats = [], []
+    for member in job["members"]:
+        rows, shard_stats = shard_key_rows(job, member["shard"], member["path"])
+        tables.append(rows)
+        stats.append(shard_stats)
+    rows = pa.concat_tables(tables)
+    keys = rows.column("k1").to_numpy()
+    write_partitioned(job["out"], job["writer"], rows, partition_of(keys, job["partitions"]), job["partitions"])
+    return {
+        "rows": sum(s["rows"] for s in stats),
+        "keyed": sum(s["keyed"] for s in stats),
+        "quality": any(s["quality"] for s in stats),
+        "shards": len(stats),
+    }
 
 
 def group_partition(job: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """The stage skeleton shared by ``url_dedup`` and ``exact_dedup``: phases ``keys`` → ``groups`` → drop lists.
 
+``keys`` runs a task (and a writer) per group of consecutive shards (:mod:`refinery.dedup.shard_groups`);
+``groups`` reads as many writers as the ``keys`` phase recorded results, so a resumed run reads what was written.
+
 See :mod:`refinery.dedup.keyed` for what each phase computes. The decision stage rejects the dropped documents
 with the stage's rule and writes the id of the kept twin into the stage's ``*_duplicate_of`` column (one column
 per dedup stage: a recipe runs several dedup stages and a column may be added only once).
@@ -12,9 +15,10 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from pydantic import Field
 
-from refinery.dedup.decisions import ShardDecider, check_decision_list, shard_jobs, write_shard_list
-from refinery.dedup.keyed import DUPLICATE, apply_drops, drop_lookup, group_partition, key_shard, merge_stats
+from refinery.dedup.decisions import ShardDecider, check_decision_list, write_shard_list
+from refinery.dedup.keyed import DUPLICATE, apply_drops, drop_lookup, group_partition, key_group, merge_stats
 from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
+from refinery.dedup.shard_groups import shard_group_jobs
 from refinery.pipelines import storage
 from refinery.pipelines.partitions import KEY_MIN_PARTITIONS, KEY_PARTITION_BYTES, partition_count
 from refinery.pipelines.stages import GlobalContext, GlobalStage, StageResult, split_by_mask
@@ -68,15 +72,16 @@ class KeyedDedup(GlobalStage):
         shards_file, shards_sha = write_shard_list(context)
         keys_dir, drops_dir = phase_dir(context, "keys", "rows"), phase_dir(context, "groups", "drops")
         parts = partition_count(context, self.num_partitions, self.partition_bytes, KEY_MIN_PARTITIONS)
-        jobs = shard_jobs(context, out=keys_dir, partitions=parts, seed=context.seed, **self.key_job())
-        for job in jobs:
-            job["writer"] = writer_name(job["shard"])
-        run_phase(context, "keys", key_shard, jobs, partitioned=["rows"])
+        jobs = shard_group_jobs(
+            context, self.partition_bytes, out=keys_dir, partitions=parts, seed=context.seed, **self.key_job()
+        )
+        keyed = run_phase(context, "keys", key_group, jobs, partitioned=["rows"])
+        groups_written = len(keyed)  # from the phase's results: a resumed run reads what was written
         group_jobs = [
             {
                 "partition": k,
                 "in": keys_dir,
-                "writers": writers(len(context.shard_names)),
+                "writers": writers(groups_written),
                 "out": drops_dir,
                 "writer": writer_name(k),
                 "shards": max(len(context.shard_names), 1),

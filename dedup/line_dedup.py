@@ -5,10 +5,11 @@ Phases, each a Ray map with a marker:
 1. ``buckets``: each shard's document count; the sorted shards are cut into fixed groups of consecutive shards
    of at most ``bucket_documents`` documents (a shard larger than that is a bucket of its own). The buckets
    depend only on the shard names and their row counts, never on workers or partitions;
-2. ``lines`` (a task per shard): every line normalised (``normalisation``, FineWeb's by default) and hashed
-   (xxh3-64), counted per shard, and the (bucket, hash, count) rows hash-partitioned;
-3. ``counts`` (a task per partition): counts summed per bucket and line; the lines seen **more than**
-   ``max_repeats`` times in their bucket are written per bucket.
+2. ``lines`` (a task and a writer per group of consecutive shards, :mod:`refinery.dedup.shard_groups`): every
+   line normalised (``normalisation``, FineWeb's by default) and hashed (xxh3-64), counted per shard, summed per
+   (bucket, line) over the group (a group may span buckets), and the (bucket, hash, count) rows hash-partitioned;
+3. ``counts`` (a task per partition, reading one file per ``lines`` writer): counts summed per bucket and line;
+   the lines seen **more than** ``max_repeats`` times in their bucket are written per bucket.
 
 The decision, per shard: every line whose hash is frequent in the shard's bucket is removed, **all of its
 occurrences included** (as ccNet does: the first occurrence is not special, the line is boilerplate wherever it
@@ -33,6 +34,7 @@ from pydantic import Field
 from refinery.dedup.decisions import ShardDecider, check_decision_list, shard_jobs, write_shard_list
 from refinery.dedup.lines import split_lines, without_lines
 from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
+from refinery.dedup.shard_groups import shard_group_jobs
 from refinery.pipelines import storage
 from refinery.pipelines.documents import TEXT
 from refinery.pipelines.partitions import (
@@ -67,31 +69,61 @@ def assign_buckets(rows: list[int], bucket_documents: int) -> list[int]:
     return buckets
 
 
-def count_lines(job: dict[str, Any]) -> dict[str, int]:
-    """Phase ``lines``: occurrences of each normalised line in one shard, partitioned by (bucket, line)."""
-    fs, inner = storage.filesystem(job["path"])
+def shard_line_counts(path: str, normalisation: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct line hashes, occurrences of each) of one shard's countable lines."""
+    fs, inner = storage.filesystem(path)
     hashes, counts = [], []
     with fs.open(inner, "rb") as handle:
         for batch in pq.ParquetFile(handle).iter_batches(batch_size=CHUNK_DOCUMENTS, columns=[TEXT]):
-            lines = split_lines(batch.column(0), job["normalisation"], job["seed"])
+            lines = split_lines(batch.column(0), normalisation, seed)
             unique, count = np.unique(lines.hashes[lines.countable], return_counts=True)
             hashes.append(unique)
             counts.append(count)
-    all_hashes = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
-    all_counts = np.concatenate(counts) if counts else np.zeros(0, np.int64)
-    unique, inverse = np.unique(all_hashes, return_inverse=True)
-    totals = np.bincount(inverse, weights=all_counts, minlength=len(unique)).astype(np.int64)
-    bucket = job["bucket"]
+    return summed(
+        np.concatenate(hashes) if hashes else np.zeros(0, np.uint64),
+        np.concatenate(counts) if counts else np.zeros(0, np.int64),
+    )
+
+
+def summed(hashes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts summed per distinct hash (hashes sorted)."""
+    unique, inverse = np.unique(hashes, return_inverse=True)
+    return unique, np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
+
+
+def count_group_lines(job: dict[str, Any]) -> dict[str, int]:
+    """Phase ``lines``: occurrences of each normalised line in a group of consecutive shards (``job["members"]``,
+    each with its bucket), summed per (bucket, line) and partitioned by (bucket, line) as one writer.
+
+    A group may span buckets: every row carries its bucket and is summed and partitioned by it, so ``counts``
+    sees the same (bucket, line) totals whatever the grouping (a line's count never leaks into another bucket).
+    """
+    buckets, hashes, counts = [], [], []
+    for member in job["members"]:
+        unique, totals = shard_line_counts(member["path"], job["normalisation"], job["seed"])
+        buckets.append(np.full(len(unique), member["bucket"], np.int32))
+        hashes.append(unique)
+        counts.append(totals)
+    bucket = np.concatenate(buckets) if buckets else np.zeros(0, np.int32)
+    hashes_all = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+    counts_all = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    order = np.lexsort((hashes_all, bucket))
+    bucket, hashes_all, counts_all = bucket[order], hashes_all[order], counts_all[order]
+    new_key = np.ones(len(order), dtype=bool)
+    new_key[1:] = (bucket[1:] != bucket[:-1]) | (hashes_all[1:] != hashes_all[:-1])
+    starts = np.flatnonzero(new_key)
+    bucket, unique = bucket[starts], hashes_all[starts]
+    totals = np.add.reduceat(counts_all, starts) if len(starts) else np.zeros(0, np.int64)
     table = pa.table(
         {
             "hash": pa.array(unique, pa.uint64()),
             "count": pa.array(totals, pa.int64()),
-            "bucket": pa.array(np.full(len(unique), bucket, np.int32)),
+            "bucket": pa.array(bucket, pa.int32()),
         }
     )
-    keys = unique ^ splitmix64(np.full(len(unique), bucket, np.uint64))
+    keys = unique ^ splitmix64(bucket.astype(np.uint64))
     write_partitioned(job["out"], job["writer"], table, partition_of(keys, job["partitions"]), job["partitions"])
-    return {"distinct_lines": len(unique), "lines": int(all_counts.sum())}
+    return {"distinct_lines": len(unique), "lines": int(counts_all.sum()), "shards": len(job["members"])}
 
 
 def frequent_lines(job: dict[str, Any]) -> dict[str, int]:
@@ -172,15 +204,24 @@ class LineDedup(GlobalStage):
         storage.write_bytes_atomic(fs, buckets_path, data)
         lines_dir, frequent_dir = phase_dir(context, "lines", "rows"), phase_dir(context, "counts", "frequent")
         parts = partition_count(context, self.num_partitions, self.partition_bytes, KEY_MIN_PARTITIONS)
-        jobs = shard_jobs(context, out=lines_dir, partitions=parts, normalisation=self.normalisation)
+        jobs = shard_group_jobs(
+            context,
+            self.partition_bytes,
+            out=lines_dir,
+            partitions=parts,
+            normalisation=self.normalisation,
+            seed=context.seed,
+        )
         for job in jobs:
-            job.update(writer=writer_name(job["shard"]), bucket=buckets[job["shard"]], seed=context.seed)
-        run_phase(context, "lines", count_lines, jobs, partitioned=["rows"])
+            for member in job["members"]:
+                member["bucket"] = buckets[member["shard"]]
+        counted = run_phase(context, "lines", count_group_lines, jobs, partitioned=["rows"])
+        groups_written = len(counted)  # from the phase's results: a resumed run reads what was written
         count_jobs = [
             {
                 "partition": k,
                 "in": lines_dir,
-                "writers": writers(len(context.shard_names)),
+                "writers": writers(groups_written),
                 "out": frequent_dir,
                 "writer": writer_name(k),
                 "buckets": max(buckets, default=0) + 1,

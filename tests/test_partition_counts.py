@@ -1,7 +1,9 @@
 """MinHash and semantic dedup derive their partition counts from the input's size (``partition_bytes``).
 
 A fixed count made each reduce task's memory grow with the corpus; the derived count keeps the input per
-partition near ``partition_bytes``. Decisions must not depend on the count.
+partition near ``partition_bytes``. Decisions must not depend on the count. The map phases of MinHash and of
+the exact-key and line stages write one file per group of consecutive shards; decisions must not depend on the
+grouping either, and a resumed reduce phase reads the writers its map phase recorded.
 """
 
 from __future__ import annotations
@@ -159,3 +161,120 @@ def test_signature_groups_keep_every_cpu_busy(monkeypatch):
     assert signature_group_bytes(10 * 2**30, 2**20) == 2**20, "never more than a partition's input"
     assert signature_group_bytes(40 * 2**20, 64 * 2**20) == 5 * 2**20, "a small one: 8 groups for 4 CPUs"
     assert signature_group_bytes(0, 64 * 2**20) == 1
+
+
+def _outcome(decision, context) -> tuple[list, list]:
+    """Kept (id, text, every added column) and rejected (id, reason, added columns) rows of every shard, sorted."""
+    result = decide_every_shard(decision, context)
+    added = [c for c in result.kept.column_names if c.endswith("duplicate_of")]
+    kept = sorted(zip(*(result.kept[c].to_pylist() for c in ["id", "text", *added]), strict=True))
+    rejected = sorted(zip(*(result.rejected[c].to_pylist() for c in ["id", "reason", *added]), strict=True))
+    return kept, rejected
+
+
+@pytest.mark.parametrize(("name", "phase"), [("url_dedup", "keys"), ("exact_dedup", "keys"), ("line_dedup", "lines")])
+def test_key_and_line_maps_are_written_by_groups_of_shards(name, phase, batches, tmp_path, monkeypatch):  # noqa: F811
+    """One writer per group of shards, not per shard (a reduce task reads a file per writer); the same output."""
+    from refinery.dedup import shard_groups
+
+    batch = pa.concat_tables([batches["english"], batches["copies"], batches["doubled"]], promote_options="permissive")
+    batch = batch.set_column(0, "id", pa.array([f"doc{i}" for i in range(batch.num_rows)]))
+    outcomes = []
+    for label, group_bytes in (("grouped", 10**9), ("per_shard", 1)):
+        monkeypatch.setattr(shard_groups, "group_bytes", lambda total, target, size=group_bytes: size)
+        context = InProcessContext(tmp_path / label, batch)
+        stage = stage_registry()[name](**({"max_repeats": 1} if name == "line_dedup" else {}))
+        decision = stage.prepare(context)
+        written = list((tmp_path / label).glob(f"segments/*/work/{phase}/rows/_index/*.json"))
+        assert len(written) == (1 if label == "grouped" else len(context.shard_names)), (label, written)
+        outcomes.append(_outcome(decision, context))
+    (kept_grouped, rejected_grouped), (kept_per_shard, rejected_per_shard) = outcomes
+    assert kept_grouped == kept_per_shard and rejected_grouped == rejected_per_shard
+    original = dict(zip(batch["id"].to_pylist(), batch["text"].to_pylist(), strict=True))
+    assert rejected_grouped or [k for k in kept_grouped if k[1] != original[k[0]]], "nothing found to compare"
+
+
+def test_a_line_group_spanning_two_buckets_counts_each_bucket_apart(batches, tmp_path, monkeypatch):  # noqa: F811
+    """Shards ``a`` and ``b`` are buckets 0 and 1 but one ``lines`` group: each row keeps its bucket.
+
+    ``shared`` is in every document (4 per bucket, 8 in all: frequent only if the buckets were merged);
+    ``local`` is in ``a`` 8 times (frequent in bucket 0) and once in ``b`` (kept there).
+    """
+    from refinery.dedup import shard_groups
+
+    docs = batches["english"].slice(0, 8)
+    texts = docs["text"].to_pylist()
+    shared = "Report bugs to the project's issue tracker, not to the mailing list."
+    local = "This page was generated from the reStructuredText sources of the manual."
+    texts = [
+        f"{t}\n{shared}\n{local}\n{local}" if i < 4 else f"{t}\n{shared}" + (f"\n{local}" if i == 4 else "")
+        for i, t in enumerate(texts)
+    ]
+    batch = docs.set_column(
+        docs.schema.get_field_index("text"), "text", pa.array(texts, docs.schema.field("text").type)
+    )
+    batch = batch.set_column(0, "id", pa.array([f"doc{i}" for i in range(batch.num_rows)]))
+    outcomes = []
+    for label, group_bytes in (("grouped", 10**9), ("per_shard", 1)):
+        monkeypatch.setattr(shard_groups, "group_bytes", lambda total, target, size=group_bytes: size)
+        context = InProcessContext(tmp_path / label, batch)
+        decision = stage_registry()["line_dedup"](bucket_documents=4).prepare(context)
+        written = list((tmp_path / label).glob("segments/*/work/lines/rows/_index/*.json"))
+        assert len(written) == (1 if label == "grouped" else 2), (label, written)
+        outcomes.append(_outcome(decision, context))
+    assert outcomes[0] == outcomes[1]
+    kept = {doc: text for doc, text, *_ in outcomes[0][0]}
+    assert len(kept) == 8
+    assert all(shared in text for text in kept.values()), "a line counted across buckets"
+    assert not any(local in kept[f"doc{i}"] for i in range(4)), "the line frequent in bucket 0 was kept there"
+    assert local in kept["doc4"], "the line frequent in bucket 0 was removed from bucket 1"
+
+
+def test_group_bytes_keep_every_cpu_busy(monkeypatch):
+    from refinery.dedup.shard_groups import GROUP_BYTES, group_bytes
+    from refinery.pipelines import executor
+
+    monkeypatch.setattr(executor, "session_resources", lambda: {"CPU": 4.0})
+    assert group_bytes(10 * 2**40, 2**30) == GROUP_BYTES, "a large input: what one task may hold"
+    assert group_bytes(10 * 2**40, 2**20) == 2**20, "never more than a partition's input"
+    assert group_bytes(40 * 2**20, 2**30) == 5 * 2**20, "a small one: 8 groups for 4 CPUs"
+    assert group_bytes(0, 2**30) == 1
+
+
+class ResumableContext(InProcessContext):
+    """An in-process context that remembers the phases marked done, as the runner's markers do."""
+
+    def phase_done(self, phase: str) -> bool:
+        return phase in self.phases
+
+
+@pytest.mark.parametrize(
+    ("name", "mapped", "reduced"), [("exact_dedup", "keys", "groups"), ("line_dedup", "lines", "counts")]
+)
+def test_a_resumed_reduce_reads_the_writers_the_map_phase_recorded(
+    name,
+    mapped,
+    reduced,
+    batches,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """Killed after the map phase, resumed in a session whose CPUs would cut other groups: the reduce phase reads
+    the writers the map phase wrote (its recorded results), not a recount (which would look for a missing
+    writer), and the output matches a clean run."""
+    from refinery.dedup import shard_groups
+
+    batch = pa.concat_tables([batches["english"], batches["copies"], batches["doubled"]], promote_options="permissive")
+    batch = batch.set_column(0, "id", pa.array([f"doc{i}" for i in range(batch.num_rows)]))
+    stage = stage_registry()[name](**({"max_repeats": 1} if name == "line_dedup" else {}))
+    monkeypatch.setattr(shard_groups, "group_bytes", lambda total, target: 10**9)
+    clean = InProcessContext(tmp_path / "clean", batch)
+    expected = _outcome(stage.prepare(clean), clean)
+    context = ResumableContext(tmp_path / "resumed", batch)
+    stage.prepare(context)
+    context.phases = context.phases[: context.phases.index(mapped) + 1]  # the run died after the map phase
+    monkeypatch.setattr(shard_groups, "group_bytes", lambda total, target: 1)  # now a group per shard
+    decision = stage.prepare(context)
+    writers = list((tmp_path / "resumed").glob(f"segments/*/work/{mapped}/rows/_index/*.json"))
+    assert len(writers) == 1 and context.phases.count(mapped) == 1 and context.phases.count(reduced) == 1
+    assert _outcome(decision, context) == expected
