@@ -32,7 +32,7 @@ def phase_dir(context: GlobalContext, phase: str, *parts: str) -> str:
 
 
 class _PhaseTask:
-    """One phase job as a task, named after the phase's function (its workers show as ``ray::key_shard``...)."""
+    """One phase job as a task, named after the phase's function (its workers show as ``ray::key_group``...)."""
 
     def __init__(self, function: Callable[[dict[str, Any]], Any]) -> None:
         self.function = function
