@@ -15,6 +15,7 @@ signature group holds. At 256 MiB a reduce task reads one file per 256 MiB of in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from refinery.dedup.phases import writer_name
@@ -25,19 +26,33 @@ from refinery.pipelines.stages import GlobalContext
 GROUP_BYTES = 256 * 2**20
 
 
-def group_bytes(total_bytes: int, partition_bytes: int) -> int:
-    """Input bytes per writer: ``GROUP_BYTES`` (or ``partition_bytes`` if smaller), less when that would leave
-    CPUs idle: the phase keeps at least two groups per CPU of the session (one group per shard at most)."""
+def bytes_per_group(total_bytes: int, partition_bytes: int, cap: int) -> int:
+    """Input bytes per writer of a map phase run per group of shards: ``cap`` (or ``partition_bytes`` if smaller),
+    less when that would leave CPUs idle: the phase keeps at least two groups per CPU of the session (one group
+    per shard at most). The rule of MinHash's ``signatures`` and of the ``keys`` and ``lines`` phases alike."""
     from refinery.pipelines.executor import session_resources
 
     cpus = max(1, int(session_resources().get("CPU", 1)))
-    return max(1, min(GROUP_BYTES, partition_bytes, -(-total_bytes // (2 * cpus))))
+    return max(1, min(cap, partition_bytes, -(-total_bytes // (2 * cpus))))
 
 
-def shard_group_jobs(context: GlobalContext, partition_bytes: int, **extra: Any) -> list[dict[str, Any]]:
-    """One job per group of consecutive shards (sorted shard order): its writer and members (index, path)."""
+def group_bytes(total_bytes: int, partition_bytes: int) -> int:
+    """Input bytes per writer of the ``keys`` and ``lines`` phases (``GROUP_BYTES`` at most)."""
+    return bytes_per_group(total_bytes, partition_bytes, GROUP_BYTES)
+
+
+def shard_group_jobs(
+    context: GlobalContext,
+    partition_bytes: int,
+    sizing: Callable[[int, int], int] | None = None,
+    **extra: Any,
+) -> list[dict[str, Any]]:
+    """One job per group of consecutive shards (sorted shard order): its writer and members (index, path).
+
+    ``sizing(total input bytes, partition_bytes)`` gives the input bytes per group (default :func:`group_bytes`).
+    """
     sizes = input_sizes(context)
-    groups = groups_by_bytes(sizes, group_bytes(sum(sizes), partition_bytes))
+    groups = groups_by_bytes(sizes, (sizing or group_bytes)(sum(sizes), partition_bytes))
     return [
         {
             "members": [{"shard": i, "path": context.input_path(context.shard_names[i])} for i in group],

@@ -37,8 +37,9 @@ from refinery.dedup.minhash.components import label_partition, star_round
 from refinery.dedup.minhash.signatures import signature_group
 from refinery.dedup.phases import phase_dir, run_phase, writer_name, writers
 from refinery.dedup.report import cluster_summary, dedup_report_html
+from refinery.dedup.shard_groups import bytes_per_group, shard_group_jobs
 from refinery.pipelines import storage
-from refinery.pipelines.partitions import PARTITION_BYTES, groups_by_bytes, input_sizes, partition_count
+from refinery.pipelines.partitions import PARTITION_BYTES, partition_count
 from refinery.pipelines.stages import GlobalContext, GlobalStage, register_stage
 
 MAX_ROUNDS = 200
@@ -58,10 +59,7 @@ def signature_group_bytes(total_bytes: int, partition_bytes: int) -> int:
     task holds its group's sketches (64 MB of input: 1.3 GB of task memory at 64x), and the phase needs at least
     two groups per CPU of the session to keep them busy (one group per shard at most).
     """
-    from refinery.pipelines.executor import session_resources
-
-    cpus = max(1, int(session_resources().get("CPU", 1)))
-    return max(1, min(SIGNATURE_GROUP_BYTES, partition_bytes, -(-total_bytes // (2 * cpus))))
+    return bytes_per_group(total_bytes, partition_bytes, SIGNATURE_GROUP_BYTES)
 
 
 def drop_partition_count(final_edges: int, partitions: int) -> int:
@@ -127,24 +125,19 @@ class MinhashDedup(GlobalStage):
         parts = self._partitions = partition_count(context, self.num_partitions, self.partition_bytes)
         shards = len(context.shard_names)
         signatures = {name: phase_dir(context, "signatures", name) for name in ("bands", "sketches")}
-        sizes = input_sizes(context)
-        groups = groups_by_bytes(sizes, signature_group_bytes(sum(sizes), self.partition_bytes))
-        members = [[{"shard": i, "path": context.input_path(context.shard_names[i])} for i in g] for g in groups]
-        jobs = [
-            {
-                "members": group,
-                "writer": writer_name(k),
-                "partitions": parts,
-                "bands": self.bands,
-                "rows": self.rows,
-                "ngram": self.ngram,
-                "verify_bins": self.verify_bins,
-                "seed": context.seed,
-                "bands_dir": signatures["bands"],
-                "sketch_dir": signatures["sketches"],
-            }
-            for k, group in enumerate(members)
-        ]
+        jobs = shard_group_jobs(
+            context,
+            self.partition_bytes,
+            sizing=signature_group_bytes,
+            partitions=parts,
+            bands=self.bands,
+            rows=self.rows,
+            ngram=self.ngram,
+            verify_bins=self.verify_bins,
+            seed=context.seed,
+            bands_dir=signatures["bands"],
+            sketch_dir=signatures["sketches"],
+        )
         sketched = run_phase(context, "signatures", signature_group, jobs, partitioned=list(signatures))
         groups_written = len(sketched)  # from the phase's results: a resumed run reads what was written
 
