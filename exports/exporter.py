@@ -47,7 +47,7 @@ from refinery.pipelines.models import file_sha256, tokenizer_file
 
 from .formats import DATATROVE, FORMATS, FRAMING, MEGATRON, token_dtype
 from .lineage import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_MANIFEST
-from .location import child, files_under, process_memory, remove_tree, root_of
+from .location import files_under, process_memory, remove_tree, root_of
 from .merge import dataset_is_done, merge_dataset
 from .shard_task import ExportError, export_source
 
@@ -161,7 +161,7 @@ def export_manifest(
             fingerprint=storage.fingerprint(
                 {**config, "source": job["source"], "sha256": job["sha256"], "split": job["split"]}
             ),
-            marker_path=child(root, "_work", "markers", f"{job.pop('marker')}.json"),
+            marker_path=storage.join(root, "_work", "markers", f"{job.pop('marker')}.json"),
         )
     expected = _expected_datasets(manifest)
     output_fs, output_inner = storage.filesystem(root)
@@ -176,7 +176,7 @@ def export_manifest(
                     "prefix": key,
                     "dtype": dtype.name,
                     "fingerprint": storage.fingerprint({**config, "dataset": key, "sources": sources}),
-                    "marker_path": child(root, "_work", "markers", f"dataset-{key.replace('/', '-')}.json"),
+                    "marker_path": storage.join(root, "_work", "markers", f"dataset-{key.replace('/', '-')}.json"),
                 }
             keys = sorted(dataset_jobs)
             done = dict(
@@ -248,10 +248,10 @@ def export_manifest(
         "files": _file_list(datasets, blends),
     }
     _remove_stale(root, {f["path"] for f in record["files"]})
-    storage.write_json_file(child(root, EXPORT_MANIFEST), record)
+    storage.write_json_file(storage.join(root, EXPORT_MANIFEST), record)
     if export_format == MEGATRON and not keep_parts:
         remove_tree(root, "_work/parts")
-    return output / EXPORT_MANIFEST if isinstance(output, Path) else child(root, EXPORT_MANIFEST)
+    return output / EXPORT_MANIFEST if isinstance(output, Path) else storage.join(root, EXPORT_MANIFEST)
 
 
 def _source_job(source: Manifest, entry: Any, split: str, part: str, bucket: str | None, marker: str) -> dict[str, Any]:

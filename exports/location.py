@@ -24,11 +24,6 @@ def root_of(path: str | Path) -> str:
     return path.rstrip("/") if is_url(path) else str(Path(path))
 
 
-def child(root: str, *relative: str) -> str:
-    """``root/relative`` for a local folder or a URL alike."""
-    return storage.join(root, *relative)
-
-
 def read_bytes(path: str | Path) -> bytes:
     """A whole (small) file: an index, a marker, a JSON manifest."""
     fs, inner = storage.filesystem(str(path))
